@@ -1,0 +1,66 @@
+"""The HTTP API: `create_app(settings)` builds everything; nothing happens at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from trainyard.api import routes_jobs
+from trainyard.api.errors import error_response, install_error_handlers
+from trainyard.api.limits import BodySizeLimit
+from trainyard.api.metrics import latency_middleware, make_registry
+from trainyard.platform import db, migrate
+from trainyard.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = db.make_engine(settings.database_url)
+        if settings.migrate_on_start:
+            migrate.upgrade(engine)
+        app.state.engine = engine
+        app.state.sessionmaker = db.make_sessionmaker(engine)
+        app.state.registry, latency = make_registry(app.state.sessionmaker)
+        app.state.latency = latency
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(title="Trainyard", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def _latency(request: Request, call_next: Any) -> Response:
+        latency = getattr(request.app.state, "latency", None)
+        if latency is None:
+            return await call_next(request)  # type: ignore[no-any-return]
+        return await latency_middleware(latency)(request, call_next)
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(routes_jobs.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz(request: Request) -> JSONResponse:
+        try:
+            with request.app.state.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            return error_response(503, "database_unavailable", f"database check failed: {type(exc).__name__}")
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,89 @@
+"""Prometheus metrics: request latency from a middleware; queue figures read from the database
+at scrape time, so every API replica reports the same truth."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import Request
+from starlette.responses import Response
+
+from trainyard.platform import states
+
+
+class QueueCollector(Collector):
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self._factory = factory
+
+    def collect(self) -> Iterator[Metric]:
+        by_state = GaugeMetricFamily("trainyard_jobs", "Jobs by state", labels=["state"])
+        depth = GaugeMetricFamily("trainyard_queue_depth", "Queued jobs by pool", labels=["pool"])
+        oldest = GaugeMetricFamily("trainyard_queue_oldest_seconds", "Age of the oldest queued job")
+        claim = GaugeMetricFamily(
+            "trainyard_claim_latency_seconds",
+            "Seconds from a job becoming claimable to its claim, over the last hour",
+            labels=["quantile"],
+        )
+        with self._factory() as session:
+            counts = dict(session.execute(text("SELECT status, count(*) FROM jobs GROUP BY status")).all())
+            for state in states.STATUSES:
+                by_state.add_metric([state], float(counts.get(state, 0)))
+            for pool, n in session.execute(
+                text("SELECT coalesce(pool, ''), count(*) FROM jobs WHERE status = 'queued' GROUP BY 1")
+            ).all():
+                depth.add_metric([pool], float(n))
+            age = session.scalar(
+                text(
+                    "SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM jobs"
+                    " WHERE status = 'queued'"
+                )
+            )
+            oldest.add_metric([], float(age or 0))
+            row = session.execute(
+                text(
+                    """
+                    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY w), percentile_cont(0.99) WITHIN GROUP (ORDER BY w)
+                    FROM (
+                      SELECT extract(epoch FROM a.started_at - greatest(j.created_at, a.started_at - interval '1 day'))
+                             AS w
+                      FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+                      WHERE a.number = 1 AND a.started_at > now() - interval '1 hour'
+                    ) t
+                    """
+                )
+            ).one()
+            claim.add_metric(["0.5"], float(row[0] or 0))
+            claim.add_metric(["0.99"], float(row[1] or 0))
+        yield from (by_state, depth, oldest, claim)
+
+
+def make_registry(factory: sessionmaker[Session]) -> tuple[CollectorRegistry, Histogram]:
+    registry = CollectorRegistry()
+    registry.register(QueueCollector(factory))
+    latency = Histogram(
+        "trainyard_http_request_duration_seconds",
+        "HTTP request latency",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    return registry, latency
+
+
+def latency_middleware(
+    latency: Histogram,
+) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
+    async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        # The route template, not the raw path, keeps label cardinality bounded.
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        latency.labels(request.method, route, str(response.status_code)).observe(time.perf_counter() - start)
+        return response
+
+    return middleware

@@ -1,0 +1,98 @@
+"""/v1/jobs: thin routes over `trainyard.platform.jobs`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from trainyard.api.deps import PrincipalDep, SessionDep
+from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
+from trainyard.platform import jobs
+from trainyard.platform.errors import InvalidRequest
+from trainyard.platform.spec import JobSpec
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+LimitQ = Annotated[int, Query(ge=1, le=jobs.MAX_PAGE)]
+
+
+def _metadata_filters(request: Request) -> dict[str, str]:
+    # `metadata[key]=value`, the form OpenAI's and Stripe's list endpoints use.
+    filters: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name.startswith("metadata[") and name.endswith("]"):
+            key = name[len("metadata[") : -1]
+            if not key:
+                raise InvalidRequest("metadata filter needs a key: metadata[key]=value", param="metadata")
+            filters[key] = value
+    return filters
+
+
+@router.post("", status_code=201)
+def create_job(
+    spec: JobSpec,
+    session: SessionDep,
+    principal: PrincipalDep,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> dict[str, Any]:
+    planner = getattr(request.app.state, "planner", None)
+    plan, pool = planner(session, principal, spec) if planner else (None, None)
+    job, created = jobs.create_job(
+        session, principal, spec, idempotency_key=idempotency_key, plan=plan, pool=pool
+    )
+    if not created:
+        response.status_code = 200
+    return job_out(job)
+
+
+@router.get("")
+def list_jobs(
+    session: SessionDep,
+    principal: PrincipalDep,
+    request: Request,
+    status: str | None = None,
+    after: str | None = None,
+    limit: LimitQ = 20,
+) -> dict[str, Any]:
+    rows, more = jobs.list_jobs(
+        session, principal, status=status, metadata=_metadata_filters(request), after=after, limit=limit
+    )
+    return page(rows, more, job_out)
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    return job_out(jobs.get_job(session, principal, job_id))
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    return job_out(jobs.cancel_job(session, principal, job_id))
+
+
+@router.get("/{job_id}/events")
+def list_events(
+    job_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    after: str | None = None,
+    limit: LimitQ = 20,
+    order: str = "asc",
+) -> dict[str, Any]:
+    rows, more = jobs.list_events(session, principal, job_id, after=after, limit=limit, order=order)
+    return page(rows, more, event_out)
+
+
+@router.get("/{job_id}/checkpoints")
+def list_checkpoints(
+    job_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    after: str | None = None,
+    limit: LimitQ = 20,
+) -> dict[str, Any]:
+    rows, more = jobs.list_checkpoints(session, principal, job_id, after=after, limit=limit)
+    return page(rows, more, checkpoint_out)

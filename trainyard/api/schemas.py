@@ -1,0 +1,81 @@
+"""How platform objects look on the wire. Times are RFC 3339 UTC strings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from trainyard.platform.models import Checkpoint, Job, JobEvent
+
+T = TypeVar("T")
+
+
+def ts(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def page(items: Sequence[T], has_more: bool, render: Callable[[T], dict[str, Any]]) -> dict[str, Any]:
+    return {"object": "list", "data": [render(i) for i in items], "has_more": has_more}
+
+
+def job_out(job: Job) -> dict[str, Any]:
+    spec = dict(job.spec)
+    progress = dict(job.progress or {})
+    return {
+        "id": job.id,
+        "object": "job",
+        "status": job.status,
+        "team": job.team_id,
+        **spec,
+        "metadata": job.job_metadata or {},
+        "plan": job.plan,
+        "instance_type": job.instance_type or spec.get("instance_type"),
+        "pool": job.pool,
+        "progress": {
+            "step": progress.get("step", 0),
+            "total_steps": progress.get("total_steps"),
+            "tokens": progress.get("tokens", job.tokens_trained or 0),
+            "loss": progress.get("loss"),
+            "tokens_per_second": progress.get("tokens_per_second"),
+        },
+        "cost": {
+            "usd": round(job.cost_usd or 0.0, 6),
+            "billable_seconds": round(job.billable_seconds or 0.0, 3),
+            "estimated_usd": (job.plan or {}).get("estimated_cost_usd"),
+        },
+        "attempts": job.attempt_count,
+        "cancel_requested": job.cancel_requested,
+        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+        "result": job.result,
+        "created_at": ts(job.created_at),
+        "started_at": ts(job.started_at),
+        "finished_at": ts(job.finished_at),
+    }
+
+
+def event_out(event: JobEvent) -> dict[str, Any]:
+    return {
+        "id": f"evt_{event.id}",
+        "object": "job.event",
+        "job_id": event.job_id,
+        "attempt_id": event.attempt_id,
+        "type": event.type,
+        "level": event.level,
+        "message": event.message,
+        "data": event.data or {},
+        "created_at": ts(event.created_at),
+    }
+
+
+def checkpoint_out(ckpt: Checkpoint) -> dict[str, Any]:
+    return {
+        "id": ckpt.id,
+        "object": "job.checkpoint",
+        "job_id": ckpt.job_id,
+        "attempt_id": ckpt.attempt_id,
+        "step": ckpt.step,
+        "metrics": ckpt.metrics or {},
+        "uri": ckpt.uri,
+        "created_at": ts(ckpt.created_at),
+    }

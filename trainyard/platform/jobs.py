@@ -1,0 +1,211 @@
+"""The job service: create (idempotent), get, list, cancel, events, checkpoints.
+
+Every read goes through `get_job`, which hides other teams' jobs behind a 404 so that a key can
+neither read nor learn of the existence of another team's job. Admin keys see all teams.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from trainyard.platform import queue, states
+from trainyard.platform.auth import Principal
+from trainyard.platform.errors import Conflict, InvalidRequest, NotFound
+from trainyard.platform.models import Checkpoint, Job, JobEvent, new_id
+from trainyard.platform.spec import JobSpec
+
+MAX_PAGE = 100
+
+
+def request_hash(spec: JobSpec) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def create_job(
+    session: Session,
+    principal: Principal,
+    spec: JobSpec,
+    *,
+    idempotency_key: str | None = None,
+    plan: dict[str, Any] | None = None,
+    pool: str | None = None,
+) -> tuple[Job, bool]:
+    """Queue a job; returns (job, created). The same key and body return the first job."""
+    if idempotency_key is not None and not (1 <= len(idempotency_key) <= 200):
+        raise InvalidRequest("Idempotency-Key must be 1-200 characters", param="Idempotency-Key")
+    digest = request_hash(spec)
+    job_id = new_id("job")
+    values: dict[str, Any] = {
+        "id": job_id,
+        "team_id": principal.team_id,
+        "api_key_id": principal.key_id,
+        "name": spec.name,
+        "status": states.QUEUED,
+        "spec": spec.model_dump(mode="json"),
+        "job_metadata": dict(spec.metadata),
+        "priority": spec.priority,
+        "max_attempts": spec.max_attempts,
+        "plan": plan,
+        "instance_type": (plan or {}).get("instance_type") or spec.instance_type,
+        "pool": pool,
+        "idempotency_key": idempotency_key,
+        "request_hash": digest,
+    }
+    # ON CONFLICT DO NOTHING waits for a concurrent insert with the same key to commit, so of
+    # any number of racing creates exactly one inserts and the rest find its row below.
+    inserted = session.execute(
+        pg_insert(Job)
+        .values(**values)
+        .on_conflict_do_nothing(constraint="uq_jobs_team_idempotency_key")
+        .returning(Job.id)
+    ).scalar_one_or_none()
+    if inserted is None:
+        existing = session.scalar(
+            select(Job).where(Job.team_id == principal.team_id, Job.idempotency_key == idempotency_key)
+        )
+        assert existing is not None
+        if existing.request_hash != digest:
+            raise Conflict(
+                "this Idempotency-Key was already used with a different request body",
+                code="idempotency_key_reused",
+                param="Idempotency-Key",
+            )
+        return existing, False
+    session.add(
+        JobEvent(
+            job_id=job_id,
+            type="status",
+            message="job queued",
+            data={"from": None, "to": states.QUEUED, **({"plan": plan} if plan else {})},
+        )
+    )
+    queue.notify(session, pool)
+    session.flush()
+    job = session.get(Job, job_id)
+    assert job is not None
+    return job, True
+
+
+def _visible(principal: Principal) -> Select[tuple[Job]]:
+    query = select(Job)
+    if not principal.is_admin:
+        query = query.where(Job.team_id == principal.team_id)
+    return query
+
+
+def get_job(session: Session, principal: Principal, job_id: str, *, for_update: bool = False) -> Job:
+    query = _visible(principal).where(Job.id == job_id)
+    if for_update:
+        query = query.with_for_update()
+    job = session.scalar(query)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}", code="job_not_found", param="job_id")
+    return job
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}", param="limit")
+
+
+def list_jobs(
+    session: Session,
+    principal: Principal,
+    *,
+    status: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+    after: str | None = None,
+    limit: int = 20,
+) -> tuple[list[Job], bool]:
+    """Newest first, keyset-paginated by `after` (a job id from the previous page)."""
+    _check_limit(limit)
+    query = _visible(principal)
+    if status is not None:
+        if status not in states.STATUSES:
+            raise InvalidRequest(f"status must be one of {', '.join(states.STATUSES)}", param="status")
+        query = query.where(Job.status == status)
+    if metadata:
+        query = query.where(Job.job_metadata.contains(dict(metadata)))
+    if after is not None:
+        cursor = session.scalar(_visible(principal).where(Job.id == after))
+        if cursor is None:
+            raise InvalidRequest(f"no job {after!r} to page after", param="after")
+        query = query.where(Job.seq < cursor.seq)
+    rows = list(session.scalars(query.order_by(Job.seq.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
+    """Queued jobs are cancelled at once; running ones get a flag their worker sees on heartbeat."""
+    job = get_job(session, principal, job_id, for_update=True)
+    if job.status == states.QUEUED:
+        job.cancel_requested = True
+        states.transition(session, job, states.CANCELLED, message=f"cancelled by {principal.key_id}")
+    elif job.status == states.RUNNING:
+        job.cancel_requested = True
+        states.transition(
+            session,
+            job,
+            states.CANCELLING,
+            message=f"cancel requested by {principal.key_id}; waiting for the worker to stop",
+        )
+    elif job.status == states.CANCELLING:
+        pass
+    else:
+        raise Conflict(f"job {job_id} is already {job.status}", code="job_not_cancellable", param="job_id")
+    session.flush()
+    return job
+
+
+def _event_id(raw: str) -> int:
+    try:
+        return int(raw.removeprefix("evt_"))
+    except ValueError:
+        raise InvalidRequest(f"invalid event cursor {raw!r}", param="after") from None
+
+
+def list_events(
+    session: Session,
+    principal: Principal,
+    job_id: str,
+    *,
+    after: str | None = None,
+    limit: int = 20,
+    order: str = "asc",
+) -> tuple[list[JobEvent], bool]:
+    """Events oldest first by default, so a follower can resume with `after` the last one seen."""
+    _check_limit(limit)
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("order must be 'asc' or 'desc'", param="order")
+    get_job(session, principal, job_id)
+    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after is not None:
+        cursor = _event_id(after)
+        query = query.where(JobEvent.id > cursor if order == "asc" else JobEvent.id < cursor)
+    query = query.order_by(JobEvent.id.asc() if order == "asc" else JobEvent.id.desc())
+    rows = list(session.scalars(query.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def list_checkpoints(
+    session: Session, principal: Principal, job_id: str, *, after: str | None = None, limit: int = 20
+) -> tuple[list[Checkpoint], bool]:
+    """Newest (highest step) first, like the job list."""
+    _check_limit(limit)
+    get_job(session, principal, job_id)
+    query = select(Checkpoint).where(Checkpoint.job_id == job_id)
+    if after is not None:
+        cursor = session.scalar(query.where(Checkpoint.id == after))
+        if cursor is None:
+            raise InvalidRequest(f"no checkpoint {after!r} to page after", param="after")
+        query = query.where(Checkpoint.step < cursor.step)
+    rows = list(session.scalars(query.order_by(Checkpoint.step.desc()).limit(limit + 1)))
+    return rows[:limit], len(rows) > limit

@@ -1,0 +1,176 @@
+"""The data model (SQLAlchemy 2.0 typed ORM). All timestamps are timezone-aware UTC.
+
+Ordering columns (`seq`) are identity integers: they give a stable age order for claims and a
+cheap keyset cursor for pagination without relying on clock ties.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {
+        datetime: DateTime(timezone=True),
+        dict[str, Any]: JSONB,
+    }
+
+
+class Team(Base):
+    __tablename__ = "teams"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("team"))
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    monthly_budget_usd: Mapped[float | None] = mapped_column(Double)
+    max_concurrent_gpus: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("key"))
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(16))  # member | admin
+    # Only a SHA-256 of the secret is kept; the prefix lets people tell keys apart.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    revoked_at: Mapped[datetime | None]
+
+    team: Mapped[Team] = relationship(lazy="joined")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("job"))
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    api_key_id: Mapped[str | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[dict[str, Any]]
+    job_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=text("'{}'"))
+    priority: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    max_attempts: Mapped[int] = mapped_column(Integer, server_default=text("3"))
+    attempt_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # The scheduler's decision (instance type, estimate, reason); null until scheduled.
+    plan: Mapped[dict[str, Any] | None]
+    instance_type: Mapped[str | None] = mapped_column(String(64))
+    pool: Mapped[str | None] = mapped_column(String(64))
+    current_attempt_id: Mapped[str | None] = mapped_column(String(40))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    run_after: Mapped[datetime] = mapped_column(server_default=func.now())
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    progress: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    cost_usd: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    billable_seconds: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    tokens_trained: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("team_id", "idempotency_key", name="uq_jobs_team_idempotency_key"),
+        # The claim scans only queued rows, in claim order.
+        Index(
+            "ix_jobs_queued_claim_order",
+            text("priority DESC"),
+            "seq",
+            postgresql_where=text("status = 'queued'"),
+        ),
+        Index("ix_jobs_team_seq", "team_id", "seq"),
+        Index("ix_jobs_active_pool", "pool", postgresql_where=text("status IN ('running', 'cancelling')")),
+    )
+
+
+class JobAttempt(Base):
+    __tablename__ = "job_attempts"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("att"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[str] = mapped_column(String(200))
+    instance_type: Mapped[str | None] = mapped_column(String(64))
+    spot: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    usd_per_hour: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    started_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    heartbeat_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    lease_expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    # succeeded | failed | cancelled | preempted | crashed | lost | handed_back; null while running.
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    start_step: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    tokens_trained: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    tokens_per_second: Mapped[float | None] = mapped_column(Double)
+    billable_seconds: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    cost_usd: Mapped[float] = mapped_column(Double, server_default=text("0"))
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "number", name="uq_job_attempts_job_number"),
+        # The rescuer scans only live attempts by lease.
+        Index("ix_job_attempts_live_lease", "lease_expires_at", postgresql_where=text("ended_at IS NULL")),
+        Index("ix_job_attempts_ended_at", "ended_at"),
+    )
+
+
+class JobEvent(Base):
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt_id: Mapped[str | None] = mapped_column(String(40))
+    type: Mapped[str] = mapped_column(String(16))  # status | metrics | checkpoint | cost | message
+    level: Mapped[str] = mapped_column(String(8), server_default=text("'info'"))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ckpt"))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt_id: Mapped[str] = mapped_column(String(40))
+    step: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
+    uri: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (UniqueConstraint("job_id", "step", name="uq_checkpoints_job_step"),)

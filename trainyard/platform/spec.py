@@ -1,0 +1,120 @@
+"""The job specification: what a user asks for, shared by the API, the scheduler and the workers.
+
+One pydantic model validates every way a job arrives (HTTP body, SDK, CLI file), so the limits
+below are the platform's limits, not the API's.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+Task = Literal["causal_lm", "sequence_classification"]
+Method = Literal["full", "lora"]
+Objective = Literal["cheapest", "fastest", "deadline", "budget"]
+SpotChoice = Literal["never", "auto", "always"]
+
+MAX_METADATA_PAIRS = 16
+
+
+def _check_uri(value: str) -> str:
+    # A URI or a path: reject control characters and traversal up front; storage re-checks keys.
+    if any(ord(c) < 32 for c in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+UriStr = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_check_uri)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Hyperparameters(_Strict):
+    epochs: float | None = Field(default=None, gt=0, le=1000)
+    max_steps: int | None = Field(default=None, gt=0, le=10_000_000)
+    batch_size: int = Field(default=8, ge=1, le=65_536)
+    gradient_accumulation_steps: int = Field(default=1, ge=1, le=4096)
+    learning_rate: float = Field(default=5e-5, gt=0, le=1.0)
+    seq_len: int = Field(default=512, ge=8, le=1_048_576)
+    warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
+    weight_decay: float = Field(default=0.0, ge=0, le=1.0)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    num_labels: int | None = Field(default=None, ge=2, le=100_000)
+    lora_r: int = Field(default=16, ge=1, le=1024)
+    lora_alpha: int = Field(default=32, ge=1, le=4096)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_length(self) -> Hyperparameters:
+        if self.epochs is None and self.max_steps is None:
+            self.epochs = 1.0
+        return self
+
+
+class Policy(_Strict):
+    objective: Objective = "cheapest"
+    deadline: datetime | None = None
+    max_cost_usd: float | None = Field(default=None, gt=0, le=10_000_000)
+    spot: SpotChoice = "auto"
+    allowed_accelerators: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None, max_length=64
+    )
+
+    @model_validator(mode="after")
+    def _objective_needs(self) -> Policy:
+        if self.deadline is not None and self.deadline.tzinfo is None:
+            raise ValueError("deadline must carry a timezone (RFC 3339)")
+        if self.objective == "deadline" and self.deadline is None:
+            raise ValueError("objective 'deadline' needs policy.deadline")
+        if self.objective == "budget" and self.max_cost_usd is None:
+            raise ValueError("objective 'budget' needs policy.max_cost_usd")
+        return self
+
+
+class CheckpointPolicy(_Strict):
+    every_steps: int = Field(default=100, ge=1, le=10_000_000)
+    keep: int = Field(default=3, ge=1, le=1000)
+
+
+class Sweep(_Strict):
+    """A Ray Tune sweep whose trials are training runs; the best trial becomes the final model."""
+
+    param_space: dict[str, list[float | int | str]] = Field(min_length=1, max_length=16)
+    num_samples: int = Field(default=1, ge=1, le=256)
+    metric: str = Field(default="eval_loss", min_length=1, max_length=64)
+    mode: Literal["min", "max"] = "min"
+    asha: bool = False
+
+
+class JobSpec(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    base_model: UriStr
+    task: Task = "causal_lm"
+    method: Method = "full"
+    training_file: UriStr
+    validation_file: UriStr | None = None
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    policy: Policy = Field(default_factory=Policy)
+    instance_type: str | None = Field(default=None, min_length=1, max_length=64)
+    checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    metadata: dict[
+        Annotated[str, Field(min_length=1, max_length=64)], Annotated[str, Field(max_length=512)]
+    ] = Field(default_factory=dict)
+    # Estimation hints for when the model config or the dataset cannot be read at submit time.
+    model_parameters: int | None = Field(default=None, gt=0, le=10**13)
+    dataset_tokens: int | None = Field(default=None, gt=0, le=10**15)
+    sweep: Sweep | None = None
+
+    @model_validator(mode="after")
+    def _limits(self) -> JobSpec:
+        if len(self.metadata) > MAX_METADATA_PAIRS:
+            raise ValueError(f"metadata holds at most {MAX_METADATA_PAIRS} pairs")
+        if self.task == "sequence_classification" and self.hyperparameters.num_labels is None:
+            self.hyperparameters.num_labels = 2
+        return self

@@ -1,0 +1,34 @@
+"""Configuration from the environment (prefix ``TRAINYARD_``), built by a function, never at import."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRAINYARD_", extra="ignore")
+
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/trainyard"
+    storage_uri: str = "file://./.trainyard/store"
+    catalog_path: str | None = None
+    # JSON list of pools: [{"instance_type": "g5.xlarge", "max_concurrent": 4, "ray_resource": {...}}]
+    pools: str | None = None
+    data_dir: str = ".trainyard"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    migrate_on_start: bool = True
+
+    lease_seconds: float = Field(default=60.0, gt=0)
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    retry_backoff_seconds: float = Field(default=10.0, ge=0)
+    retry_backoff_max_seconds: float = Field(default=600.0, ge=0)
+    poll_seconds: float = Field(default=5.0, gt=0)
+    worker_concurrency: int = Field(default=1, ge=1)
+    ray_address: str | None = Field(default=None, validation_alias=AliasChoices("ray_address", "RAY_ADDRESS"))
+
+
+def get_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]
