@@ -30,7 +30,11 @@ def _answers(url: str) -> bool:
     u = make_url(url)
     try:
         with psycopg.connect(
-            host=u.host, port=u.port or 5432, user=u.username, dbname=u.database or "postgres", connect_timeout=2
+            host=u.host,
+            port=u.port or 5432,
+            user=u.username,
+            dbname=u.database or "postgres",
+            connect_timeout=2,
         ):
             return True
     except psycopg.Error:

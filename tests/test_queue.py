@@ -7,10 +7,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from factories import job_body, make_key, principal_for
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from factories import job_body, make_key, principal_for
 from trainyard.platform import jobs, queue, states
 from trainyard.platform.errors import Conflict, LeaseLost
 from trainyard.platform.models import Job, JobAttempt, JobEvent
@@ -107,7 +107,9 @@ def test_failures_back_off_exponentially_then_fail(sessions: sessionmaker[Sessio
             s.commit()
             [c] = queue.claim(s, worker_id="w")
             assert c.attempt_number == attempt
-            status = queue.finish(s, c.attempt_id, "crashed", error_message="boom", backoff_base=10, backoff_cap=600)
+            status = queue.finish(
+                s, c.attempt_id, "crashed", error_message="boom", backoff_base=10, backoff_cap=600
+            )
             job = s.get(Job, job_id)
             assert job is not None
             if attempt < 3:
@@ -123,7 +125,12 @@ def test_user_error_fails_without_retry(sessions: sessionmaker[Session]) -> None
     with sessions() as s:
         [c] = queue.claim(s, worker_id="w")
         status = queue.finish(
-            s, c.attempt_id, "failed", error_code="user_error", error_message="dataset missing", retryable=False
+            s,
+            c.attempt_id,
+            "failed",
+            error_code="user_error",
+            error_message="dataset missing",
+            retryable=False,
         )
         job = s.get(Job, c.job_id)
     assert status == "failed" and job is not None and job.error_code == "user_error"
@@ -177,9 +184,10 @@ def test_every_transition_writes_an_event_and_bad_ones_are_refused(sessions: ses
         [c] = queue.claim(s, worker_id="w")
         queue.finish(s, c.attempt_id, "succeeded")
     with sessions() as s:
-        kinds = [(e.data["from"], e.data["to"]) for e in s.scalars(
-            select(JobEvent).where(JobEvent.type == "status").order_by(JobEvent.id)
-        )]
+        kinds = [
+            (e.data["from"], e.data["to"])
+            for e in s.scalars(select(JobEvent).where(JobEvent.type == "status").order_by(JobEvent.id))
+        ]
         assert kinds == [(None, "queued"), ("queued", "running"), ("running", "succeeded")]
         job = s.get(Job, job_id)
         assert job is not None

@@ -54,7 +54,9 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
     loc = tuple(first.get("loc", ()))
     if loc == ("body",) and kind in ("model_attributes_type", "dict_type", "missing"):
         return error_response(400, "invalid_json", "request body must be a JSON object")
-    code = _TYPE_CODES.get(kind) or ("invalid_type" if kind.endswith("_type") or "parsing" in kind else "invalid_value")
+    code = _TYPE_CODES.get(kind) or (
+        "invalid_type" if kind.endswith("_type") or "parsing" in kind else "invalid_value"
+    )
     param = _param(loc)
     msg = str(first.get("msg", "invalid value"))
     message = f"{param}: {msg}" if param else msg

@@ -48,10 +48,10 @@ class QueueCollector(Collector):
             row = session.execute(
                 text(
                     """
-                    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY w), percentile_cont(0.99) WITHIN GROUP (ORDER BY w)
+                    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY w),
+                           percentile_cont(0.99) WITHIN GROUP (ORDER BY w)
                     FROM (
-                      SELECT extract(epoch FROM a.started_at - greatest(j.created_at, a.started_at - interval '1 day'))
-                             AS w
+                      SELECT extract(epoch FROM a.started_at - j.created_at) AS w
                       FROM job_attempts a JOIN jobs j ON j.id = a.job_id
                       WHERE a.number = 1 AND a.started_at > now() - interval '1 hour'
                     ) t

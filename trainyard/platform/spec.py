@@ -30,7 +30,7 @@ UriStr = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_ch
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Hyperparameters(_Strict):

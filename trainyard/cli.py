@@ -1,0 +1,97 @@
+"""The `trainyard` command line."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Trainyard: training jobs, cost first.")
+admin_app = typer.Typer(no_args_is_help=True, help="Teams and API keys (talks to the database directly).")
+app.add_typer(admin_app, name="admin")
+
+
+def _sessions():  # type: ignore[no-untyped-def]
+    from trainyard.platform import db
+    from trainyard.settings import get_settings
+
+    engine = db.make_engine(get_settings().database_url, pool_size=1, max_overflow=0)
+    return engine, db.make_sessionmaker(engine)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (safe to run from several processes at once)."""
+    from trainyard.platform import migrate as migrations
+
+    engine, _ = _sessions()
+    migrations.upgrade(engine)
+    engine.dispose()
+    typer.echo("database is at the latest schema")
+
+
+@app.command()
+def api(
+    host: str = typer.Option(None, help="Bind address (default TRAINYARD_API_HOST or 127.0.0.1)"),
+    port: int = typer.Option(None, help="Port (default TRAINYARD_API_PORT or 8000)"),
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    from trainyard.api.app import create_app
+    from trainyard.settings import get_settings
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level="info",
+    )
+
+
+@admin_app.command("create-team")
+def create_team(
+    name: str,
+    monthly_budget_usd: float = typer.Option(None, help="Monthly budget in dollars"),
+) -> None:
+    """Create a team."""
+    from trainyard.platform import auth
+    from trainyard.platform.errors import TrainyardError
+
+    engine, sessions = _sessions()
+    try:
+        with sessions.begin() as s:
+            team = auth.create_team(s, name, monthly_budget_usd=monthly_budget_usd)
+            typer.echo(f"created team {team.name} ({team.id})")
+    except TrainyardError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+
+
+@admin_app.command("create-key")
+def create_key(
+    team: str = typer.Option(..., help="Team name"),
+    admin: bool = typer.Option(False, "--admin", help="An admin key sees and manages every team"),
+    name: str = typer.Option("default", help="A label for the key"),
+) -> None:
+    """Create an API key and print it (it is shown only once)."""
+    from trainyard.platform import auth
+    from trainyard.platform.errors import TrainyardError
+
+    engine, sessions = _sessions()
+    try:
+        with sessions.begin() as s:
+            secret = auth.create_key(
+                s, auth.get_team_by_name(s, team), role="admin" if admin else "member", name=name
+            )
+        typer.echo(secret)
+    except TrainyardError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    app()
