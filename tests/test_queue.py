@@ -213,3 +213,32 @@ def test_notify_wakes_a_listening_worker(sessions: sessionmaker[Session], db_url
         timer.join()
     finally:
         listener.close()
+
+
+def test_pool_capacity_holds_across_claimers(sessions: sessionmaker[Session]) -> None:
+    principal = principal_for(sessions, make_key(sessions))
+    with sessions.begin() as s:
+        for i in range(6):
+            jobs.create_job(s, principal, JobSpec(**job_body(name=f"a{i}")), pool="a10g")
+    got: list[str] = []
+
+    def claimer(i: int) -> None:
+        with sessions() as s:
+            got.extend(c.job_id for c in queue.claim(s, worker_id=f"w{i}", n=3, capacity={"a10g": 2}))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(claimer, range(4)))
+    assert len(got) == 2, "never more running in a pool than it holds"
+
+
+def test_team_gpu_quota_lets_other_teams_go_first(sessions: sessionmaker[Session]) -> None:
+    capped = principal_for(sessions, make_key(sessions, "capped"))
+    free = principal_for(sessions, make_key(sessions, "free"))
+    with sessions.begin() as s:
+        s.execute(text("UPDATE teams SET max_concurrent_gpus = 8 WHERE name = 'capped'"))
+        for i in range(2):
+            jobs.create_job(s, capped, JobSpec(**job_body(name=f"c{i}")), plan={"accelerator_count": 8})
+        other, _ = jobs.create_job(s, free, JobSpec(**job_body(name="f")), plan={"accelerator_count": 8})
+    with sessions() as s:
+        first = queue.claim(s, worker_id="w", n=3)
+    assert len(first) == 2 and other.id in {c.job_id for c in first}

@@ -48,6 +48,32 @@ def api(
     )
 
 
+@app.command()
+def worker(
+    pools: str = typer.Option(None, help="Comma-separated pools to serve (default: every configured pool)"),
+    concurrency: int = typer.Option(
+        None, help="Attempts to run at once (default TRAINYARD_WORKER_CONCURRENCY)"
+    ),
+) -> None:
+    """Claim jobs and run them on Ray (RAY_ADDRESS, or a local Ray)."""
+    import logging
+
+    from trainyard.settings import get_settings
+    from trainyard.workers.daemon import WorkerDaemon, ensure_ray, served_pools
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = get_settings()
+    if concurrency:
+        settings.worker_concurrency = concurrency
+    daemon = WorkerDaemon(
+        settings,
+        pools=served_pools(settings, pools.split(",") if pools else None),
+        ray_address=ensure_ray(settings),
+    )
+    daemon.install_signal_handlers()
+    daemon.run()
+
+
 @admin_app.command("create-team")
 def create_team(
     name: str,

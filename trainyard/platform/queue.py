@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +19,7 @@ import psycopg
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from trainyard.platform import states
+from trainyard.platform import costs, states
 from trainyard.platform.errors import LeaseLost
 from trainyard.platform.models import Job, JobAttempt, JobEvent
 
@@ -45,6 +45,8 @@ class Claim:
 class Heartbeat:
     lease_expires_at: datetime
     cancel_requested: bool
+    # Why the attempt must stop, if it must: "cancelled" or "budget_exceeded".
+    stop_reason: str | None = None
 
 
 def notify(session: Session, pool: str | None) -> None:
@@ -55,12 +57,19 @@ def notify(session: Session, pool: str | None) -> None:
 _CLAIM_SQL = text(
     """
     WITH picked AS (
-        SELECT id FROM jobs
-        WHERE status = 'queued' AND run_after <= now()
-          AND (CAST(:pools AS text[]) IS NULL OR pool = ANY(CAST(:pools AS text[])))
-        ORDER BY priority DESC, seq
+        SELECT j.id FROM jobs j
+        JOIN teams t ON t.id = j.team_id
+        WHERE j.status = 'queued' AND j.run_after <= now()
+          AND (CAST(:pools AS text[]) IS NULL OR j.pool = ANY(CAST(:pools AS text[])))
+          -- A team at its concurrent-GPU quota waits; other teams' jobs go ahead of it.
+          AND (t.max_concurrent_gpus IS NULL OR COALESCE((j.plan->>'accelerator_count')::int, 0) = 0
+               OR COALESCE((j.plan->>'accelerator_count')::int, 0) + (
+                   SELECT COALESCE(sum((r.plan->>'accelerator_count')::int), 0) FROM jobs r
+                   WHERE r.team_id = j.team_id AND r.status IN ('running', 'cancelling')
+               ) <= t.max_concurrent_gpus)
+        ORDER BY j.priority DESC, j.seq
         LIMIT :n
-        FOR UPDATE SKIP LOCKED
+        FOR UPDATE OF j SKIP LOCKED
     )
     UPDATE jobs AS j
     SET status = 'running', attempt_count = j.attempt_count + 1,
@@ -71,17 +80,54 @@ _CLAIM_SQL = text(
 )
 
 
+def _pool_room(session: Session, capacity: Mapping[str, int]) -> dict[str, int]:
+    """Free slots per pool. Claimers for a pool serialise on an advisory lock held to commit,
+    so two of them cannot both take the last slot."""
+    room: dict[str, int] = {}
+    for pool in sorted(capacity):
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"trainyard.pool:{pool}"})
+        active = session.scalar(
+            text("SELECT count(*) FROM jobs WHERE pool = :p AND status IN ('running', 'cancelling')"),
+            {"p": pool},
+        )
+        room[pool] = max(0, capacity[pool] - int(active or 0))
+    return room
+
+
 def claim(
     session: Session,
     *,
     worker_id: str,
     n: int = 1,
     pools: Iterable[str] | None = None,
+    capacity: Mapping[str, int] | None = None,
     lease_seconds: float = 60.0,
 ) -> list[Claim]:
-    """Claim up to `n` queued jobs (highest priority, then oldest) and commit at once."""
+    """Claim up to `n` queued jobs (highest priority, then oldest) and commit at once.
+
+    `pools` limits the claim to jobs placed in those pools; `capacity` (pool -> max concurrent
+    jobs) keeps each pool within its limit across all workers.
+    """
     pool_list = list(pools) if pools is not None else None
-    rows = session.execute(_CLAIM_SQL, {"n": n, "pools": pool_list}).all()
+    rows: list[Any] = []
+    if capacity:
+        wanted = {p: c for p, c in capacity.items() if pool_list is None or p in pool_list}
+        for pool, free in _pool_room(session, wanted).items():
+            for _ in range(min(free, n - len(rows))):
+                got = session.execute(_CLAIM_SQL, {"n": 1, "pools": [pool]}).all()
+                if not got:
+                    break
+                rows += got
+    elif session.scalar(text("SELECT EXISTS (SELECT 1 FROM teams WHERE max_concurrent_gpus IS NOT NULL)")):
+        # Quotas are checked against running jobs, so claim one at a time: each statement then
+        # sees the jobs this transaction already moved to running.
+        for _ in range(n):
+            got = session.execute(_CLAIM_SQL, {"n": 1, "pools": pool_list}).all()
+            if not got:
+                break
+            rows += got
+    else:
+        rows = list(session.execute(_CLAIM_SQL, {"n": n, "pools": pool_list}).all())
     if not rows:
         session.commit()
         return []
@@ -147,7 +193,7 @@ def heartbeat(
     lease_seconds: float = 60.0,
     progress: dict[str, Any] | None = None,
 ) -> Heartbeat:
-    """Renew the lease (and record progress); tells the worker whether cancel was requested."""
+    """Renew the lease, record progress and spend so far, and tell the worker whether to stop."""
     job, attempt = fence(session, attempt_id)
     now = session.scalar(select(func.now()))
     assert now is not None
@@ -155,7 +201,20 @@ def heartbeat(
     attempt.lease_expires_at = now + timedelta(seconds=lease_seconds)
     if progress:
         job.progress = {**(job.progress or {}), **progress}
-    result = Heartbeat(attempt.lease_expires_at, job.cancel_requested)
+        if "tokens" in progress:
+            attempt.tokens_trained = int(progress["tokens"])
+            job.tokens_trained = int(progress["tokens"])
+        if progress.get("tokens_per_second"):
+            attempt.tokens_per_second = float(progress["tokens_per_second"])
+    costs.meter(attempt, now)
+    costs.total_job_cost(session, job)
+    stop = "cancelled" if job.cancel_requested else None
+    cap = (job.spec.get("policy") or {}).get("max_cost_usd")
+    if stop is None and cap is not None:
+        projected = costs.projected_cost(job, attempt, now)
+        if job.cost_usd > cap or (projected is not None and projected > cap):
+            stop = "budget_exceeded"
+    result = Heartbeat(attempt.lease_expires_at, job.cancel_requested, stop)
     session.commit()
     return result
 
@@ -198,10 +257,8 @@ def _end_attempt(
     attempt.outcome = outcome
     attempt.error_code = error_code
     attempt.error_message = error_message
-    attempt.billable_seconds = max(0.0, ((billed_until or now) - attempt.started_at).total_seconds())
-    attempt.cost_usd = attempt.billable_seconds / 3600.0 * attempt.usd_per_hour
-    job.billable_seconds = (job.billable_seconds or 0.0) + attempt.billable_seconds
-    job.cost_usd = (job.cost_usd or 0.0) + attempt.cost_usd
+    costs.meter(attempt, billed_until or now)
+    costs.total_job_cost(session, job)
     job.current_attempt_id = None
     info = {"attempt": attempt.number, "outcome": outcome}
     if outcome == "succeeded":

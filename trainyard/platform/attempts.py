@@ -1,0 +1,81 @@
+"""Writes a running attempt makes besides its heartbeat: checkpoints and events. Each is fenced
+(`queue.fence`), so once a newer attempt owns the job, these raise LeaseLost and write nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from trainyard.platform import queue
+from trainyard.platform.models import Checkpoint, JobAttempt, JobEvent
+
+EVENT_TYPES = frozenset({"status", "metrics", "checkpoint", "cost", "message"})
+LEVELS = frozenset({"debug", "info", "warning", "error"})
+
+
+def record_event(
+    session: Session,
+    attempt_id: str,
+    type: str,
+    message: str,
+    *,
+    data: dict[str, Any] | None = None,
+    level: str = "info",
+) -> None:
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type!r}")
+    job, _ = queue.fence(session, attempt_id)
+    session.add(
+        JobEvent(
+            job_id=job.id,
+            attempt_id=attempt_id,
+            type=type,
+            level=level if level in LEVELS else "info",
+            message=message[:4000],
+            data=data or {},
+        )
+    )
+    session.commit()
+
+
+def record_checkpoint(
+    session: Session, attempt_id: str, *, step: int, uri: str, metrics: dict[str, Any] | None = None
+) -> None:
+    """Record a completed (persisted) checkpoint. A step saved again by a later attempt replaces
+    the earlier record: the URI that exists now is the one to resume from."""
+    job, _ = queue.fence(session, attempt_id)
+    values = {"job_id": job.id, "attempt_id": attempt_id, "step": step, "uri": uri, "metrics": metrics or {}}
+    stmt = pg_insert(Checkpoint).values(**values)
+    session.execute(
+        stmt.on_conflict_do_update(
+            constraint="uq_checkpoints_job_step",
+            set_={"attempt_id": attempt_id, "uri": uri, "metrics": metrics or {}},
+        )
+    )
+    session.add(
+        JobEvent(
+            job_id=job.id,
+            attempt_id=attempt_id,
+            type="checkpoint",
+            message=f"checkpoint at step {step}",
+            data={"step": step, "uri": uri, "metrics": metrics or {}},
+        )
+    )
+    session.commit()
+
+
+def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
+    return session.scalar(
+        select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc()).limit(1)
+    )
+
+
+def set_start_step(session: Session, attempt_id: str, step: int) -> None:
+    queue.fence(session, attempt_id)
+    attempt = session.get(JobAttempt, attempt_id)
+    assert attempt is not None
+    attempt.start_step = step
+    session.commit()
