@@ -39,6 +39,7 @@ def job_body(**overrides: Any) -> dict[str, Any]:
         "training_file": "s3://data/train.jsonl",
         "hyperparameters": {"max_steps": 20, "batch_size": 4, "seq_len": 64},
         "instance_type": "local-cpu",
+        "model_parameters": 2_000_000,
         "metadata": {"project": "demo"},
     }
     body.update(overrides)

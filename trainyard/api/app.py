@@ -11,11 +11,12 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from trainyard.api import routes_jobs
+from trainyard.api import routes_jobs, routes_scheduling
 from trainyard.api.errors import error_response, install_error_handlers
 from trainyard.api.limits import BodySizeLimit
 from trainyard.api.metrics import latency_middleware, make_registry
 from trainyard.platform import db, migrate
+from trainyard.platform.planning import Planner
 from trainyard.settings import Settings, get_settings
 
 
@@ -38,6 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Trainyard", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    # Load the catalog and pools when the app is built, so a bad file stops start-up loudly.
+    app.state.planner = Planner(settings.catalog_path, settings.pools)
     install_error_handlers(app)
 
     @app.middleware("http")
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_scheduling.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz(request: Request) -> JSONResponse:

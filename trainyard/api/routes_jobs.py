@@ -38,8 +38,7 @@ def create_job(
     response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> dict[str, Any]:
-    planner = getattr(request.app.state, "planner", None)
-    plan, pool = planner(session, principal, spec) if planner else (None, None)
+    plan, pool = request.app.state.planner.plan(session, spec)
     job, created = jobs.create_job(
         session, principal, spec, idempotency_key=idempotency_key, plan=plan, pool=pool
     )

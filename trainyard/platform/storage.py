@@ -466,7 +466,11 @@ def _s3_errors(uri: str) -> Iterator[None]:
 
 
 class S3Store(ObjectStore):
-    """The store in an S3 (or S3-compatible) bucket under an optional prefix."""
+    """The store in an S3 (or S3-compatible) bucket under an optional prefix.
+
+    ``session`` is a boto3 Session to take credentials and settings from (a named profile, explicit
+    keys); by default a new one resolves them the standard way, on first use.
+    """
 
     def __init__(
         self,
@@ -647,11 +651,11 @@ class S3Store(ObjectStore):
         endpoint = str(self.client.meta.endpoint_url)
         # Ask boto3 what it would pick without AWS_ENDPOINT_URL* / config-file endpoints, rather than
         # re-reading those settings here: a different answer means an endpoint was configured.
-        default = self._session.client(
-            "s3",
-            region_name=self.client.meta.region_name,
-            config=Config(ignore_configured_endpoint_urls=True),
-        ).meta.endpoint_url
+        region = self.client.meta.region_name
+        with self._lock:  # a boto3 Session is not safe for making clients from several threads
+            default = self._session.client(
+                "s3", region_name=region, config=Config(ignore_configured_endpoint_urls=True)
+            ).meta.endpoint_url
         return None if endpoint == default else endpoint
 
     def pyarrow_filesystem(self) -> pyarrow.fs.S3FileSystem:
@@ -701,7 +705,7 @@ def _parse_uri(uri: str) -> tuple[Literal["s3"], str, str] | tuple[Literal["file
     if scheme == "s3":
         if parts.query or parts.fragment:
             raise InvalidURI(f"s3 URIs take no query or fragment: {uri!r}")
-        return "s3", parts.netloc, parts.path.lstrip("/")
+        return "s3", parts.netloc, parts.path.removeprefix("/")
     if scheme == "file":
         if parts.netloc in ("", "localhost"):
             path = parts.path

@@ -1,0 +1,66 @@
+"""/v1/estimates and /v1/instance-types: what a job would cost and take, everywhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import Field
+
+from trainyard.api.deps import PrincipalDep, SessionDep
+from trainyard.platform.planning import Planner
+from trainyard.platform.spec import JobSpec, UriStr
+
+router = APIRouter(prefix="/v1", tags=["scheduling"])
+
+
+class EstimateRequest(JobSpec):
+    """A job spec whose name and files are optional: `model_parameters` and `dataset_tokens`
+    (or `max_steps`) can stand in for what the files would tell."""
+
+    name: str = Field(default="estimate", min_length=1, max_length=200)
+    training_file: UriStr | None = None  # type: ignore[assignment]
+
+
+def _planner(request: Request) -> Planner:
+    return request.app.state.planner  # type: ignore[no-any-return]
+
+
+@router.post("/estimates")
+def create_estimate(
+    body: EstimateRequest, session: SessionDep, principal: PrincipalDep, request: Request
+) -> dict[str, Any]:
+    planner = _planner(request)
+    planned = planner.estimate(session, body)
+    return {
+        "object": "estimate",
+        "model_parameters": planned.model.parameters,
+        "dataset_tokens": planned.tokens,
+        "chosen": planner.plan_dict(planned) if planned.decision else None,
+        "error": (
+            {"code": planned.error.code, "message": planned.error.message, "param": planned.error.param}
+            if planned.error
+            else None
+        ),
+        "options": [planner.option_dict(o) for o in planned.options],
+    }
+
+
+@router.get("/instance-types")
+def list_instance_types(principal: PrincipalDep, request: Request) -> dict[str, Any]:
+    planner = _planner(request)
+    capacity = planner.capacity
+    data = []
+    for itype in planner.catalog.types:
+        row = itype.to_dict()
+        acc = planner.catalog.accelerator_for(itype)
+        row.update(
+            {
+                "object": "instance_type",
+                "available": itype.name in planner.available,
+                "max_concurrent": capacity.get(itype.name),
+                "accelerator_spec": acc.to_dict() if acc else None,
+            }
+        )
+        data.append(row)
+    return {"object": "list", "data": data, "has_more": False}

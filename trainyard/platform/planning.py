@@ -1,0 +1,209 @@
+"""Planning a job: size the model and the data, estimate every option, choose by the job's
+policy among the pools this deployment runs, and learn from what finished attempts measured.
+
+This is where the scheduling package meets the database and the object store; scheduling
+itself stays pure.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from trainyard.platform import storage
+from trainyard.platform.errors import InvalidRequest, Unprocessable
+from trainyard.platform.models import Job, JobAttempt
+from trainyard.platform.scheduling import (
+    Catalog,
+    Decision,
+    Estimate,
+    EstimateInputError,
+    LearnedThroughput,
+    ModelInfo,
+    NoFeasibleOption,
+    ThroughputObservation,
+    available_types,
+    choose,
+    estimate_all,
+    load_catalog,
+    parse_pools,
+    read_model_config,
+    resolve_dataset_tokens,
+    resolve_model_info,
+)
+from trainyard.platform.scheduling.catalog import CatalogError
+from trainyard.platform.scheduling.pools import PoolConfigError
+from trainyard.platform.spec import JobSpec
+
+# Datasets larger than this are not read at submit time; the estimate then needs
+# `dataset_tokens` (or `max_steps`) from the request.
+MAX_DATASET_BYTES_AT_SUBMIT = 64 * 1024 * 1024
+LEARNED_TTL_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Planned:
+    decision: Decision | None
+    options: list[Estimate]
+    error: NoFeasibleOption | None
+    model: ModelInfo
+    tokens: int
+
+
+def _read_bytes(uri: str) -> bytes:
+    return storage.read_uri(uri)
+
+
+class Planner:
+    def __init__(self, catalog_path: str | None, pools: str | None) -> None:
+        try:
+            self.catalog: Catalog = load_catalog(catalog_path)
+            self.pools = parse_pools(pools, self.catalog)
+        except (CatalogError, PoolConfigError) as exc:
+            raise ValueError(f"scheduling configuration is invalid: {exc}") from exc
+        self.available = available_types(self.pools)
+        self.capacity = {p.instance_type: p.max_concurrent for p in self.pools}
+        self._learned: LearnedThroughput | None = None
+        self._learned_at = 0.0
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _model(self, spec: JobSpec) -> ModelInfo:
+        config = None
+        if spec.model_parameters is None:
+            config = read_model_config(spec.base_model, read_bytes=_read_bytes, hub_timeout_s=3.0)
+        return resolve_model_info(spec, config=config, read_bytes=_read_bytes)
+
+    def _tokens(self, spec: JobSpec) -> int:
+        data = None
+        if spec.dataset_tokens is None and spec.training_file and not spec.training_file.startswith("file-"):
+            try:
+                blob = storage.read_uri(spec.training_file)
+                data = blob if len(blob) <= MAX_DATASET_BYTES_AT_SUBMIT else None
+            except Exception:
+                data = None
+        return resolve_dataset_tokens(spec, data, chars_per_token=self.catalog.constants.chars_per_token)
+
+    def learned(self, session: Session) -> LearnedThroughput:
+        """Throughput that finished attempts measured, refreshed at most once a minute."""
+        if self._learned is not None and time.monotonic() - self._learned_at < LEARNED_TTL_SECONDS:
+            return self._learned
+        rows = session.execute(
+            select(JobAttempt.instance_type, JobAttempt.tokens_per_second, Job.plan)
+            .join(Job, Job.id == JobAttempt.job_id)
+            .where(JobAttempt.outcome == "succeeded", JobAttempt.tokens_per_second > 0)
+            .order_by(JobAttempt.ended_at.desc())
+            .limit(5000)
+        ).all()
+        observations = []
+        for instance_type, tps, plan in rows:
+            itype = self.catalog.get(instance_type or "")
+            params = (plan or {}).get("model_parameters")
+            if itype is None or not params:
+                continue
+            observations.append(
+                ThroughputObservation.for_instance(
+                    itype,
+                    model_parameters=int(params),
+                    method=str((plan or {}).get("method", "full")),
+                    tokens_per_second=float(tps),
+                )
+            )
+        self._learned = LearnedThroughput.from_observations(
+            observations, max_parameter_ratio=self.catalog.constants.learning_max_parameter_ratio
+        )
+        self._learned_at = time.monotonic()
+        return self._learned
+
+    # -- decisions -------------------------------------------------------------------------
+    def estimate(self, session: Session, spec: JobSpec, *, now: datetime | None = None) -> Planned:
+        now = now or datetime.now(UTC)
+        if spec.instance_type and self.catalog.get(spec.instance_type) is None:
+            raise InvalidRequest(
+                f"unknown instance_type {spec.instance_type!r}; see GET /v1/instance-types",
+                code="instance_type_unknown",
+                param="instance_type",
+            )
+        try:
+            model = self._model(spec)
+            tokens = self._tokens(spec)
+        except EstimateInputError as exc:
+            raise Unprocessable(str(exc), code="estimate_input_missing", param=exc.param) from exc
+        options = estimate_all(spec, self.catalog, model, tokens, learned=self.learned(session), now=now)
+        try:
+            decision: Decision | None = choose(spec, options, available=self.available)
+            error = None
+        except NoFeasibleOption as exc:
+            decision, error = None, exc
+        return Planned(decision, options, error, model, tokens)
+
+    def plan(self, session: Session, spec: JobSpec) -> tuple[dict[str, Any], str]:
+        """The plan stored on a new job and the pool it waits in; 422 when nothing can run it."""
+        planned = self.estimate(session, spec)
+        if planned.decision is None:
+            assert planned.error is not None
+            raise Unprocessable(planned.error.message, code=planned.error.code, param=planned.error.param)
+        return self.plan_dict(planned), planned.decision.chosen.instance_type
+
+    def plan_dict(self, planned: Planned) -> dict[str, Any]:
+        assert planned.decision is not None
+        chosen = planned.decision.chosen
+        itype = self.catalog[chosen.instance_type]
+        return {
+            "instance_type": chosen.instance_type,
+            "spot": chosen.spot,
+            "kind": itype.kind,
+            "accelerator": itype.accelerator,
+            "accelerator_count": itype.accelerator_count * itype.nodes,
+            "workers": itype.workers,
+            "usd_per_hour": chosen.usd_per_hour,
+            "on_demand_usd_per_hour": itype.on_demand_usd_per_hour,
+            "estimated_seconds": round(chosen.seconds, 1),
+            "estimated_cost_usd": round(chosen.cost_usd, 6),
+            "usd_per_million_tokens": chosen.usd_per_million_tokens,
+            "strategy": chosen.strategy,
+            "gradient_checkpointing": chosen.gradient_checkpointing,
+            "model_parameters": planned.model.parameters,
+            "method": chosen.method,
+            "tokens": planned.tokens,
+            "throughput_source": chosen.throughput_source,
+            "objective": planned.decision.objective,
+            "meets_deadline": chosen.meets_deadline,
+            "within_budget": chosen.within_budget,
+            "reason": planned.decision.reason,
+            "alternatives": [
+                {
+                    "option": a.option,
+                    "estimated_seconds": round(a.seconds, 1),
+                    "estimated_cost_usd": round(a.cost_usd, 6),
+                }
+                for a in planned.decision.alternatives[:3]
+            ],
+            "decided_at": datetime.now(UTC).isoformat(),
+        }
+
+    def option_dict(self, est: Estimate) -> dict[str, Any]:
+        itype = self.catalog[est.instance_type]
+        return {
+            "instance_type": est.instance_type,
+            "kind": itype.kind,
+            "accelerator": itype.accelerator,
+            "count": itype.accelerator_count * itype.nodes,
+            "spot": est.spot,
+            "fits": est.fits,
+            "strategy": est.strategy,
+            "estimated_seconds": round(est.seconds, 1),
+            "estimated_cost_usd": round(est.cost_usd, 6),
+            "usd_per_hour": est.usd_per_hour,
+            "usd_per_million_tokens": est.usd_per_million_tokens,
+            "tokens_per_second": round(est.tokens_per_second, 1),
+            "meets_deadline": est.meets_deadline,
+            "within_budget": est.within_budget,
+            "available": est.instance_type in self.available,
+            "memory_gb": est.memory.total_gb,
+            "reason": est.reason,
+        }
