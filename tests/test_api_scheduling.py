@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from factories import headers, job_body, make_key
 from sqlalchemy.orm import Session, sessionmaker
 
-from factories import headers, job_body, make_key
 from trainyard.platform import queue
 
 
