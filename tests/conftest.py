@@ -10,14 +10,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from fixtures_s3 import *  # noqa: F403
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-try:
-    from fixtures_s3 import *  # noqa: F403
-except ImportError:  # pragma: no cover - being written
-    pass
 from trainyard.platform import db, embedded_pg, migrate
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     import pyarrow.fs
 
 __all__ = [
+    "MAX_KEY_BYTES",
+    "MB",
     "InvalidKey",
     "InvalidURI",
     "LocalStore",

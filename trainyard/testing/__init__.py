@@ -1,0 +1,1 @@
+"""Helpers for tests, benchmarks and the embedded stack: small, local stand-ins for outside systems."""
