@@ -116,3 +116,68 @@ def client(sessions: sessionmaker[Session], settings: Any) -> Iterator[Any]:
 
     with TestClient(create_app(settings), raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def ray_address(s3_env: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Ray cluster for the session, started the way production starts one (`ray start
+    --head`) so workers connect by address. It inherits the S3 test environment."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    if os.environ.get("RAY_ADDRESS"):
+        yield os.environ["RAY_ADDRESS"]
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Ray 2.60 turns token auth on for local clusters when a token exists; say so explicitly so
+    # the cluster, this process and every worker process agree (the token lives in ~/.ray).
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    # Ray's unix socket paths must stay short; pytest's temp paths are too long for them.
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    proc = subprocess.Popen(
+        [
+            ray_bin,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+        ],
+        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    address = f"127.0.0.1:{port}"
+    import ray
+
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            ray.init(address=address, configure_logging=False, log_to_driver=False)
+            break
+        except Exception:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise
+            time.sleep(1)
+    os.environ["RAY_ADDRESS"] = address
+    try:
+        yield address
+    finally:
+        ray.shutdown()
+        os.environ.pop("RAY_ADDRESS", None)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

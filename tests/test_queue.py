@@ -160,8 +160,14 @@ def test_cancel_queued_at_once_and_running_by_flag(sessions: sessionmaker[Sessio
     with sessions() as s:
         assert queue.heartbeat(s, c.attempt_id).cancel_requested
         assert queue.finish(s, c.attempt_id, "cancelled") == "cancelled"
+    with sessions.begin() as s:
+        assert jobs.cancel_job(s, principal, running_id).status == "cancelled", "idempotent"
+    [done] = _enqueue(sessions, 1)
+    with sessions() as s:
+        [c] = queue.claim(s, worker_id="w")
+        queue.finish(s, c.attempt_id, "succeeded")
     with sessions.begin() as s, pytest.raises(Conflict):
-        jobs.cancel_job(s, principal, running_id)
+        jobs.cancel_job(s, principal_for(sessions, make_key(sessions)), done)
 
 
 def test_cancelling_job_whose_worker_died_ends_cancelled(sessions: sessionmaker[Session]) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from trainyard import cli_user
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Trainyard: training jobs, cost first.")
 admin_app = typer.Typer(no_args_is_help=True, help="Teams and API keys (talks to the database directly).")
 app.add_typer(admin_app, name="admin")
+cli_user.register(app)
 
 
 def _sessions():  # type: ignore[no-untyped-def]
@@ -72,6 +75,52 @@ def worker(
     )
     daemon.install_signal_handlers()
     daemon.run()
+
+
+@app.command()
+def up(
+    data_dir: str = typer.Option(".trainyard", help="Where the database, store and key live"),
+    port: int = typer.Option(8000, help="API port"),
+    host: str = typer.Option("127.0.0.1", help="API bind address"),
+) -> None:
+    """Run the embedded stack (Postgres, object store, Ray, API, worker) until Ctrl-C."""
+    import logging
+    import signal
+    import threading
+    from pathlib import Path
+
+    from trainyard.local import LocalStack
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stack = LocalStack(data_dir=Path(data_dir), host=host, port=port)
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    stack.start()
+    typer.echo(f"Trainyard is up at {stack.base_url}  (dashboard: {stack.base_url}/dashboard)")
+    typer.echo(f"admin API key: {stack.api_key}")
+    typer.echo(f"(saved to {stack.credentials_file} and the SDK's credentials file)")
+    try:
+        stopping.wait()
+    finally:
+        typer.echo("stopping...")
+        stack.stop()
+        typer.echo("stopped")
+
+
+@app.command()
+def demo(
+    data_dir: str = typer.Option(".trainyard", help="Where the database, store and key live"),
+    port: int = typer.Option(8000, help="API port (another free one is used if taken)"),
+) -> None:
+    """Run a real (tiny) fine-tuning job end to end on the embedded stack, then stop."""
+    import logging
+    from pathlib import Path
+
+    from trainyard.demo import run_demo
+
+    logging.basicConfig(level=logging.WARNING)
+    raise typer.Exit(run_demo(Path(data_dir), port))
 
 
 @admin_app.command("create-team")

@@ -11,10 +11,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from trainyard.api import routes_jobs, routes_scheduling
+from trainyard.api import routes_costs, routes_jobs, routes_scheduling
 from trainyard.api.errors import error_response, install_error_handlers
 from trainyard.api.limits import BodySizeLimit
 from trainyard.api.metrics import latency_middleware, make_registry
+from trainyard.api.spend_metrics import register_spend_metrics
 from trainyard.platform import db, migrate
 from trainyard.platform.planning import Planner
 from trainyard.settings import Settings, get_settings
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sessionmaker = db.make_sessionmaker(engine)
         app.state.registry, latency = make_registry(app.state.sessionmaker)
         app.state.latency = latency
+        register_spend_metrics(app.state.registry, app.state.sessionmaker)
         try:
             yield
         finally:
@@ -53,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(routes_jobs.router)
     app.include_router(routes_scheduling.router)
+    app.include_router(routes_costs.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz(request: Request) -> JSONResponse:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from trainyard.api.deps import PrincipalDep, SessionDep
 from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
-from trainyard.platform import jobs
+from trainyard.platform import allocation, jobs
 from trainyard.platform.errors import InvalidRequest
 from trainyard.platform.spec import JobSpec
 
@@ -39,6 +39,8 @@ def create_job(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> dict[str, Any]:
     plan, pool = request.app.state.planner.plan(session, spec)
+    # Locks the team's row until commit, so racing creates cannot both spend the last dollars.
+    allocation.check_budget(session, principal.team_id, plan.get("estimated_cost_usd"))
     job, created = jobs.create_job(
         session, principal, spec, idempotency_key=idempotency_key, plan=plan, pool=pool
     )

@@ -9,6 +9,8 @@ gauges next to it so an alert can compare this month's spend with the budget.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry
@@ -51,14 +53,28 @@ def _families() -> tuple[CounterMetricFamily, GaugeMetricFamily, GaugeMetricFami
 
 
 class SpendCollector(Collector):
-    def __init__(self, factory: sessionmaker[Session]) -> None:
+    """Reads spend at scrape time, at most once per `min_interval_s`: the sums cover every
+    attempt ever metered, so a busy scraper (or several) must not turn into a scan per scrape."""
+
+    def __init__(self, factory: sessionmaker[Session], *, min_interval_s: float = 30.0) -> None:
         self._factory = factory
+        self._min_interval_s = min_interval_s
+        self._lock = threading.Lock()
+        self._cached: tuple[float, list[Metric]] | None = None
 
     def describe(self) -> Iterator[Metric]:
         # Registering must not touch the database: describe with empty families.
         yield from _families()
 
     def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] >= self._min_interval_s:
+                self._cached = (now, self._read())
+            metrics = self._cached[1]
+        yield from metrics
+
+    def _read(self) -> list[Metric]:
         spend, budget, month = _families()
         with self._factory() as session:
             for team, instance_type, usd in session.execute(_SPEND_SQL).all():
@@ -67,7 +83,7 @@ class SpendCollector(Collector):
                 if status["budget"] is not None:
                     budget.add_metric([status["team"]], float(status["budget"]))
                 month.add_metric([status["team"]], float(status["spent_this_month"]))
-        yield from (spend, budget, month)
+        return [spend, budget, month]
 
 
 # The scrape sees every team, as an admin key would.
@@ -75,9 +91,9 @@ _ALL = Principal(key_id="metrics", team_id="", team_name="", role="admin")
 
 
 def register_spend_metrics(
-    registry: CollectorRegistry, sessionmaker: sessionmaker[Session]
+    registry: CollectorRegistry, sessionmaker: sessionmaker[Session], *, min_interval_s: float = 30.0
 ) -> SpendCollector:
     """Add the spend collector to `registry` (the app's `app.state.registry`)."""
-    collector = SpendCollector(sessionmaker)
+    collector = SpendCollector(sessionmaker, min_interval_s=min_interval_s)
     registry.register(collector)
     return collector

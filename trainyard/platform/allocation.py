@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from trainyard.platform.auth import Principal, get_team_by_name, require_admin
@@ -50,6 +51,10 @@ MAX_BUCKETS = 1000
 MIN_STEP = timedelta(minutes=1)
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
+# Sort memory for one allocation query: the sort that marks each job's first piece holds about
+# 170 bytes a piece (a million attempts over two windows make ~1.3M pieces, ~225 MB). Beyond it
+# the sort spills to disk and still works, only slower.
+QUERY_WORK_MEM = "256MB"
 
 _DURATION = re.compile(r"^(\d{1,5})([mhdw])$")
 _UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
@@ -180,14 +185,41 @@ def _num(path: str) -> str:
     return f"CASE WHEN jsonb_typeof(j.plan -> '{path}') = 'number' THEN (j.plan ->> '{path}')::float8 END"
 
 
-_RUNNING_SECONDS = "greatest(extract(epoch FROM CAST(:now AS timestamptz) - a.started_at)::float8, 0)"
+_PLAN_NUMBER = re.compile(r"\{num:([a-z_]+)\}")
 
-# One row per attempt that touches [p0, w1): its span in epoch seconds and what it cost in all.
+
+def _plan_numbers(sql: str, *, checked: bool) -> str:
+    """Fill `{num:field}` markers. Unchecked, a field is a plain cast of `plan ->> field`, about
+    four times cheaper per row than checking its JSON type first, which matters at a million
+    attempts; plans are written by the scheduler, so the check only matters for a hand-edited
+    or foreign plan, and `_execute_plan_sql` falls back to it when the cast fails."""
+    if checked:
+        return _PLAN_NUMBER.sub(lambda m: _num(m.group(1)), sql)
+    return _PLAN_NUMBER.sub(lambda m: f"(j.plan ->> '{m.group(1)}')::float8", sql)
+
+
+def _execute_plan_sql(session: Session, sql: str, params: dict[str, Any]) -> list[Any]:
+    try:
+        with session.begin_nested():
+            return list(session.execute(text(_plan_numbers(sql, checked=False)), params).mappings().all())
+    except DataError:
+        # A plan field that is not a number (or is out of float range): do it the careful way.
+        pass
+    return list(session.execute(text(_plan_numbers(sql, checked=True)), params).mappings().all())
+
+
+_SPAN = "coalesce(date_part('epoch', a.ended_at), CAST(:nowe AS float8)) - date_part('epoch', a.started_at)"
+_RUNNING_SECONDS = "greatest(CAST(:nowe AS float8) - date_part('epoch', a.started_at), 0)"
+
+# One row per attempt that touches [p0, w1): its span in epoch seconds (date_part gives float8;
+# extract() would give numeric, several times slower) and what it cost in all. OFFSET 0 keeps
+# the planner from folding this into the outer query, so each expression is worked out once per
+# attempt rather than once per use.
 _BASE = f"""
     SELECT a.job_id,
-           extract(epoch FROM a.started_at)::float8 AS s,
-           greatest(extract(epoch FROM coalesce(a.ended_at, CAST(:now AS timestamptz)))::float8,
-                    extract(epoch FROM a.started_at)::float8) AS e,
+           date_part('epoch', a.started_at) AS s,
+           greatest(coalesce(date_part('epoch', a.ended_at), CAST(:nowe AS float8)),
+                    date_part('epoch', a.started_at)) AS e,
            CASE WHEN a.ended_at IS NULL THEN a.usd_per_hour * {_RUNNING_SECONDS} / 3600.0
                 ELSE a.cost_usd END AS usd,
            CASE WHEN a.ended_at IS NULL THEN {_RUNNING_SECONDS}
@@ -195,10 +227,11 @@ _BASE = f"""
            a.tokens_trained::float8 AS tokens,
            coalesce(a.outcome IN ({", ".join(f"'{o}'" for o in WASTE_OUTCOMES)}), false) AS wasted,
            a.spot,
-           coalesce({_num("on_demand_usd_per_hour")}, 0) AS od_rate,
-           coalesce({_num("accelerator_count")}, 0) AS accel_n,
-           CASE WHEN j.status = 'succeeded' AND {_num("estimated_cost_usd")} > 0 AND j.cost_usd > 0
-                THEN {_num("estimated_cost_usd")} / j.cost_usd END AS est_ratio
+           coalesce({{num:on_demand_usd_per_hour}}, 0) AS od_rate,
+           coalesce({{num:accelerator_count}}, 0) AS accel_n,
+           CASE WHEN j.status = 'succeeded' AND j.cost_usd > 0
+                THEN nullif(greatest({{num:estimated_cost_usd}}, 0), 0) / j.cost_usd END AS est_ratio,
+           j.seq AS job_seq
            {{dims}}
     FROM job_attempts a
     JOIN jobs j ON j.id = a.job_id
@@ -207,44 +240,81 @@ _BASE = f"""
     WHERE a.started_at < CAST(:w1 AS timestamptz)
       AND (a.ended_at >= CAST(:p0 AS timestamptz) OR a.ended_at IS NULL)
       {{where}}
+    OFFSET 0
+"""
+
+# Bucket k of the current window is [a0 + k*st, a0 + (k+1)*st) clipped to [w0, w1). An attempt
+# touches buckets k0..k1 of it (k1 = k0 when it fits in one).
+_BUCKET_RANGE = """
+    SELECT r.*,
+           floor((greatest(r.s, :w0e) - :a0e) / :st)::int AS k0,
+           greatest(floor((greatest(r.s, :w0e) - :a0e) / :st)::int,
+                    ceil((least(r.e, :w1e) - :a0e) / :st)::int - 1) AS k1
+    FROM ({base}) r
+    OFFSET 0
+"""
+
+
+def _share(lo: str, hi: str) -> str:
+    """The share of attempt b's span [s, e] inside [lo, hi); an instant attempt (e = s) is wholly
+    in the interval holding it."""
+    return (
+        f"CASE WHEN b.e > b.s THEN greatest(least(b.e, {hi}) - greatest(b.s, {lo}), 0) / (b.e - b.s)"
+        f" WHEN b.s >= {lo} AND b.s < {hi} THEN 1.0 ELSE 0.0 END"
+    )
+
+
+def _bucket_lo(k: str) -> str:
+    return f"greatest(:a0e + {k} * :st, :w0e)"
+
+
+def _bucket_hi(k: str) -> str:
+    return f"least(:a0e + ({k} + 1) * :st, :w1e)"
+
+
+# Each attempt's share of the previous window and of its first and last bucket, worked out once.
+_SHARES = f"""
+    SELECT b.*,
+           {_share(":p0e", ":w0e")} AS f_prev,
+           {_share(_bucket_lo("b.k0"), _bucket_hi("b.k0"))} AS f_first,
+           CASE WHEN b.k1 > b.k0 THEN {_share(_bucket_lo("b.k1"), _bucket_hi("b.k1"))} ELSE 0.0 END AS f_last
+    FROM ({{ranged}}) b
+    OFFSET 0
 """
 
 # Each attempt becomes one piece per bucket it overlaps (period 1) plus one for the previous
-# window (period 0). Bucket k of the current window is [a0 + k*st, a0 + (k+1)*st) clipped to
-# [w0, w1); `f` is the share of the attempt inside the piece. An instant attempt (e = s) goes
-# wholly to the bucket holding its start.
-_PIECES = """
-    SELECT b.*, p.period, p.bucket,
-           CASE WHEN b.e > b.s THEN (least(b.e, p.hi) - greatest(b.s, p.lo)) / (b.e - b.s) ELSE 1.0 END AS f
-    FROM base b
-    CROSS JOIN LATERAL (
-        SELECT 0 AS period, -1 AS bucket, :p0e AS lo, :w0e AS hi
-        WHERE b.s < :w0e AND (b.e > :p0e OR b.s >= :p0e)
+# window (period 0); `f` is the share of the attempt inside the piece. Nearly every attempt fits
+# in one or two buckets, so those pieces come from a three-row VALUES list per attempt; only
+# attempts longer than a step are joined to the buckets between their first and last. (A
+# per-attempt generate_series would be shorter, but the planner guesses 1,000 rows for each
+# call and then plans everything after it, sorts and aggregates, for a thousand times the real
+# row count.) Each piece carries its own dollars, hours and tokens, so the sums add up columns.
+_PIECES = f"""
+    SELECT period, bucket, job_seq, {{dcols}},
+           usd * f AS c_usd,
+           secs * f AS c_secs,
+           secs * f * accel_n AS c_gpu,
+           tokens * f AS c_tokens,
+           CASE WHEN spot AND od_rate > 0 THEN (od_rate * secs / 3600.0 - usd) * f ELSE 0 END AS c_save,
+           CASE WHEN wasted THEN usd * f ELSE 0 END AS c_waste,
+           coalesce(usd * f * est_ratio, 0) AS c_est,
+           CASE WHEN est_ratio IS NOT NULL THEN usd * f ELSE 0 END AS c_est_actual,
+           (est_ratio IS NOT NULL)::int AS est
+    FROM (
+        SELECT b.*, p.period, p.bucket, p.f
+        FROM base b
+        CROSS JOIN LATERAL (VALUES (0, -1, b.f_prev), (1, b.k0, b.f_first), (1, b.k1, b.f_last))
+            AS p(period, bucket, f)
+        WHERE p.f > 0
         UNION ALL
-        SELECT 1, k, greatest(:a0e + k * :st, :w0e), least(:a0e + (k + 1) * :st, :w1e)
-        FROM generate_series(
-            floor((greatest(b.s, :w0e) - :a0e) / :st)::int,
-            greatest(floor((greatest(b.s, :w0e) - :a0e) / :st)::int,
-                     ceil((least(b.e, :w1e) - :a0e) / :st)::int - 1)
-        ) AS k
-        WHERE b.s < :w1e AND (b.e > :w0e OR b.s >= :w0e)
-    ) p
-    WHERE b.e = b.s OR least(b.e, p.hi) > greatest(b.s, p.lo)
+        SELECT b.*, 1, p.k, {_share("p.lo", "p.hi")}
+        FROM long_base b
+        JOIN buckets p ON p.k > b.k0 AND p.k < b.k1
+        OFFSET 0
+    ) x
 """
 
-_SUMS = """
-    sum(usd * f) AS cost_usd,
-    sum(secs * f) / 3600.0 AS billable_hours,
-    sum(secs * f * accel_n) / 3600.0 AS gpu_hours,
-    count(DISTINCT job_id) AS jobs,
-    sum(tokens * f) AS tokens_trained,
-    coalesce(sum((od_rate * secs / 3600.0 - usd) * f) FILTER (WHERE spot AND od_rate > 0), 0)
-        AS spot_savings_usd,
-    coalesce(sum(usd * f) FILTER (WHERE wasted), 0) AS waste_usd,
-    coalesce(sum(usd * f * est_ratio), 0) AS estimated_usd,
-    coalesce(sum(usd * f) FILTER (WHERE est_ratio IS NOT NULL), 0) AS estimate_actual_usd,
-    count(DISTINCT job_id) FILTER (WHERE est_ratio IS NOT NULL) AS estimate_jobs
-"""
+_METRIC_COLUMNS = ("c_usd", "c_secs", "c_gpu", "c_tokens", "c_save", "c_waste", "c_est", "c_est_actual")
 
 
 @dataclass
@@ -361,25 +431,80 @@ def query_costs(
 
 def _run(session: Session, plan: _Plan, dim_sql: list[str], limit: int, now: datetime) -> list[Any]:
     n = len(dim_sql)
-    dcols = [f"d{i}" for i in range(n)]
-    base = _BASE.replace("{dims}", "".join(f", {e} AS d{i}" for i, e in enumerate(dim_sql))).replace(
-        "{where}", " ".join(plan.where)
-    )
-    dlist = ", ".join(dcols)
+    dlist = ", ".join(f"d{i}" for i in range(n))
+    with_dims = _BASE.replace("{dims}", "".join(f", {e} AS d{i}" for i, e in enumerate(dim_sql)))
+    base = with_dims.replace("{where}", " ".join(plan.where))
+    # Attempts longer than a step, the only ones with buckets between their first and last.
+    long_base = with_dims.replace("{where}", " ".join([*plan.where, f"AND {_SPAN} > :st"]))
     if plan.step is not None:
         sets = f"(bucket, {dlist}), (bucket), ({dlist}), ()"
     else:
         # One bucket: the whole window. Its rows are the per-dimension rows.
         sets = f"(bucket, {dlist}), (bucket)"
-    # GROUPING() bit order: bucket is the highest bit, then d0..dn-1.
-    grouping = f"GROUPING(bucket, {dlist})"
+    # GROUPING() bits: bucket is the highest, then d0..dn-1; all dimensions come and go together.
     dims_mask = (1 << n) - 1
+    bucket_bit = 1 << n
+    sums = ", ".join(f"sum({c}) AS {c}" for c in _METRIC_COLUMNS)
+    # Counting distinct jobs per grouping set with count(DISTINCT) sorts within every group (slow
+    # at a million pieces). Instead one window pass, over each job's pieces in order, marks the
+    # piece that is the job's first in its period, first with its dimensions, and first with its
+    # dimensions in its bucket; every count is then a plain sum, and the grouping sets run over
+    # the small per-bucket, per-dimension rows. With a step, a bucket's total job count adds up
+    # its per-row counts, which is exact for job-level dimensions (team, user, model, ...) and
+    # counts a job twice in a bucket where it ran on two instance types (or spot and on demand);
+    # window totals and per-row counts are always exact.
+    # Partitioned by the job's integer seq rather than its text id: the sort compares integers.
+    lags = ", ".join(f"lag(d{i}) OVER w AS prev_d{i}" for i in range(n))
+    new_dims = " OR ".join(f"d{i} IS DISTINCT FROM prev_d{i}" for i in range(n))
+    # Without a step there is one bucket per period, so its total is the period's, exactly.
+    jobs_b, est_b = ("j_bd", "e_bd") if plan.step is not None else ("j_all", "e_all")
+
     sql = f"""
-        WITH base AS ({base}),
-        pieces AS ({_PIECES}),
+        WITH base AS ({_SHARES.replace("{ranged}", _BUCKET_RANGE.replace("{base}", base))}),
+        long_base AS ({_SHARES.replace("{ranged}", _BUCKET_RANGE.replace("{base}", long_base))}),
+        buckets AS (
+            SELECT k, greatest(:a0e + k * :st, :w0e) AS lo, least(:a0e + (k + 1) * :st, :w1e) AS hi
+            FROM generate_series(0, CAST(:n_buckets AS int) - 1) AS k
+        ),
+        pieces AS ({_PIECES.replace("{dcols}", dlist)}),
+        lagged AS (
+            SELECT p.*, row_number() OVER w AS rn, lag(bucket) OVER w AS prev_bucket, {lags}
+            FROM pieces p
+            WINDOW w AS (PARTITION BY period, job_seq ORDER BY {dlist}, bucket)
+        ),
+        marked AS (
+            SELECT l.*,
+                   (rn = 1)::int AS j_all,
+                   (rn = 1 OR {new_dims})::int AS j_d,
+                   (rn = 1 OR {new_dims} OR bucket <> prev_bucket)::int AS j_bd
+            FROM lagged l
+        ),
+        fine AS (
+            SELECT period, bucket, {dlist}, {sums},
+                   sum(j_bd) AS j_bd, sum(j_d) AS j_d, sum(j_all) AS j_all,
+                   sum(j_bd * est) AS e_bd, sum(j_d * est) AS e_d, sum(j_all * est) AS e_all
+            FROM marked
+            GROUP BY period, bucket, {dlist}
+        ),
         agg AS (
-            SELECT period, bucket, {dlist}, {grouping} AS g, {_SUMS}
-            FROM pieces
+            SELECT period, bucket, {dlist}, GROUPING(bucket, {dlist}) AS g,
+                   sum(c_usd) AS cost_usd,
+                   sum(c_secs) / 3600.0 AS billable_hours,
+                   sum(c_gpu) / 3600.0 AS gpu_hours,
+                   sum(c_tokens) AS tokens_trained,
+                   sum(c_save) AS spot_savings_usd,
+                   sum(c_waste) AS waste_usd,
+                   sum(c_est) AS estimated_usd,
+                   sum(c_est_actual) AS estimate_actual_usd,
+                   CASE GROUPING(bucket, {dlist})
+                        WHEN 0 THEN sum(j_bd) WHEN {dims_mask} THEN sum({jobs_b})
+                        WHEN {bucket_bit} THEN sum(j_d) ELSE sum(j_all)
+                   END AS jobs,
+                   CASE GROUPING(bucket, {dlist})
+                        WHEN 0 THEN sum(e_bd) WHEN {dims_mask} THEN sum({est_b})
+                        WHEN {bucket_bit} THEN sum(e_d) ELSE sum(e_all)
+                   END AS estimate_jobs
+            FROM fine
             GROUP BY period, GROUPING SETS ({sets})
         )
         SELECT * FROM (
@@ -393,7 +518,7 @@ def _run(session: Session, plan: _Plan, dim_sql: list[str], limit: int, now: dat
     """
     params = {
         **plan.params,
-        "now": now,
+        "nowe": _epoch(now),
         "w1": plan.end,
         "p0": plan.prev_start,
         "p0e": _epoch(plan.prev_start),
@@ -401,9 +526,14 @@ def _run(session: Session, plan: _Plan, dim_sql: list[str], limit: int, now: dat
         "w1e": _epoch(plan.end),
         "a0e": plan.aligned,
         "st": plan.step_seconds,
+        "n_buckets": plan.n_buckets,
         "limit": limit,
     }
-    return list(session.execute(text(sql), params).mappings().all())
+    # JIT compiling costs more than it saves at these sizes (and once cost a second on its own);
+    # the sort behind the job marks is wide, so let it stay in memory.
+    session.execute(text("SET LOCAL jit = off"))
+    session.execute(text(f"SET LOCAL work_mem = '{QUERY_WORK_MEM}'"))
+    return _execute_plan_sql(session, sql, params)
 
 
 def _round(value: float | None, places: int = 6) -> float:
@@ -639,14 +769,17 @@ def _month_spend(
     start = month_start(now)
     where = "AND j.team_id = :team_id" if team_id else ""
     params: dict[str, Any] = {
-        "now": now,
+        "nowe": _epoch(now),
         "w1": now,
         "p0": start,
         "w0e": _epoch(start),
         "w1e": _epoch(now),
         "team_id": team_id,
     }
-    spent = session.execute(text(_SPEND_SQL.replace("{where}", where)), params).all()
+    spent = [
+        (r["team_id"], r["usd"])
+        for r in _execute_plan_sql(session, _SPEND_SQL.replace("{where}", where), params)
+    ]
     committed = session.execute(
         text(_COMMITTED_SQL.replace("{where}", where)), {"team_id": team_id} if team_id else {}
     ).all()

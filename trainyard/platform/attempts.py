@@ -79,3 +79,16 @@ def set_start_step(session: Session, attempt_id: str, step: int) -> None:
     assert attempt is not None
     attempt.start_step = step
     session.commit()
+
+
+def prune_checkpoints(session: Session, attempt_id: str, kept_uris: list[str]) -> int:
+    """Forget checkpoints the trainer deleted under its `keep` policy, so that every listed
+    checkpoint exists in the store."""
+    job, _ = queue.fence(session, attempt_id)
+    gone = session.scalars(
+        select(Checkpoint).where(Checkpoint.job_id == job.id, Checkpoint.uri.not_in(kept_uris))
+    ).all()
+    for ckpt in gone:
+        session.delete(ckpt)
+    session.commit()
+    return len(gone)

@@ -157,8 +157,8 @@ def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
             states.CANCELLING,
             message=f"cancel requested by {principal.key_id}; waiting for the worker to stop",
         )
-    elif job.status == states.CANCELLING:
-        pass
+    elif job.status in (states.CANCELLING, states.CANCELLED):
+        pass  # cancelling twice is not an error: a retried cancel must not report a failure
     else:
         raise Conflict(f"job {job_id} is already {job.status}", code="job_not_cancellable", param="job_id")
     session.flush()

@@ -1,0 +1,299 @@
+"""Response models. Every one allows extra fields, so a newer server never breaks an older client;
+fields a server may leave out default to None."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "TERMINAL_STATUSES",
+    "Checkpoint",
+    "CostBucket",
+    "CostMetrics",
+    "CostReport",
+    "CostRow",
+    "CostWindow",
+    "Estimate",
+    "EstimateOption",
+    "InstanceType",
+    "Job",
+    "JobCost",
+    "JobError",
+    "JobEvent",
+    "JobProgress",
+    "Page",
+    "Plan",
+    "PlanAlternative",
+]
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class TrainyardModel(BaseModel):
+    # protected_namespaces=(): job specs carry fields such as `model_parameters`.
+    model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready dict, extra fields included."""
+        return self.model_dump(mode="json")
+
+
+T = TypeVar("T", bound=TrainyardModel)
+
+# A timestamp when it parses, the raw text otherwise, so a report never fails to load over one
+# odd value. Left to right: pydantic's default "smart" union would keep every string a string.
+TimeOrText = Annotated[datetime | str | None, Field(union_mode="left_to_right")]
+
+
+class Page(TrainyardModel, Generic[T]):
+    """One page of a list: `{"object": "list", "data": [...], "has_more": bool}`."""
+
+    object: str = "list"
+    data: list[T] = Field(default_factory=list)
+    has_more: bool = False
+
+
+class JobProgress(TrainyardModel):
+    step: int = 0
+    total_steps: int | None = None
+    tokens: int = 0
+    loss: float | None = None
+    tokens_per_second: float | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        """Share of steps done, 0..1, or None while the total is unknown."""
+        if not self.total_steps:
+            return None
+        return min(1.0, self.step / self.total_steps)
+
+
+class JobCost(TrainyardModel):
+    usd: float = 0.0
+    billable_seconds: float = 0.0
+    estimated_usd: float | None = None
+
+
+class JobError(TrainyardModel):
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None
+
+
+class Job(TrainyardModel):
+    id: str
+    object: str = "job"
+    status: str
+    team: str | None = None
+    name: str | None = None
+    base_model: str | None = None
+    task: str | None = None
+    method: str | None = None
+    training_file: str | None = None
+    validation_file: str | None = None
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    policy: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: dict[str, Any] | None = None
+    instance_type: str | None = None
+    pool: str | None = None
+    plan: Plan | None = None
+    progress: JobProgress = Field(default_factory=JobProgress)
+    cost: JobCost = Field(default_factory=JobCost)
+    attempts: int = 0
+    max_attempts: int | None = None
+    priority: int | None = None
+    cancel_requested: bool = False
+    error: JobError | None = None
+    result: dict[str, Any] | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class JobEvent(TrainyardModel):
+    id: str
+    object: str = "job.event"
+    job_id: str | None = None
+    attempt_id: str | None = None
+    type: str = "message"
+    level: str = "info"
+    message: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+class Checkpoint(TrainyardModel):
+    id: str
+    object: str = "job.checkpoint"
+    job_id: str | None = None
+    attempt_id: str | None = None
+    step: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    uri: str | None = None
+    created_at: datetime | None = None
+
+
+class PlanAlternative(TrainyardModel):
+    option: str | None = None
+    estimated_seconds: float | None = None
+    estimated_cost_usd: float | None = None
+
+
+class Plan(TrainyardModel):
+    """The scheduler's choice for a job: where it runs, and what it should take and cost."""
+
+    instance_type: str | None = None
+    spot: bool = False
+    kind: str | None = None
+    accelerator: str | None = None
+    accelerator_count: int | None = None
+    workers: int | None = None
+    usd_per_hour: float | None = None
+    on_demand_usd_per_hour: float | None = None
+    estimated_seconds: float | None = None
+    estimated_cost_usd: float | None = None
+    usd_per_million_tokens: float | None = None
+    strategy: str | None = None
+    objective: str | None = None
+    meets_deadline: bool | None = None
+    within_budget: bool | None = None
+    reason: str | None = None
+    alternatives: list[PlanAlternative] = Field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        name = self.instance_type or "-"
+        return f"{name} spot" if self.spot else name
+
+
+class EstimateOption(TrainyardModel):
+    """One way to run a job: an instance type, on-demand or spot, with its time and price."""
+
+    instance_type: str
+    spot: bool = False
+    kind: str | None = None
+    accelerator: str | None = None
+    # Accelerators across all nodes.
+    count: int | None = None
+    fits: bool | None = None
+    available: bool | None = None
+    strategy: str | None = None
+    estimated_seconds: float | None = None
+    estimated_cost_usd: float | None = None
+    usd_per_hour: float | None = None
+    usd_per_million_tokens: float | None = None
+    tokens_per_second: float | None = None
+    meets_deadline: bool | None = None
+    within_budget: bool | None = None
+    memory_gb: float | None = None
+    reason: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.instance_type} spot" if self.spot else self.instance_type
+
+
+class Estimate(TrainyardModel):
+    """Every option for a job spec, and the plan the policy would pick (None, with `error`,
+    when nothing is feasible)."""
+
+    object: str = "estimate"
+    model_parameters: int | None = None
+    dataset_tokens: int | None = None
+    chosen: Plan | None = None
+    error: JobError | None = None
+    options: list[EstimateOption] = Field(default_factory=list)
+
+    @property
+    def objective(self) -> str | None:
+        return self.chosen.objective if self.chosen else None
+
+    @property
+    def reason(self) -> str | None:
+        return self.chosen.reason if self.chosen else None
+
+    def is_chosen(self, option: EstimateOption) -> bool:
+        return (
+            self.chosen is not None
+            and option.instance_type == self.chosen.instance_type
+            and option.spot == self.chosen.spot
+        )
+
+
+class CostMetrics(TrainyardModel):
+    cost_usd: float = 0.0
+    billable_hours: float | None = None
+    gpu_hours: float | None = None
+    jobs: int = 0
+    tokens_trained: float | None = None
+    usd_per_million_tokens: float | None = None
+    spot_savings_usd: float | None = None
+    waste_usd: float | None = None
+    estimated_usd: float | None = None
+    estimate_actual_usd: float | None = None
+    estimate_error: float | None = None
+
+
+class CostRow(CostMetrics):
+    """Spend of one group; `key` maps each aggregated dimension to this group's value."""
+
+    key: dict[str, Any] = Field(default_factory=dict)
+    previous_cost_usd: float | None = None
+
+
+class CostWindow(TrainyardModel):
+    start: TimeOrText = None
+    end: TimeOrText = None
+    step: int | None = None  # seconds per bucket, when the report has buckets
+
+
+class CostBucket(TrainyardModel):
+    start: TimeOrText = None
+    end: TimeOrText = None
+    totals: CostMetrics = Field(default_factory=CostMetrics)
+    data: list[CostRow] = Field(default_factory=list)
+
+
+class CostReport(TrainyardModel):
+    """Spend over a window grouped by `aggregate`, with totals, the previous window for
+    comparison and, with a step, a series of buckets."""
+
+    object: str = "cost_allocation"
+    currency: str = "usd"
+    window: CostWindow = Field(default_factory=CostWindow)
+    aggregate: list[str] = Field(default_factory=list)
+    data: list[CostRow] = Field(default_factory=list)
+    totals: CostMetrics = Field(default_factory=CostMetrics)
+    previous: dict[str, Any] | None = None
+    change: dict[str, Any] | None = None
+    truncated: bool = False
+    series: list[CostBucket] | None = None
+
+
+class InstanceType(TrainyardModel):
+    name: str
+    object: str = "instance_type"
+    kind: str | None = None
+    accelerator: str | None = None
+    accelerator_count: int = 0
+    accelerator_memory_gb: float | None = None
+    vcpus: int | None = None
+    ram_gb: float | None = None
+    on_demand_usd_per_hour: float | None = None
+    spot_usd_per_hour: float | None = None
+    nodes: int | None = None
+    workers: int | None = None
+    interconnect: str | None = None
+    provider: str | None = None
+    region: str | None = None
+    # Whether this deployment has a pool that can run it, and how many at once.
+    available: bool | None = None
+    max_concurrent: int | None = None

@@ -1,0 +1,301 @@
+"""One attempt of one job, in a process of its own: `python -m trainyard.workers.attempt ATTEMPT_ID`.
+
+The main thread drives the Ray Train run; a heartbeat thread renews the lease, moves what the
+run reports (progress, persisted checkpoints, messages) into the database through fenced writes,
+and turns a cancel, a budget overrun, a shutdown or a lost lease into a graceful stop request.
+A lost lease means another attempt owns the job: this one stops and writes nothing more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from trainyard.platform import attempts, costs, db, queue, storage
+from trainyard.platform.errors import LeaseLost
+from trainyard.platform.models import Job, JobAttempt, JobEvent
+from trainyard.platform.spec import JobSpec
+from trainyard.settings import Settings, get_settings
+
+log = logging.getLogger("trainyard.attempt")
+
+EXIT_LEASE_LOST = 3
+
+
+class UserError(Exception):
+    """The job cannot run as specified (missing dataset, unreadable model): no retry."""
+
+
+class AttemptRunner:
+    def __init__(self, settings: Settings, attempt_id: str) -> None:
+        self.settings = settings
+        self.attempt_id = attempt_id
+        self.engine = db.make_engine(settings.database_url, pool_size=2, max_overflow=1)
+        self.sessions: sessionmaker[Session] = db.make_sessionmaker(self.engine)
+        self.store = storage.open_store(settings.storage_uri)
+        self.control: Any = None
+        self.stop_reason: str | None = None
+        self.lease_lost = threading.Event()
+        self._done = threading.Event()
+        self._progress: dict[str, Any] = {}
+        self._last_metrics_event = 0.0
+
+    # -- the heartbeat side ----------------------------------------------------------------
+    def _request_stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            log.info("attempt %s: stop requested (%s)", self.attempt_id, reason)
+        if self.control is not None:
+            try:
+                self.control.request_stop.remote(reason)
+            except Exception:  # Ray may already be shutting down
+                log.debug("could not deliver stop request", exc_info=True)
+
+    def _drain(self) -> None:
+        if self.control is None:
+            return
+        import ray
+
+        events: list[dict[str, Any]] = ray.get(self.control.drain.remote(), timeout=10)
+        for event in events:
+            kind = event.get("type")
+            if kind == "progress":
+                self._progress = {
+                    "step": int(event.get("step") or 0),
+                    "total_steps": event.get("total_steps"),
+                    "tokens": int(event.get("tokens_seen") or 0),
+                    "loss": event.get("loss"),
+                    "tokens_per_second": event.get("tokens_per_second"),
+                    "epoch": event.get("epoch"),
+                }
+            elif kind == "checkpoint":
+                with self.sessions() as s:
+                    attempts.record_checkpoint(
+                        s,
+                        self.attempt_id,
+                        step=int(event["step"]),
+                        uri=str(event["uri"]),
+                        metrics=event.get("metrics") or {},
+                    )
+            elif kind == "message":
+                with self.sessions() as s:
+                    attempts.record_event(
+                        s,
+                        self.attempt_id,
+                        "message",
+                        str(event.get("message", "")),
+                        level=str(event.get("level", "info")),
+                    )
+
+    def beat(self) -> None:
+        """One heartbeat: renew the lease first (nothing may delay it), act on what it says, then
+        move what the run reported into the database."""
+        with self.sessions() as s:
+            hb = queue.heartbeat(
+                s, self.attempt_id, lease_seconds=self.settings.lease_seconds, progress=self._progress or None
+            )
+        if hb.stop_reason:
+            self._request_stop(hb.stop_reason)
+        self._drain()
+        now = time.monotonic()
+        if self._progress and now - self._last_metrics_event >= 10.0:
+            self._last_metrics_event = now
+            with self.sessions() as s:
+                p = self._progress
+                attempts.record_event(
+                    s,
+                    self.attempt_id,
+                    "metrics",
+                    f"step {p.get('step')}/{p.get('total_steps')} loss {p.get('loss')}",
+                    data=dict(p),
+                )
+
+    def _heartbeat_loop(self) -> None:
+        first = True
+        while first or not self._done.wait(self.settings.heartbeat_seconds):
+            first = False
+            try:
+                self.beat()
+            except LeaseLost:
+                self.lease_lost.set()
+                self._request_stop("lease_lost")
+                log.error("attempt %s lost its lease; stopping without further writes", self.attempt_id)
+                # The run is now someone else's: do not wait for a graceful stop to finish.
+                self._shutdown_hard()
+                return
+            except Exception:
+                # A database or Ray hiccup: keep trying until the lease itself runs out.
+                log.warning("heartbeat failed; retrying", exc_info=True)
+
+    def _shutdown_hard(self) -> None:
+        time.sleep(min(5.0, self.settings.heartbeat_seconds))
+        os._exit(EXIT_LEASE_LOST)
+
+    # -- the run ---------------------------------------------------------------------------
+    def _load(self) -> tuple[Job, JobAttempt, JobSpec]:
+        with self.sessions() as s:
+            attempt = s.get(JobAttempt, self.attempt_id)
+            if attempt is None:
+                raise LeaseLost(f"unknown attempt {self.attempt_id}")
+            job = s.get(Job, attempt.job_id)
+            assert job is not None
+            return job, attempt, JobSpec.model_validate(job.spec)
+
+    def _preflight(self, spec: JobSpec) -> None:
+        for param in ("training_file", "validation_file"):
+            uri = getattr(spec, param)
+            if uri is None:
+                continue
+            try:
+                storage.read_uri(uri)
+            except (storage.ObjectNotFound, storage.InvalidKey, FileNotFoundError) as exc:
+                raise UserError(f"{param} {uri!r} cannot be read: {exc}") from exc
+
+    def run(self) -> int:
+        job, _attempt, spec = self._load()
+        signal.signal(signal.SIGTERM, lambda *_: self._request_stop("shutdown"))
+        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        beat.start()
+        outcome, code, message, result = "crashed", "internal_error", None, None
+        retryable = True
+        try:
+            self._preflight(spec)
+            result = self._train(job, spec)
+            # A stop asked for after the run had already finished changes nothing.
+            stopped = bool(result.get("stopped_early"))
+            if stopped and self.stop_reason == "cancelled":
+                outcome = "cancelled"
+            elif stopped and self.stop_reason == "budget_exceeded":
+                outcome, code, retryable = "failed", "budget_exceeded", False
+                message = f"projected spend passed max_cost_usd={spec.policy.max_cost_usd}"
+            elif stopped and self.stop_reason == "shutdown":
+                outcome = "handed_back"
+            elif stopped:
+                outcome, code, message = "crashed", "stopped", f"run stopped early ({self.stop_reason})"
+            else:
+                outcome, code = "succeeded", None
+        except UserError as exc:
+            outcome, code, message, retryable = "failed", "user_error", str(exc), False
+        except Exception as exc:
+            outcome, code, message = "crashed", "training_error", f"{type(exc).__name__}: {exc}"
+            log.error("attempt %s failed:\n%s", self.attempt_id, traceback.format_exc())
+        finally:
+            self._done.set()
+            beat.join(timeout=30)
+        if self.lease_lost.is_set():
+            return EXIT_LEASE_LOST
+        try:
+            self._drain()
+        except Exception:
+            log.warning("final drain failed", exc_info=True)
+        try:
+            with self.sessions() as s:
+                kept = (result or {}).get("checkpoint_uris")
+                if kept:
+                    attempts.prune_checkpoints(s, self.attempt_id, list(kept))
+                if self._progress:
+                    queue.heartbeat(
+                        s, self.attempt_id, lease_seconds=self.settings.lease_seconds, progress=self._progress
+                    )
+                status = queue.finish(
+                    s,
+                    self.attempt_id,
+                    outcome,
+                    error_code=code,
+                    error_message=message,
+                    retryable=retryable,
+                    backoff_base=self.settings.retry_backoff_seconds,
+                    backoff_cap=self.settings.retry_backoff_max_seconds,
+                    result=result,
+                )
+        except LeaseLost:
+            return EXIT_LEASE_LOST
+        self.write_cost_report(job.id, status)
+        return 0
+
+    def write_cost_report(self, job_id: str, status: str) -> None:
+        with self.sessions() as s:
+            report = costs.cost_report(s, job_id)
+            uri = self.store.put_bytes(
+                storage.cost_report_key(job_id),
+                json.dumps(report, indent=2).encode(),
+                content_type="application/json",
+            )
+            totals = report["totals"]
+            s.add(
+                JobEvent(
+                    job_id=job_id,
+                    attempt_id=self.attempt_id,
+                    type="cost",
+                    message=f"${totals['cost_usd']:.4f} over {totals['billable_seconds']:.0f}s",
+                    data={"uri": uri, **totals},
+                )
+            )
+            job = s.get(Job, job_id)
+            if job is not None:
+                job.result = {**(job.result or {}), "cost_report_uri": uri}
+            s.commit()
+
+    def _train(self, job: Job, spec: JobSpec) -> dict[str, Any]:
+        import ray
+
+        from trainyard.platform.scheduling import load_catalog, parse_pools
+        from trainyard.workers.control import create_run_control
+        from trainyard.workers.launch import run_training
+
+        catalog = load_catalog(self.settings.catalog_path)
+        itype = catalog.get(job.instance_type or spec.instance_type or "local-cpu")
+        pools = {p.instance_type: p for p in parse_pools(self.settings.pools, catalog)}
+        pool = pools.get(job.pool or itype.name)
+        if not ray.is_initialized():
+            ray.init(
+                address=self.settings.ray_address or "auto", configure_logging=False, log_to_driver=False
+            )
+        self.control = create_run_control()
+        if self.stop_reason:
+            self._request_stop(self.stop_reason)
+        with self.sessions() as s:
+            latest = attempts.latest_checkpoint(s, job.id)
+            if latest is not None:
+                attempts.set_start_step(s, self.attempt_id, latest.step)
+        result = run_training(
+            spec,
+            job_id=job.id,
+            itype=itype,
+            pool_resource=pool.ray_resource if pool else None,
+            store_uri=self.settings.storage_uri,
+            control=self.control,
+            run_name=job.id,
+        )
+        out = result.to_dict() if hasattr(result, "to_dict") else dict(vars(result))
+        tokens = out.get("tokens_trained")
+        if tokens:
+            self._progress["tokens"] = int(tokens)
+        return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="trainyard.workers.attempt")
+    parser.add_argument("attempt_id")
+    parser.add_argument("--worker-id", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    runner = AttemptRunner(get_settings(), args.attempt_id)
+    try:
+        return runner.run()
+    finally:
+        runner.engine.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

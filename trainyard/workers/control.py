@@ -1,0 +1,95 @@
+"""RunControl: the mailbox between a running training attempt and the worker daemon.
+
+Training workers and the Ray Train controller push events into it (progress, persisted
+checkpoints, messages); the daemon drains them on its own schedule and writes them to the
+database. The other direction is a single flag: the daemon asks the run to stop (cancel,
+preemption, lease loss) and rank 0 of the training loop polls for it.
+
+The actor takes no CPU so it never competes with training workers for a placement group, and
+every method is cheap, so one single-threaded actor serves a whole run.
+
+Event shapes (each gets ``seq`` and ``time`` stamped on arrival):
+
+- ``{"type": "progress", "step", "total_steps", "tokens_seen", "loss", "tokens_per_second", "epoch"}``
+- ``{"type": "checkpoint", "step", "metrics", "uri"}`` -- ``uri`` is where Ray Train persisted it
+- ``{"type": "message", "level", "message"}``
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import ray
+
+EVENT_TYPES = frozenset({"progress", "checkpoint", "message"})
+
+# Progress arrives every couple of seconds; if the daemon stops draining (it crashed, the DB is
+# down) the mailbox must not grow without bound. Checkpoints and messages are never dropped.
+MAX_PROGRESS_BACKLOG = 500
+
+
+class RunControlState:
+    """The actor's logic as a plain class, so it can be unit-tested without Ray."""
+
+    def __init__(self) -> None:
+        self._events: deque[dict[str, Any]] = deque()
+        self._progress_backlog = 0
+        self._seq = 0
+        self._stop_reason: str | None = None
+        self._latest_progress: dict[str, Any] | None = None
+
+    def report(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind not in EVENT_TYPES:
+            # A malformed event is still worth seeing; keep it as a warning instead of raising
+            # into a fire-and-forget caller that would never notice.
+            event = {"type": "message", "level": "warning", "message": f"unknown event: {event!r}"[:2000]}
+            kind = "message"
+        self._seq += 1
+        stamped = {**event, "seq": self._seq, "time": time.time()}
+        if kind == "progress":
+            self._latest_progress = stamped
+            if self._progress_backlog >= MAX_PROGRESS_BACKLOG:
+                self._drop_oldest_progress()
+            self._progress_backlog += 1
+        self._events.append(stamped)
+
+    def _drop_oldest_progress(self) -> None:
+        for i, ev in enumerate(self._events):
+            if ev["type"] == "progress":
+                del self._events[i]
+                self._progress_backlog -= 1
+                return
+
+    def drain(self) -> list[dict[str, Any]]:
+        out = list(self._events)
+        self._events.clear()
+        self._progress_backlog = 0
+        return out
+
+    def latest_progress(self) -> dict[str, Any] | None:
+        return self._latest_progress
+
+    def request_stop(self, reason: str) -> None:
+        # The first reason wins: a later "lease lost" should not relabel an earlier "cancelled".
+        if self._stop_reason is None:
+            self._stop_reason = reason or "stop requested"
+
+    def stop_requested(self) -> str | None:
+        return self._stop_reason
+
+
+# num_cpus=0: schedulable even when training holds every CPU of the cluster.
+RunControl = ray.remote(num_cpus=0, max_restarts=0)(RunControlState)
+
+
+def create_run_control(name: str | None = None, namespace: str | None = None) -> ray.actor.ActorHandle:
+    """Start a RunControl actor, optionally named so another process can look it up."""
+    opts: dict[str, Any] = {}
+    if name is not None:
+        opts.update(name=name, get_if_exists=True)
+    if namespace is not None:
+        opts["namespace"] = namespace
+    return RunControl.options(**opts).remote() if opts else RunControl.remote()

@@ -1,0 +1,190 @@
+"""The worker daemon: claims jobs for its pools and runs each attempt in its own process.
+
+The daemon holds no lease itself; each attempt process heartbeats its own lease, so a crash of
+one attempt cannot take others down, and a crash of the daemon leaves its attempts to be rescued
+once their leases run out. The daemon also runs the rescuer, so any live worker recovers the
+jobs of dead ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import make_url
+
+from trainyard.platform import db, queue
+from trainyard.platform.errors import LeaseLost
+from trainyard.settings import Settings
+
+log = logging.getLogger("trainyard.worker")
+
+
+@dataclass
+class Running:
+    claim: queue.Claim
+    process: subprocess.Popen[bytes]
+    started: float = field(default_factory=time.monotonic)
+
+
+def ensure_ray(settings: Settings, num_cpus: int | None = None) -> str:
+    """Connect to `RAY_ADDRESS`, or start a local Ray; return the address attempt processes use."""
+    import ray
+
+    if settings.ray_address:
+        return settings.ray_address
+    if not ray.is_initialized():
+        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
+    return str(ray.get_runtime_context().gcs_address)
+
+
+def served_pools(settings: Settings, requested: list[str] | None = None) -> list[str]:
+    """The pools this worker claims for: those asked for, else every configured pool."""
+    from trainyard.platform.scheduling import load_catalog, parse_pools
+
+    configured = [p.instance_type for p in parse_pools(settings.pools, load_catalog(settings.catalog_path))]
+    if requested:
+        unknown = sorted(set(requested) - set(configured))
+        if unknown:
+            raise ValueError(f"pools {unknown} are not configured (configured: {configured})")
+        return requested
+    return configured
+
+
+class WorkerDaemon:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pools: list[str] | None = None,
+        capacity: dict[str, int] | None = None,
+        worker_id: str | None = None,
+        ray_address: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pools = pools
+        self.capacity = capacity
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.ray_address = ray_address or settings.ray_address
+        self.engine = db.make_engine(settings.database_url, pool_size=2, max_overflow=2)
+        self.sessions = db.make_sessionmaker(self.engine)
+        conninfo = make_url(db.normalize_url(settings.database_url)).set(drivername="postgresql")
+        self.listener = queue.Listener(conninfo.render_as_string(hide_password=False))
+        self.running: dict[str, Running] = {}
+        self._stopping = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def request_stop(self, *_: object) -> None:
+        """Stop claiming; running attempts checkpoint and hand their jobs back."""
+        if not self._stopping.is_set():
+            log.info("worker %s stopping: handing running attempts back", self.worker_id)
+        self._stopping.set()
+        for r in self.running.values():
+            if r.process.poll() is None:
+                r.process.send_signal(signal.SIGTERM)
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def run(self, *, max_idle_loops: int | None = None) -> None:
+        idle = 0
+        try:
+            while True:
+                self._reap()
+                if self._stopping.is_set():
+                    if not self.running:
+                        return
+                    time.sleep(0.5)
+                    continue
+                self._rescue()
+                started = self._claim_and_start()
+                if started or self.running:
+                    idle = 0
+                else:
+                    idle += 1
+                    if max_idle_loops is not None and idle >= max_idle_loops:
+                        return
+                if not started:
+                    self.listener.wait(self.settings.poll_seconds if not self.running else 1.0)
+        finally:
+            self.listener.close()
+            self.engine.dispose()
+
+    # -- steps -----------------------------------------------------------------------------
+    def _rescue(self) -> None:
+        with self.sessions() as s:
+            for job_id in queue.rescue(
+                s,
+                backoff_base=self.settings.retry_backoff_seconds,
+                backoff_cap=self.settings.retry_backoff_max_seconds,
+            ):
+                log.warning("rescued job %s: its worker stopped heartbeating", job_id)
+
+    def _claim_and_start(self) -> int:
+        free = self.settings.worker_concurrency - len(self.running)
+        if free <= 0:
+            return 0
+        with self.sessions() as s:
+            claims = queue.claim(
+                s,
+                worker_id=self.worker_id,
+                n=free,
+                pools=self.pools,
+                capacity=self.capacity,
+                lease_seconds=self.settings.lease_seconds,
+            )
+        for claim in claims:
+            self.running[claim.attempt_id] = Running(claim, self._spawn(claim))
+            log.info("job %s attempt %d started", claim.job_id, claim.attempt_number)
+        return len(claims)
+
+    def _spawn(self, claim: queue.Claim) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env["TRAINYARD_DATABASE_URL"] = self.settings.database_url
+        env["TRAINYARD_STORAGE_URI"] = self.settings.storage_uri
+        if self.ray_address:
+            env["RAY_ADDRESS"] = self.ray_address
+        cmd = [
+            sys.executable,
+            "-m",
+            "trainyard.workers.attempt",
+            claim.attempt_id,
+            "--worker-id",
+            self.worker_id,
+        ]
+        # A session of its own: a signal meant for the daemon's terminal does not reach the
+        # attempt, which stops only when the daemon asks it to.
+        return subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def _reap(self) -> None:
+        for attempt_id, r in list(self.running.items()):
+            code = r.process.poll()
+            if code is None:
+                continue
+            del self.running[attempt_id]
+            if code == 0:
+                continue
+            # The attempt process died without closing its attempt: record the crash (fenced, so
+            # an attempt that did close it, or lost its lease, is left as it is).
+            try:
+                with self.sessions() as s:
+                    status = queue.finish(
+                        s,
+                        attempt_id,
+                        "crashed",
+                        error_code="worker_crashed",
+                        error_message=f"attempt process exited with code {code}",
+                        backoff_base=self.settings.retry_backoff_seconds,
+                        backoff_cap=self.settings.retry_backoff_max_seconds,
+                    )
+                log.error("job %s attempt crashed (exit %s); job is now %s", r.claim.job_id, code, status)
+            except LeaseLost:
+                pass
