@@ -35,13 +35,11 @@ CPU2 = SimpleNamespace(
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_session(ray_address: str) -> Any:
+    """The session's shared Ray cluster (conftest); a second local instance would confuse Ray."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    return ray
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console()
+# soft_wrap: URIs must stay whole on one line so they can be copied.
+console = Console(soft_wrap=True)
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 

@@ -1,0 +1,95 @@
+"""The quickstart: `trainyard up` in a subprocess on a temp data dir, a job through the SDK,
+Ctrl-C, a restart on the same data, and the job is still there."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trainyard.sdk import Trainyard
+from trainyard.testing.tiny import make_dataset, make_tiny_model_dir
+
+pytestmark = pytest.mark.ray
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _up(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINYARD_", "RAY_ADDRESS"))}
+    env["TRAINYARD_CREDENTIALS"] = str(data_dir / "sdk-credentials.json")
+    return subprocess.Popen(
+        [sys.executable, "-m", "trainyard.cli", "up", "--data-dir", str(data_dir), "--port", str(port)],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _client(data_dir: Path, proc: subprocess.Popen[bytes], log: Path) -> Trainyard:
+    creds = data_dir / "credentials.json"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        if creds.exists():
+            saved = json.loads(creds.read_text())
+            client = Trainyard(saved["base_url"], saved["api_key"], max_retries=0)
+            try:
+                client.health()
+                return client
+            except Exception:
+                pass
+        time.sleep(1)
+    pytest.fail("trainyard up did not come up:\n" + log.read_text()[-3000:])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_up_runs_a_job_and_keeps_it_across_restarts(tmp_path: Path) -> None:
+    data_dir = tmp_path / "ty"
+    log = tmp_path / "up.log"
+    port = _free_port()
+    model = make_tiny_model_dir(tmp_path / "model")
+    dataset = make_dataset(tmp_path / "train.jsonl", 64)
+
+    proc = _up(data_dir, port, log)
+    try:
+        client = _client(data_dir, proc, log)
+        job = client.jobs.create(
+            name="quickstart",
+            base_model=str(model),
+            training_file=str(dataset),
+            hyperparameters={"max_steps": 6, "batch_size": 4, "seq_len": 32},
+            checkpoint={"every_steps": 3, "keep": 1},
+        )
+        done = client.jobs.wait(job.id, poll_interval=1.0, timeout=300)
+        assert done.status == "succeeded", done
+        assert done.plan is not None and done.plan.instance_type == "local-cpu"
+    finally:
+        _stop(proc)
+
+    proc = _up(data_dir, port, log)
+    try:
+        client = _client(data_dir, proc, log)
+        assert [j.id for j in client.jobs.list()] == [job.id]
+        assert client.jobs.get(job.id).status == "succeeded"
+    finally:
+        _stop(proc)
