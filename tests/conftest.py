@@ -105,6 +105,7 @@ def settings(db_url: str, tmp_path: Any) -> Any:
         storage_uri=f"file://{tmp_path}/store",
         data_dir=str(tmp_path),
         max_body_bytes=64 * 1024,
+        allow_local_paths=True,
     )
 
 

@@ -47,7 +47,7 @@ def test_trainyard_api_serves_the_job_api(sessions: sessionmaker[Session], env: 
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainyard.cli", "api", "--port", str(port)],
-        env={**os.environ, "TRAINYARD_DATABASE_URL": env},
+        env={**os.environ, "TRAINYARD_DATABASE_URL": env},  # local paths stay refused by default
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -62,7 +62,10 @@ def test_trainyard_api_serves_the_job_api(sessions: sessionmaker[Session], env: 
         else:
             pytest.fail("API did not come up")
         auth = {"Authorization": f"Bearer {key}"}
-        created = httpx.post(f"{base}/v1/jobs", json=job_body(), headers=auth, timeout=10)
+        local = httpx.post(f"{base}/v1/jobs", json=job_body(), headers=auth, timeout=10)
+        assert local.status_code == 400 and local.json()["error"]["code"] == "local_paths_disabled"
+        body = job_body(base_model="s3://models/tiny-gpt2")
+        created = httpx.post(f"{base}/v1/jobs", json=body, headers=auth, timeout=10)
         assert created.status_code == 201, created.text
         assert (
             httpx.get(f"{base}/v1/jobs", headers=auth, timeout=10).json()["data"][0]["id"]

@@ -293,3 +293,16 @@ def test_instance_types(cli: Invoke) -> None:
     assert "local-cpu" in [t["name"] for t in types] and len(types) > 1
     only = _json(cli("instance-types", "--available", "--json"))
     assert [t["name"] for t in only] == ["local-cpu"]
+
+
+def test_relative_local_paths_in_a_job_file_become_absolute(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text('{"text": "hi"}\n')
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "name: j\nbase_model: gpt2\ntraining_file: data/train.jsonl\nvalidation_file: s3://b/v.jsonl\n"
+    )
+    data = cli_user.load_job_file(job)
+    assert data["training_file"] == str(tmp_path / "data" / "train.jsonl")
+    assert data["base_model"] == "gpt2", "a hub id is not a path"
+    assert data["validation_file"] == "s3://b/v.jsonl"

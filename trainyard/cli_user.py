@@ -136,7 +136,28 @@ def load_job_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise _fail(f"{path} must hold a mapping of job fields (name, base_model, ...); it is {kind}")
-    return data
+    return absolutize_local_paths(data, path.parent)
+
+
+LOCAL_PATH_FIELDS = ("base_model", "training_file", "validation_file")
+
+
+def absolutize_local_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Make relative paths to local files absolute. Workers run elsewhere (Ray moves each into
+    a working directory of its own), so a relative path means nothing by the time it is read.
+    A value is taken as a local path only if it exists, relative to the job file or to the
+    current directory; hub ids like `gpt2` and URIs pass through untouched."""
+    out = dict(data)
+    for field in LOCAL_PATH_FIELDS:
+        value = out.get(field)
+        if not isinstance(value, str) or "://" in value or value.startswith(("/", "file-")):
+            continue
+        for root in (base, Path.cwd()):
+            candidate = (root / value).resolve()
+            if candidate.exists():
+                out[field] = str(candidate)
+                break
+    return out
 
 
 # ------------------------------------------------------------------------------------------

@@ -102,6 +102,7 @@ class LocalStack:
             data_dir=str(self.data_dir),
             api_host=self.host,
             api_port=self.port,
+            allow_local_paths=True,  # one user, one machine: their own files are fair game
             heartbeat_seconds=float(os.environ.get("TRAINYARD_HEARTBEAT_SECONDS", "2")),
             poll_seconds=float(os.environ.get("TRAINYARD_POLL_SECONDS", "2")),
         )

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     migrate_on_start: bool = True
+    # Whether jobs may name files on the server's own disk (file:// URIs, absolute paths). The
+    # embedded stack allows it; a shared deployment should not, or any user could read any file
+    # the workers can.
+    allow_local_paths: bool = False
 
     lease_seconds: float = Field(default=60.0, gt=0)
     heartbeat_seconds: float = Field(default=10.0, gt=0)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 
 from trainyard.api.deps import PrincipalDep, SessionDep
-from trainyard.platform.planning import Planner
+from trainyard.platform.planning import Planner, check_sources
 from trainyard.platform.spec import JobSpec, UriStr
 
 router = APIRouter(prefix="/v1", tags=["scheduling"])
@@ -31,6 +31,7 @@ def create_estimate(
     body: EstimateRequest, session: SessionDep, principal: PrincipalDep, request: Request
 ) -> dict[str, Any]:
     planner = _planner(request)
+    check_sources(body, allow_local_paths=request.app.state.settings.allow_local_paths)
     planned = planner.estimate(session, body)
     return {
         "object": "estimate",
