@@ -18,6 +18,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from trainyard.platform import db, embedded_pg, migrate
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Ray 2.60 turns token auth on for local clusters when a token exists, and caches the mode the
+# first time any module reads its config: set it before anything imports ray, so the test
+# cluster, this process and every worker process agree (the token lives in ~/.ray).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 LOCAL_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -136,10 +140,9 @@ def ray_address(s3_env: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    # Ray 2.60 turns token auth on for local clusters when a token exists; say so explicitly so
-    # the cluster, this process and every worker process agree (the token lives in ~/.ray).
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray_bin = str(Path(sys.executable).with_name("ray"))
+    # A fresh machine has no token yet; make one (a no-op when it exists).
+    subprocess.run([ray_bin, "get-auth-token", "--generate"], check=True, capture_output=True)
     # Ray's unix socket paths must stay short; pytest's temp paths are too long for them.
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     proc = subprocess.Popen(

@@ -63,7 +63,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
-def test_up_runs_a_job_and_keeps_it_across_restarts(tmp_path: Path) -> None:
+def test_up_runs_a_job_hands_it_back_on_ctrl_c_and_finishes_after_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "ty"
     log = tmp_path / "up.log"
     port = _free_port()
@@ -77,19 +77,26 @@ def test_up_runs_a_job_and_keeps_it_across_restarts(tmp_path: Path) -> None:
             name="quickstart",
             base_model=str(model),
             training_file=str(dataset),
-            hyperparameters={"max_steps": 6, "batch_size": 4, "seq_len": 32},
-            checkpoint={"every_steps": 3, "keep": 1},
+            hyperparameters={"max_steps": 60, "batch_size": 4, "seq_len": 32},
+            checkpoint={"every_steps": 4, "keep": 1},
         )
-        done = client.jobs.wait(job.id, poll_interval=1.0, timeout=300)
-        assert done.status == "succeeded", done
-        assert done.plan is not None and done.plan.instance_type == "local-cpu"
+        assert job.plan is not None and job.plan.instance_type == "local-cpu"
+        deadline = time.monotonic() + 240
+        while not list(client.jobs.checkpoints(job.id)):
+            assert time.monotonic() < deadline, "no checkpoint before Ctrl-C"
+            time.sleep(1)
     finally:
-        _stop(proc)
+        _stop(proc)  # Ctrl-C: the running attempt checkpoints and hands the job back
 
     proc = _up(data_dir, port, log)
     try:
         client = _client(data_dir, proc, log)
         assert [j.id for j in client.jobs.list()] == [job.id]
-        assert client.jobs.get(job.id).status == "succeeded"
+        events = [e.message for e in client.jobs.events(job.id)]
+        assert any("handed back" in m for m in events), events
+        done = client.jobs.wait(job.id, poll_interval=1.0, timeout=300)
+        assert done.status == "succeeded", done
+        assert done.attempts == 2 and done.progress.step == 60
+        assert [c.step for c in client.jobs.checkpoints(job.id)] == [60]
     finally:
         _stop(proc)

@@ -261,6 +261,9 @@ class AttemptRunner:
             ray.init(
                 address=self.settings.ray_address or "auto", configure_logging=False, log_to_driver=False
             )
+        # ray.init installs a SIGTERM handler that exits at once; a worker shutdown must instead
+        # let the run checkpoint and hand the job back.
+        signal.signal(signal.SIGTERM, lambda *_: self._request_stop("shutdown"))
         self.control = create_run_control()
         if self.stop_reason:
             self._request_stop(self.stop_reason)

@@ -1,0 +1,469 @@
+"""The file service behind the OpenAI-compatible `/v1/files`: upload (validated line by line), list,
+get, content, delete, and the mapping from `file-...` ids to the storage URIs jobs read.
+
+Files live in the object store under ``files/{id}/`` and are described by a `File` row. Jobs never
+hold a file id: `resolve_file_uri` turns one into the URI at submit time, so workers, the planner
+and cost reports only ever see URIs, as they do for jobs that name ``s3://`` data directly.
+Like jobs, a key sees its own team's files (another team's file is a 404); admin keys see all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from sqlalchemy import Select, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session
+
+from trainyard.platform import states, storage
+from trainyard.platform.auth import Principal
+from trainyard.platform.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
+from trainyard.platform.models import Job
+from trainyard.platform.models_files import FILE_ID_PREFIX, File, new_file_id
+from trainyard.platform.spec import JobSpec
+
+# OpenAI's limit for one fine-tuning file; TRAINYARD_MAX_FILE_BYTES changes it.
+DEFAULT_MAX_FILE_BYTES = 512 * storage.MB
+MAX_FILE_PAGE = 10_000  # OpenAI's file list allows up to 10,000 per page
+PURPOSE_FINE_TUNE = "fine-tune"
+PURPOSE_RESULTS = "fine-tune-results"
+UPLOAD_PURPOSES = (PURPOSE_FINE_TUNE,)
+MAX_FILENAME_CHARS = 255
+# Each uploaded file is the one object under its own prefix, so delete_prefix removes exactly it.
+_OBJECT_NAME = "data.jsonl"
+
+CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+S = TypeVar("S", bound=JobSpec)
+
+
+def max_file_bytes(settings: object) -> int:
+    """The upload limit: `settings.max_file_bytes` when the settings carry one, else the default."""
+    value = getattr(settings, "max_file_bytes", None)
+    return int(value) if value else DEFAULT_MAX_FILE_BYTES
+
+
+def file_key(file_id: str) -> str:
+    return storage.safe_key("files", file_id, _OBJECT_NAME)
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+class _BadLine(Exception):
+    pass
+
+
+def _content_text(content: Any, where: str) -> str:
+    """The text of a message's content: a string, or a list of text parts (OpenAI's content parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                raise _BadLine(f"{where}: only text content parts are supported")
+            texts.append(part["text"])
+        return "".join(texts)
+    raise _BadLine(f"{where}: content must be a string or a list of text parts")
+
+
+def _check_chat(record: Mapping[str, Any]) -> None:
+    messages = record["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise _BadLine("'messages' must be a non-empty list")
+    has_assistant = False
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise _BadLine(f"{where} must be an object")
+        role = message.get("role")
+        if role not in CHAT_ROLES:
+            raise _BadLine(f"{where}: role must be one of {', '.join(sorted(CHAT_ROLES))}, got {role!r}")
+        content = message.get("content")
+        if content is None:
+            # OpenAI allows a null content only on an assistant message that calls a tool.
+            if not (role == "assistant" and (message.get("tool_calls") or message.get("function_call"))):
+                raise _BadLine(f"{where}: content is missing")
+        else:
+            _content_text(content, where)
+        has_assistant = has_assistant or role == "assistant"
+    if not has_assistant:
+        # Training learns the assistant's turns; a conversation without one teaches nothing.
+        raise _BadLine("a conversation needs at least one assistant message")
+
+
+def record_format(record: Any) -> str:
+    """Which training format a decoded JSONL record is in: "chat", "completion" or "text".
+
+    Raises ValueError naming the problem when it is none of them.
+    """
+    try:
+        return _record_format(record)
+    except _BadLine as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _record_format(record: Any) -> str:
+    if not isinstance(record, dict):
+        raise _BadLine(f"each line must be a JSON object, got {type(record).__name__}")
+    if "messages" in record:
+        _check_chat(record)
+        return "chat"
+    if "prompt" in record or "completion" in record:
+        if not isinstance(record.get("prompt"), str) or not isinstance(record.get("completion"), str):
+            raise _BadLine("'prompt' and 'completion' must both be strings")
+        return "completion"
+    if "text" in record:
+        if not isinstance(record["text"], str):
+            raise _BadLine("'text' must be a string")
+        return "text"
+    if "preferred_output" in record or "non_preferred_output" in record:
+        raise _BadLine("preference (DPO) records are not supported; use chat 'messages'")
+    raise _BadLine("a record needs 'messages' (chat), 'prompt' and 'completion', or 'text'")
+
+
+def validate_jsonl(lines: Iterable[bytes], *, filename: str = "file", sink: IO[bytes] | None = None) -> int:
+    """Check every line of a fine-tuning JSONL file; return how many records it holds.
+
+    Raises InvalidRequest naming the first bad line. All records must share one format, since a
+    file that mixes them is almost always a mistake. Lines are copied to `sink` as they are read.
+    """
+    count = 0
+    first_format: tuple[str, int] | None = None
+    for lineno, raw in enumerate(lines, start=1):
+        if sink is not None:
+            sink.write(raw)
+        line = raw.removeprefix(b"\xef\xbb\xbf") if lineno == 1 else raw
+        if not line.strip():
+            continue
+        try:
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise _BadLine("is not valid UTF-8") from None
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise _BadLine(f"is not valid JSON ({exc.msg} at column {exc.colno})") from None
+            kind = _record_format(record)
+            if first_format is None:
+                first_format = (kind, lineno)
+            elif kind != first_format[0]:
+                raise _BadLine(
+                    f"is a {kind} record, but line {first_format[1]} was a {first_format[0]} record"
+                )
+        except _BadLine as exc:
+            message = str(exc)
+            sep = " " if message.startswith("is ") else ": "
+            raise InvalidRequest(
+                f"{filename}: line {lineno}{sep}{message}", code="invalid_file_format", param="file"
+            ) from None
+        count += 1
+    if count == 0:
+        raise InvalidRequest(f"{filename} holds no records", code="invalid_file_format", param="file")
+    return count
+
+
+def render_chat(record: Mapping[str, Any], tokenizer: Any) -> str:
+    """One chat record as training text: the tokenizer's chat template when it has one, else a
+    plain "role: content" transcript ended by the EOS token."""
+    messages = [
+        {"role": str(m["role"]), "content": _content_text(m.get("content") or "", "content")}
+        for m in record["messages"]
+    ]
+    if getattr(tokenizer, "chat_template", None):
+        kwargs: dict[str, Any] = {"tokenize": False}
+        if record.get("tools"):
+            kwargs["tools"] = record["tools"]
+        return str(tokenizer.apply_chat_template(messages, **kwargs))
+    eos = getattr(tokenizer, "eos_token", None) or ""
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + eos
+
+
+def render_record(record: Mapping[str, Any], tokenizer: Any) -> str:
+    """Training text for any accepted record: chat is rendered, prompt/completion joined, text kept."""
+    if "messages" in record:
+        return render_chat(record, tokenizer)
+    if "prompt" in record and "completion" in record:
+        return f"{record['prompt']}{record['completion']}"
+    return str(record["text"])
+
+
+# -------------------------------------------------------------------------------------- service
+
+
+def _clean_filename(filename: str | None) -> str:
+    # Browsers and clients may send a path; only its last part names the file.
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable()).strip()
+    return (name or "upload.jsonl")[:MAX_FILENAME_CHARS]
+
+
+def upload_file(
+    session: Session,
+    principal: Principal,
+    store: storage.ObjectStore,
+    stream: IO[bytes],
+    *,
+    filename: str | None,
+    purpose: str,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> File:
+    """Validate and store an uploaded JSONL file; nothing is stored when any line is bad."""
+    if purpose not in UPLOAD_PURPOSES:
+        raise InvalidRequest(
+            f"purpose must be one of {', '.join(UPLOAD_PURPOSES)}, got {purpose!r}",
+            code="invalid_purpose",
+            param="purpose",
+        )
+    name = _clean_filename(filename)
+    fd, tmp_name = tempfile.mkstemp(prefix="trainyard-upload-", suffix=".jsonl")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            size = 0
+
+            def lines() -> Iterable[bytes]:
+                nonlocal size
+                for raw in stream:
+                    size += len(raw)
+                    if size > max_bytes:
+                        raise PayloadTooLarge(
+                            f"{name} is larger than the {max_bytes}-byte limit for files",
+                            code="file_too_large",
+                            param="file",
+                        )
+                    yield raw
+
+            count = validate_jsonl(lines(), filename=name, sink=tmp)
+        file_id = new_file_id()
+        uri = store.put_file(file_key(file_id), tmp_name)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+    row = File(
+        id=file_id,
+        team_id=principal.team_id,
+        api_key_id=principal.key_id,
+        filename=name,
+        purpose=purpose,
+        bytes=size,
+        uri=uri,
+        status="processed",
+        line_count=count,
+    )
+    session.add(row)
+    session.flush()
+    session.refresh(row)  # created_at comes from the database
+    return row
+
+
+def _visible(principal: Principal) -> Select[File]:
+    query = select(File).where(File.deleted_at.is_(None))
+    if not principal.is_admin:
+        query = query.where(File.team_id == principal.team_id)
+    return query
+
+
+def get_file(session: Session, principal: Principal, file_id: str, *, param: str = "file_id") -> File:
+    row = session.scalar(_visible(principal).where(File.id == file_id))
+    if row is None:
+        raise NotFound(f"no file {file_id!r}", code="file_not_found", param=param)
+    return row
+
+
+def list_files(
+    session: Session,
+    principal: Principal,
+    *,
+    purpose: str | None = None,
+    after: str | None = None,
+    limit: int = MAX_FILE_PAGE,
+    order: str = "desc",
+) -> tuple[list[File], bool]:
+    """Files by creation time (newest first by default), keyset-paginated by `after` (a file id)."""
+    if not 1 <= limit <= MAX_FILE_PAGE:
+        raise InvalidRequest(f"limit must be between 1 and {MAX_FILE_PAGE}", param="limit")
+    if order not in ("asc", "desc"):
+        raise InvalidRequest("order must be 'asc' or 'desc'", param="order")
+    query = _visible(principal)
+    if purpose is not None:
+        query = query.where(File.purpose == purpose)
+    key = tuple_(File.created_at, File.id)
+    if after is not None:
+        cursor = session.scalar(_visible(principal).where(File.id == after))
+        if cursor is None:
+            raise InvalidRequest(f"no file {after!r} to page after", param="after")
+        mark = tuple_(cursor.created_at, cursor.id)
+        query = query.where(key < mark if order == "desc" else key > mark)
+    if order == "desc":
+        query = query.order_by(File.created_at.desc(), File.id.desc())
+    else:
+        query = query.order_by(File.created_at.asc(), File.id.asc())
+    rows = list(session.scalars(query.limit(limit + 1)))
+    return rows[:limit], len(rows) > limit
+
+
+def _uri_in_use(session: Session, uri: str) -> Job | None:
+    """An unfinished job that will read `uri`, if any."""
+    return session.scalar(
+        select(Job)
+        .where(
+            Job.status.not_in(states.TERMINAL),
+            (Job.spec.op("->>")("training_file") == uri) | (Job.spec.op("->>")("validation_file") == uri),
+        )
+        .limit(1)
+    )
+
+
+def delete_file(session: Session, principal: Principal, store: storage.ObjectStore, file_id: str) -> File:
+    """Forget a file and remove its object. A file an unfinished job still needs is kept (409):
+    deleting it would only make that job fail later, far from the mistake."""
+    row = session.scalar(_visible(principal).where(File.id == file_id).with_for_update())
+    if row is None:
+        raise NotFound(f"no file {file_id!r}", code="file_not_found", param="file_id")
+    user = _uri_in_use(session, row.uri)
+    if user is not None:
+        raise Conflict(
+            f"file {file_id} is used by job {user.id}, which is {user.status}; cancel it first",
+            code="file_in_use",
+            param="file_id",
+        )
+    row.deleted_at = datetime.now(UTC)
+    # Result files point at a job's own report, which stays with the job.
+    if row.purpose == PURPOSE_FINE_TUNE:
+        store.delete_prefix(storage.safe_key("files", row.id))
+    session.flush()
+    return row
+
+
+def copy_content(row: File, dest: str | Path) -> Path:
+    """Copy the file's object to the local path `dest` (streamed, never whole in memory)."""
+    root, _, name = row.uri.rpartition("/")
+    storage.open_store(root).get_file(name, dest)
+    return Path(dest)
+
+
+# --------------------------------------------------------------------------- ids <-> storage URIs
+
+
+def resolve_file_uri(
+    session: Session, principal: Principal, value: str, *, param: str = "training_file"
+) -> str:
+    """The storage URI behind `value` when it is a `file-...` id; any other value is returned as is.
+
+    An unknown id, a deleted one or another team's is a 404; a file uploaded for another purpose
+    is a 400.
+    """
+    if not value.startswith(FILE_ID_PREFIX):
+        return value
+    row = session.scalar(_visible(principal).where(File.id == value))
+    if row is None:
+        raise NotFound(f"{param}: no file {value!r}", code="file_not_found", param=param)
+    if row.purpose != PURPOSE_FINE_TUNE:
+        raise InvalidRequest(
+            f"{param}: file {value} has purpose {row.purpose!r}; upload it with purpose 'fine-tune'",
+            code="invalid_file_purpose",
+            param=param,
+        )
+    return row.uri
+
+
+def resolve_spec_files(session: Session, principal: Principal, spec: S) -> S:
+    """`spec` with its training and validation files resolved to storage URIs (a copy; the same
+    object when there is nothing to resolve)."""
+    update: dict[str, str] = {}
+    for param in ("training_file", "validation_file"):
+        value = getattr(spec, param, None)
+        if isinstance(value, str) and value.startswith(FILE_ID_PREFIX):
+            update[param] = resolve_file_uri(session, principal, value, param=param)
+    return spec.model_copy(update=update) if update else spec
+
+
+def file_ids_for_uris(session: Session, uris: Iterable[str | None]) -> dict[str, str]:
+    """Map storage URIs back to the ids of the files stored there (deleted files included, so a
+    job keeps naming the file it trained on)."""
+    wanted = {u for u in uris if u}
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(File.uri, File.id).where(File.uri.in_(wanted), File.purpose == PURPOSE_FINE_TUNE)
+    )
+    return {uri: file_id for uri, file_id in rows}
+
+
+def _result_file_id(job_id: str) -> str:
+    # Derived from the job, so concurrent readers of a finished job agree on one row.
+    return FILE_ID_PREFIX + hashlib.sha256(f"results:{job_id}".encode()).hexdigest()[:24]
+
+
+def result_file_ids(session: Session, jobs: Sequence[Job]) -> dict[str, list[str]]:
+    """Job id -> the ids of its result files: its cost report, registered as a `fine-tune-results`
+    file the first time the job is shown, so `files.content(...)` can fetch it."""
+    reports = {job.id: (job, str(uri)) for job in jobs if (uri := (job.result or {}).get("cost_report_uri"))}
+    if not reports:
+        return {}
+    ids = {job_id: _result_file_id(job_id) for job_id in reports}
+    known = {
+        row.id: row.deleted_at is None
+        for row in session.scalars(select(File).where(File.id.in_(list(ids.values()))))
+    }
+    out: dict[str, list[str]] = {}
+    for job_id, (job, uri) in reports.items():
+        file_id = ids[job_id]
+        if file_id not in known:
+            try:
+                size = len(storage.read_uri(uri))
+            except (storage.StorageError, OSError):
+                continue  # not readable now; the next look registers it
+            session.execute(
+                pg_insert(File)
+                .values(
+                    id=file_id,
+                    team_id=job.team_id,
+                    api_key_id=job.api_key_id,
+                    filename=f"{job.id}-cost_report.json",
+                    purpose=PURPOSE_RESULTS,
+                    bytes=size,
+                    uri=uri,
+                    status="processed",
+                    line_count=0,
+                )
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+            known[file_id] = True
+        if known[file_id]:
+            out[job_id] = [file_id]
+    return out
+
+
+def unix(value: datetime | None) -> int | None:
+    return int(value.timestamp()) if value is not None else None
+
+
+def file_object(row: File) -> dict[str, Any]:
+    """A file as OpenAI's API shows it."""
+    return {
+        "id": row.id,
+        "object": "file",
+        "bytes": row.bytes,
+        "created_at": unix(row.created_at),
+        "filename": row.filename,
+        "purpose": row.purpose,
+        "status": row.status,
+        "status_details": None,
+        "expires_at": None,
+        "line_count": row.line_count,
+    }
