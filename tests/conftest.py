@@ -83,7 +83,7 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
-TABLES = ("checkpoints", "job_events", "job_attempts", "jobs", "api_keys", "teams")
+TABLES = ("files", "checkpoints", "job_events", "job_attempts", "jobs", "api_keys", "teams")
 
 
 @pytest.fixture
@@ -165,17 +165,17 @@ def ray_address(s3_env: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     address = f"127.0.0.1:{port}"
     import ray
 
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            ray.init(address=address, configure_logging=False, log_to_driver=False)
-            break
-        except Exception:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise
-            time.sleep(1)
-    os.environ["RAY_ADDRESS"] = address
     try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                ray.init(address=address, configure_logging=False, log_to_driver=False)
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(1)
+        os.environ["RAY_ADDRESS"] = address
         yield address
     finally:
         ray.shutdown()
@@ -185,3 +185,5 @@ def ray_address(s3_env: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        # Some Ray processes leave the group; everything of this cluster names its temp dir.
+        subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)

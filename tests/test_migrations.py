@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
-from trainyard.platform import db, migrate
+from trainyard.platform import db, migrate, models_files  # noqa: F401  (File is part of the schema)
 from trainyard.platform.models import Base
 
 

@@ -401,6 +401,20 @@ def test_oversized_upload_gets_413_and_the_larger_cap_applies_to_uploads_only(
     assert exc.value.status_code == 413 and exc.value.code == "file_too_large"
 
 
+def test_an_upload_over_the_upload_body_cap_gets_413(
+    sessions: sessionmaker[Session], settings: Any, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setattr(routes_openai, "upload_body_limit", lambda _settings: 100_000)
+    with TestClient(create_app_with_openai(settings), raise_server_exceptions=False) as c:
+        oai = make_openai(c, key)
+        with pytest.raises(openai.APIStatusError) as exc:
+            upload(oai, [{"text": "x" * 1000}] * 120)
+        assert exc.value.status_code == 413 and "100000 bytes" in exc.value.message
+        assert list(oai.files.list()) == []
+
+
 def test_only_fine_tune_purpose_is_accepted(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as exc:
         oai.files.create(file=("a.jsonl", io.BytesIO(jsonl(CHAT))), purpose="assistants")

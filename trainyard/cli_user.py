@@ -318,7 +318,7 @@ def _watch(client: Trainyard, job_id: str, *, interval: float, events: bool, jso
             if task is None:
                 task = progress.add_task("job", total=None, **_bar_fields(job))
             _update_bar(progress, task, job)
-            if job.is_terminal:
+            if job.is_settled:
                 return job
             time.sleep(interval)
 

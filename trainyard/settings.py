@@ -19,6 +19,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Uploads to /v1/files (fine-tuning JSONL); OpenAI's own limit is 512 MB.
+    max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     migrate_on_start: bool = True
     # Whether jobs may name files on the server's own disk (file:// URIs, absolute paths). The
     # embedded stack allows it; a shared deployment should not, or any user could read any file

@@ -11,9 +11,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from trainyard.api import routes_costs, routes_jobs, routes_scheduling
+from trainyard.api import routes_costs, routes_jobs, routes_openai, routes_scheduling
 from trainyard.api.errors import error_response, install_error_handlers
-from trainyard.api.limits import BodySizeLimit
 from trainyard.api.metrics import latency_middleware, make_registry
 from trainyard.api.spend_metrics import register_spend_metrics
 from trainyard.platform import db, migrate
@@ -52,10 +51,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return await call_next(request)  # type: ignore[no-any-return]
         return await latency_middleware(latency)(request, call_next)
 
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        routes_openai.BodySizeLimitWithUploads,
+        max_bytes=settings.max_body_bytes,
+        upload_max_bytes=routes_openai.upload_body_limit(settings),
+    )
     app.include_router(routes_jobs.router)
     app.include_router(routes_scheduling.router)
     app.include_router(routes_costs.router)
+    app.include_router(routes_openai.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz(request: Request) -> JSONResponse:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from trainyard.api.deps import PrincipalDep, SessionDep
 from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
-from trainyard.platform import allocation, jobs
+from trainyard.platform import allocation, files, jobs
 from trainyard.platform.errors import InvalidRequest
 from trainyard.platform.planning import check_sources
 from trainyard.platform.spec import JobSpec
@@ -40,6 +40,7 @@ def create_job(
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> dict[str, Any]:
     check_sources(spec, allow_local_paths=request.app.state.settings.allow_local_paths)
+    spec = files.resolve_spec_files(session, principal, spec)  # `file-...` ids -> storage URIs
     plan, pool = request.app.state.planner.plan(session, spec)
     # Locks the team's row until commit, so racing creates cannot both spend the last dollars.
     allocation.check_budget(session, principal.team_id, plan.get("estimated_cost_usd"))

@@ -47,6 +47,13 @@ _ERROR_TYPES = {
     403: "permission_error",
     429: "rate_limit_error",
 }
+# Codes for errors Starlette raises itself (an unknown method, a body over the limit).
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def openai_error(
@@ -107,7 +114,8 @@ class OpenAIRoute(APIRoute):
             except StarletteHTTPException as exc:
                 _rollback(request)
                 headers = dict(exc.headers or {})
-                return openai_error(exc.status_code, str(exc.detail), None, None, headers)
+                code = _HTTP_CODES.get(exc.status_code)
+                return openai_error(exc.status_code, str(exc.detail), code, None, headers)
             except Exception:
                 _rollback(request)
                 log.exception("unhandled error on %s %s", request.method, request.url.path)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 
 from trainyard.api.deps import PrincipalDep, SessionDep
+from trainyard.platform import files
 from trainyard.platform.planning import Planner, check_sources
 from trainyard.platform.spec import JobSpec, UriStr
 
@@ -32,6 +33,7 @@ def create_estimate(
 ) -> dict[str, Any]:
     planner = _planner(request)
     check_sources(body, allow_local_paths=request.app.state.settings.allow_local_paths)
+    body = files.resolve_spec_files(session, principal, body)  # `file-...` ids -> storage URIs
     planned = planner.estimate(session, body)
     return {
         "object": "estimate",

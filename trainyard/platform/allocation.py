@@ -758,7 +758,7 @@ _SPEND_SQL = f"""
 _COMMITTED_SQL = f"""
     SELECT j.team_id, sum(greatest({_num("estimated_cost_usd")} - j.cost_usd, 0)) AS usd
     FROM jobs j
-    WHERE j.status IN ('queued', 'running', 'cancelling') {{where}}
+    WHERE j.status IN ('queued', 'running', 'cancelling', 'paused') {{where}}
     GROUP BY j.team_id
 """
 

@@ -180,9 +180,9 @@ def validate_jsonl(lines: Iterable[bytes], *, filename: str = "file", sink: IO[b
 def render_chat(record: Mapping[str, Any], tokenizer: Any) -> str:
     """One chat record as training text: the tokenizer's chat template when it has one, else a
     plain "role: content" transcript ended by the EOS token."""
+    # Content parts become plain text; tool calls and the like stay for templates that render them.
     messages = [
-        {"role": str(m["role"]), "content": _content_text(m.get("content") or "", "content")}
-        for m in record["messages"]
+        {**m, "content": _content_text(m.get("content") or "", "content")} for m in record["messages"]
     ]
     if getattr(tokenizer, "chat_template", None):
         kwargs: dict[str, Any] = {"tokenize": False}

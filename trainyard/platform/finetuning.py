@@ -273,10 +273,6 @@ def resume_job(session: Session, principal: Principal, job_id: str) -> Job:
 # ---------------------------------------------------------------------------------- job -> OpenAI
 
 
-def unix(value: datetime | None) -> int | None:
-    return int(value.timestamp()) if value is not None else None
-
-
 def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
@@ -329,8 +325,8 @@ def job_object(
     return {
         "id": job.id,
         "object": "fine_tuning.job",
-        "created_at": unix(job.created_at),
-        "finished_at": unix(job.finished_at),
+        "created_at": files.unix(job.created_at),
+        "finished_at": files.unix(job.finished_at),
         "estimated_finish": _estimated_finish(job, now),
         "model": spec.get("base_model"),
         "fine_tuned_model": (job.result or {}).get("final_model_uri")
@@ -395,7 +391,7 @@ def event_object(event: JobEvent) -> dict[str, Any]:
     return {
         "id": f"{EVENT_ID_PREFIX}{event.id}",
         "object": "fine_tuning.job.event",
-        "created_at": unix(event.created_at),
+        "created_at": files.unix(event.created_at),
         "level": LEVELS.get(event.level, "info"),
         "message": event.message,
         # OpenAI has two kinds; status changes, checkpoints and costs are messages with their data.
@@ -415,7 +411,7 @@ def checkpoint_object(ckpt: Checkpoint) -> dict[str, Any]:
     return {
         "id": ckpt.id,
         "object": "fine_tuning.job.checkpoint",
-        "created_at": unix(ckpt.created_at),
+        "created_at": files.unix(ckpt.created_at),
         # A checkpoint is a directory in the store; its URI is what a later job or a download takes.
         "fine_tuned_model_checkpoint": ckpt.uri,
         "fine_tuning_job_id": ckpt.job_id,

@@ -146,7 +146,7 @@ def list_jobs(
 def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
     """Queued jobs are cancelled at once; running ones get a flag their worker sees on heartbeat."""
     job = get_job(session, principal, job_id, for_update=True)
-    if job.status == states.QUEUED:
+    if job.status in (states.QUEUED, states.PAUSED):
         job.cancel_requested = True
         states.transition(session, job, states.CANCELLED, message=f"cancelled by {principal.key_id}")
     elif job.status == states.RUNNING:

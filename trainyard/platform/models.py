@@ -86,6 +86,8 @@ class Job(Base):
     pool: Mapped[str | None] = mapped_column(String(64))
     current_attempt_id: Mapped[str | None] = mapped_column(String(40))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # Asked for while running; the worker hands the job back and it waits as `paused`.
+    pause_requested: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     run_after: Mapped[datetime] = mapped_column(server_default=func.now())
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))

@@ -45,7 +45,7 @@ class Claim:
 class Heartbeat:
     lease_expires_at: datetime
     cancel_requested: bool
-    # Why the attempt must stop, if it must: "cancelled" or "budget_exceeded".
+    # Why the attempt must stop, if it must: "cancelled", "paused" or "budget_exceeded".
     stop_reason: str | None = None
 
 
@@ -208,7 +208,7 @@ def heartbeat(
             attempt.tokens_per_second = float(progress["tokens_per_second"])
     costs.meter(attempt, now)
     costs.total_job_cost(session, job)
-    stop = "cancelled" if job.cancel_requested else None
+    stop = "cancelled" if job.cancel_requested else ("paused" if job.pause_requested else None)
     cap = (job.spec.get("policy") or {}).get("max_cost_usd")
     if stop is None and cap is not None:
         projected = costs.projected_cost(job, attempt, now)
@@ -293,6 +293,11 @@ def _end_attempt(
             msg = f"job failed: {job.error_message}"
     if dst == states.QUEUED and job.status == states.CANCELLING:
         dst = states.CANCELLED
+    elif dst == states.QUEUED and job.pause_requested:
+        # Paused while this attempt ran: wait as paused; resume queues it from its latest checkpoint.
+        dst = states.PAUSED
+        msg = f"attempt {attempt.number} {outcome}; job paused"
+    job.pause_requested = False
     if error_code:
         info["error_code"] = error_code
     states.transition(

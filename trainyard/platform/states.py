@@ -8,6 +8,9 @@
       └──> failed       └────> cancelled
       (queued -> failed: the scheduler found no feasible instance)
 
+    queued | running ──pause──> paused ──resume──> queued      paused ──> cancelled
+      (a running job pauses once its worker has checkpointed and handed it back)
+
 Every transition writes a `status` event in the same transaction.
 """
 
@@ -27,14 +30,16 @@ CANCELLING = "cancelling"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 CANCELLED = "cancelled"
+PAUSED = "paused"
 
-STATUSES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED)
+STATUSES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED, PAUSED)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE = frozenset({RUNNING, CANCELLING})
 
 ALLOWED: dict[str, frozenset[str]] = {
-    QUEUED: frozenset({RUNNING, CANCELLED, FAILED}),
-    RUNNING: frozenset({SUCCEEDED, FAILED, QUEUED, CANCELLING, CANCELLED}),
+    QUEUED: frozenset({RUNNING, CANCELLED, FAILED, PAUSED}),
+    RUNNING: frozenset({SUCCEEDED, FAILED, QUEUED, CANCELLING, CANCELLED, PAUSED}),
+    PAUSED: frozenset({QUEUED, CANCELLED}),
     CANCELLING: frozenset({CANCELLED, SUCCEEDED, FAILED}),
     SUCCEEDED: frozenset(),
     FAILED: frozenset(),

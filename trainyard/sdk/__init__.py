@@ -38,6 +38,7 @@ from trainyard.sdk._errors import (
     WaitTimeoutError,
 )
 from trainyard.sdk._models import (
+    SETTLED_STATUSES,
     TERMINAL_STATUSES,
     Checkpoint,
     CostBucket,
@@ -64,6 +65,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
+    "SETTLED_STATUSES",
     "TERMINAL_STATUSES",
     "APIConnectionError",
     "APIResponseValidationError",

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "SETTLED_STATUSES",
     "TERMINAL_STATUSES",
     "Checkpoint",
     "CostBucket",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+# A paused job is not finished, but it will not move until someone resumes it.
+SETTLED_STATUSES = TERMINAL_STATUSES | {"paused"}
 
 
 class TrainyardModel(BaseModel):
@@ -116,6 +119,11 @@ class Job(TrainyardModel):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_settled(self) -> bool:
+        """Finished, or paused: either way, waiting longer changes nothing."""
+        return self.status in SETTLED_STATUSES
 
 
 class JobEvent(TrainyardModel):

@@ -178,7 +178,7 @@ class AttemptRunner:
             elif stopped and self.stop_reason == "budget_exceeded":
                 outcome, code, retryable = "failed", "budget_exceeded", False
                 message = f"projected spend passed max_cost_usd={spec.policy.max_cost_usd}"
-            elif stopped and self.stop_reason == "shutdown":
+            elif stopped and self.stop_reason in ("shutdown", "paused"):
                 outcome = "handed_back"
             elif stopped:
                 outcome, code, message = "crashed", "stopped", f"run stopped early ({self.stop_reason})"

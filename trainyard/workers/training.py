@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from trainyard.platform.files import record_format, render_record
 from trainyard.platform.spec import JobSpec
 
 logger = logging.getLogger(__name__)
@@ -95,8 +96,10 @@ def read_jsonl(uri: str) -> list[dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{uri}: line {lineno} is not JSON: {exc.msg}") from exc
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise ValueError(f"{uri}: line {lineno} needs a string 'text' field")
+        try:
+            record_format(record)  # text, prompt/completion or chat messages
+        except ValueError as exc:
+            raise ValueError(f"{uri}: line {lineno}: {exc}") from None
         records.append(record)
     if not records:
         raise ValueError(f"{uri}: no records")
@@ -143,7 +146,7 @@ def tokenize_records(
     task: str,
     labels: dict[Any, int] | None = None,
 ) -> _ListDataset:
-    texts = [r["text"] for r in records]
+    texts = [render_record(r, tokenizer) for r in records]
     enc = tokenizer(texts, truncation=True, max_length=seq_len)
     items: list[dict[str, Any]] = []
     for i, ids in enumerate(enc["input_ids"]):

@@ -111,7 +111,7 @@ class Jobs:
         timeout: float | None = None,
         on_progress: Callable[[Job], None] | None = None,
     ) -> Job:
-        """Poll until the job succeeds, fails or is cancelled; returns the final Job.
+        """Poll until the job succeeds, fails, is cancelled or is paused; returns that Job.
 
         `on_progress(job)` is called after every poll. Raises WaitTimeoutError after `timeout`
         seconds (the job keeps running).
@@ -121,7 +121,7 @@ class Jobs:
             job = self.get(job_id)
             if on_progress is not None:
                 on_progress(job)
-            if job.is_terminal:
+            if job.is_settled:
                 return job
             pause = poll_interval
             if deadline is not None:
@@ -217,7 +217,7 @@ class AsyncJobs:
                 outcome = on_progress(job)
                 if hasattr(outcome, "__await__"):
                     await outcome
-            if job.is_terminal:
+            if job.is_settled:
                 return job
             pause = poll_interval
             if deadline is not None:
