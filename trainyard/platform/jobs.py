@@ -94,7 +94,7 @@ def create_job(
     return job, True
 
 
-def _visible(principal: Principal) -> Select[tuple[Job]]:
+def _visible(principal: Principal) -> Select[Job]:
     query = select(Job)
     if not principal.is_admin:
         query = query.where(Job.team_id == principal.team_id)
