@@ -9,6 +9,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from trainyard.platform import auth
+from trainyard.platform.errors import InvalidRequest
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -33,3 +34,17 @@ def get_principal(
 
 
 PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
+
+
+def bracket_params(request: Request, name: str, example: str) -> dict[str, str]:
+    """Query parameters of the form `name[key]=value` (Stripe's and OpenAI's way of passing a
+    map in a query string), as a dict."""
+    out: dict[str, str] = {}
+    prefix = f"{name}["
+    for param, value in request.query_params.multi_items():
+        if param.startswith(prefix) and param.endswith("]"):
+            key = param[len(prefix) : -1]
+            if not key:
+                raise InvalidRequest(f"{name} needs a key: {example}", param=name)
+            out[key] = value
+    return out

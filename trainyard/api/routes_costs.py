@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict
 
-from trainyard.api.deps import PrincipalDep, SessionDep
+from trainyard.api.deps import PrincipalDep, SessionDep, bracket_params
 from trainyard.api.schemas import ts
 from trainyard.platform import allocation
 from trainyard.platform.errors import InvalidRequest, NotFound
@@ -42,15 +42,7 @@ LimitQ = Annotated[int, Query(ge=1, le=allocation.MAX_LIMIT)]
 
 
 def _filters(request: Request) -> dict[str, str]:
-    # `filter[dimension]=value`, the bracket form the job list uses for metadata.
-    filters: dict[str, str] = {}
-    for name, value in request.query_params.multi_items():
-        if name.startswith("filter[") and name.endswith("]"):
-            dim = name[len("filter[") : -1]
-            if not dim:
-                raise InvalidRequest("filter needs a dimension: filter[team]=research", param="filter")
-            filters[dim] = value
-    return filters
+    return bracket_params(request, "filter", "filter[team]=research")
 
 
 def _aggregate(request: Request) -> str:

@@ -6,10 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from trainyard.api.deps import PrincipalDep, SessionDep
+from trainyard.api.deps import PrincipalDep, SessionDep, bracket_params
 from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
 from trainyard.platform import allocation, files, jobs
-from trainyard.platform.errors import InvalidRequest
 from trainyard.platform.planning import check_sources
 from trainyard.platform.spec import JobSpec
 
@@ -19,15 +18,7 @@ LimitQ = Annotated[int, Query(ge=1, le=jobs.MAX_PAGE)]
 
 
 def _metadata_filters(request: Request) -> dict[str, str]:
-    # `metadata[key]=value`, the form OpenAI's and Stripe's list endpoints use.
-    filters: dict[str, str] = {}
-    for name, value in request.query_params.multi_items():
-        if name.startswith("metadata[") and name.endswith("]"):
-            key = name[len("metadata[") : -1]
-            if not key:
-                raise InvalidRequest("metadata filter needs a key: metadata[key]=value", param="metadata")
-            filters[key] = value
-    return filters
+    return bracket_params(request, "metadata", "metadata[key]=value")
 
 
 @router.post("", status_code=201)

@@ -27,6 +27,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from trainyard.api.deps import bracket_params
 from trainyard.api.limits import BodySizeLimit
 from trainyard.platform import auth, files, finetuning, jobs, storage
 from trainyard.platform.errors import InvalidRequest, TrainyardError
@@ -188,15 +189,7 @@ def _limit(value: int, default_max: int = jobs.MAX_PAGE) -> int:
 
 
 def _metadata_filters(request: Request) -> dict[str, str]:
-    # `metadata[key]=value`, the form the openai client sends for a metadata dict.
-    out: dict[str, str] = {}
-    for name, value in request.query_params.multi_items():
-        if name.startswith("metadata[") and name.endswith("]"):
-            key = name[len("metadata[") : -1]
-            if not key:
-                raise InvalidRequest("metadata filter needs a key: metadata[key]=value", param="metadata")
-            out[key] = value
-    return out
+    return bracket_params(request, "metadata", "metadata[key]=value")
 
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
