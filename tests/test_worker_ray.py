@@ -84,6 +84,10 @@ def _wait(client: Any, key: str, job_id: str, until: Any, timeout: float = 240.0
     pytest.fail(f"timed out waiting on {job_id}: {job}")
 
 
+def _checkpoints(client: Any, key: str, job_id: str) -> list[dict[str, Any]]:
+    return client.get(f"/v1/jobs/{job_id}/checkpoints", headers=headers(key)).json()["data"]
+
+
 def test_job_runs_to_checkpoints_final_model_and_cost_report(
     client: Any, sessions: sessionmaker[Session], daemon: WorkerDaemon, assets: dict[str, str], tmp_path: Path
 ) -> None:
@@ -121,7 +125,7 @@ def test_job_runs_to_checkpoints_final_model_and_cost_report(
     assert {"status", "checkpoint", "metrics", "cost"} <= set(types)
 
 
-def test_cancel_budget_stop_and_missing_dataset(
+def test_pause_resume_cancel_budget_stop_and_missing_dataset(
     client: Any, sessions: sessionmaker[Session], daemon: WorkerDaemon, assets: dict[str, str]
 ) -> None:
     key = make_key(sessions)
@@ -135,9 +139,25 @@ def test_cancel_budget_stop_and_missing_dataset(
     long = {"max_steps": 400, "batch_size": 4, "seq_len": 32}
     job = client.post("/v1/jobs", json=_body(assets, hyperparameters=long), headers=headers(key)).json()
     _wait(client, key, job["id"], lambda j: j["progress"]["step"] >= 8)
+    # Pause: the worker checkpoints and hands the job back; resume continues from there.
+    client.post(f"/v1/fine_tuning/jobs/{job['id']}/pause", headers=headers(key))
+    paused = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL | {"paused"})
+    assert paused["status"] == "paused", paused
+    paused_at = max(c["step"] for c in _checkpoints(client, key, job["id"]))
+    client.post(f"/v1/fine_tuning/jobs/{job['id']}/resume", headers=headers(key))
+    _wait(client, key, job["id"], lambda j: j["attempts"] == 2 and j["progress"]["step"] > paused_at)
     assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=headers(key)).json()["status"] == "cancelling"
     job = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL)
     assert job["status"] == "cancelled"
+    with sessions() as s:
+        outcomes = s.scalars(
+            select(JobAttempt.outcome).where(JobAttempt.job_id == job["id"]).order_by(JobAttempt.number)
+        ).all()
+        start = s.scalar(
+            select(JobAttempt.start_step).where(JobAttempt.job_id == job["id"], JobAttempt.number == 2)
+        )
+    assert outcomes == ["handed_back", "cancelled"]
+    assert start == paused_at, "the resumed attempt started from the pause's checkpoint"
 
     capped = client.post(
         "/v1/jobs",
