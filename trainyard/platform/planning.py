@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from trainyard.platform import storage
-from trainyard.platform.errors import InvalidRequest, Unprocessable
-from trainyard.platform.models import Job, JobAttempt
+from trainyard.platform import queue, storage
+from trainyard.platform.errors import InvalidRequest, TrainyardError, Unprocessable
+from trainyard.platform.models import Job, JobAttempt, JobEvent
 from trainyard.platform.scheduling import (
     Catalog,
     Decision,
@@ -142,7 +142,14 @@ class Planner:
         return self._learned
 
     # -- decisions -------------------------------------------------------------------------
-    def estimate(self, session: Session, spec: JobSpec, *, now: datetime | None = None) -> Planned:
+    def estimate(
+        self,
+        session: Session,
+        spec: JobSpec,
+        *,
+        now: datetime | None = None,
+        available: frozenset[str] | None = None,
+    ) -> Planned:
         now = now or datetime.now(UTC)
         if spec.instance_type and self.catalog.get(spec.instance_type) is None:
             raise InvalidRequest(
@@ -157,7 +164,9 @@ class Planner:
             raise Unprocessable(str(exc), code="estimate_input_missing", param=exc.param) from exc
         options = estimate_all(spec, self.catalog, model, tokens, learned=self.learned(session), now=now)
         try:
-            decision: Decision | None = choose(spec, options, available=self.available)
+            decision: Decision | None = choose(
+                spec, options, available=self.available if available is None else available
+            )
             error = None
         except NoFeasibleOption as exc:
             decision, error = None, exc
@@ -229,3 +238,67 @@ class Planner:
             "memory_gb": est.memory.total_gb,
             "reason": est.reason,
         }
+
+    def redispatch(self, session: Session, *, waited_seconds: float = 30.0, limit: int = 50) -> list[str]:
+        """Move jobs waiting behind a full pool to the best pool with room, when that option
+        still meets the job's constraint (deadline, budget); otherwise they keep waiting.
+
+        Jobs pinned to an instance type stay where they are. Returns the ids of moved jobs.
+        """
+        active = dict(
+            session.execute(
+                select(Job.pool, func.count())
+                .where(Job.status.in_(("running", "cancelling")), Job.pool.is_not(None))
+                .group_by(Job.pool)
+            ).all()
+        )
+        room = {pool: cap - int(active.get(pool, 0)) for pool, cap in self.capacity.items()}
+        full = [pool for pool, free in room.items() if free <= 0]
+        if not full or all(free <= 0 for free in room.values()):
+            return []
+        waiting = session.scalars(
+            select(Job)
+            .where(
+                Job.status == "queued",
+                Job.pool.in_(full),
+                Job.spec["instance_type"].astext.is_(None),
+                Job.created_at < func.now() - timedelta(seconds=waited_seconds),
+            )
+            .order_by(Job.priority.desc(), Job.seq)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        moved: list[str] = []
+        for job in waiting:
+            open_pools = frozenset(pool for pool, free in room.items() if free > 0)
+            if not open_pools:
+                break
+            spec = JobSpec.model_validate(job.spec)
+            try:
+                planned = self.estimate(session, spec, available=open_pools)
+            except TrainyardError:
+                continue
+            decision = planned.decision
+            if decision is None or (
+                spec.policy.objective == "deadline" and not decision.chosen.meets_deadline
+            ):
+                continue
+            old_pool, plan = job.pool, self.plan_dict(planned)
+            job.plan, job.pool, job.instance_type = (
+                plan,
+                decision.chosen.instance_type,
+                decision.chosen.instance_type,
+            )
+            room[decision.chosen.instance_type] -= 1
+            session.add(
+                JobEvent(
+                    job_id=job.id,
+                    type="message",
+                    message=f"pool {old_pool} is full; moved to {job.pool}: {plan['reason']}",
+                    data={"from_pool": old_pool, "to_pool": job.pool, "plan": plan},
+                )
+            )
+            queue.notify(session, job.pool)
+            moved.append(job.id)
+        session.commit()
+        return moved

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -79,6 +80,7 @@ class WorkerDaemon:
         self.listener = queue.Listener(conninfo.render_as_string(hide_password=False))
         self.running: dict[str, Running] = {}
         self._stopping = threading.Event()
+        self._planner: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def request_stop(self, *_: object) -> None:
@@ -105,6 +107,7 @@ class WorkerDaemon:
                     time.sleep(0.5)
                     continue
                 self._rescue()
+                self._redispatch()
                 started = self._claim_and_start()
                 if started or self.running:
                     idle = 0
@@ -127,6 +130,21 @@ class WorkerDaemon:
                 backoff_cap=self.settings.retry_backoff_max_seconds,
             ):
                 log.warning("rescued job %s: its worker stopped heartbeating", job_id)
+
+    def _redispatch(self) -> None:
+        """Jobs waiting behind a full pool may move to another pool that still meets their
+        constraint; any worker may do it for all pools."""
+        from trainyard.platform.planning import Planner
+
+        if self._planner is None:
+            self._planner = Planner(self.settings.catalog_path, self.settings.pools)
+        try:
+            with self.sessions() as s:
+                for job_id in self._planner.redispatch(s):
+                    log.info("job %s moved to another pool: its own was full", job_id)
+        except Exception:
+            # Dispatch is an optimisation; a failure must never stop claiming.
+            log.warning("redispatch failed", exc_info=True)
 
     def _claim_and_start(self) -> int:
         free = self.settings.worker_concurrency - len(self.running)
