@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import io
 import os
 import shutil
@@ -748,9 +749,32 @@ def read_uri(uri: str, *, options: S3Options | None = None) -> bytes:
     if parsed[0] == "s3":
         if not parsed[2]:
             raise InvalidURI(f"no key in {uri!r}")
-        return S3Store(parsed[1], options=options).get_bytes(parsed[2])
+        store = S3Store(parsed[1], options=options) if options else _shared_s3_store(parsed[1], _aws_env())
+        return store.get_bytes(parsed[2])
     with _local_errors(uri):
         return Path(parsed[1]).read_bytes()
+
+
+_AWS_ENV = (
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+)
+
+
+def _aws_env() -> tuple[str | None, ...]:
+    return tuple(os.environ.get(name) for name in _AWS_ENV)
+
+
+@functools.lru_cache(maxsize=32)
+def _shared_s3_store(bucket: str, env: tuple[str | None, ...]) -> S3Store:
+    # Making a boto3 client costs far more than a small GET; read_uri is called on every job
+    # submission (model config, dataset), so reuse one store per bucket. The environment is part
+    # of the key: a changed endpoint or identity gets a new client. boto3 clients are thread-safe.
+    return S3Store(bucket)
 
 
 def download_uri_dir(uri: str, local_dir: str | Path, *, options: S3Options | None = None) -> Path:
