@@ -135,6 +135,8 @@ def results(size_mb: int = 200, repeats: int = 3) -> list[dict[str, Any]]:
                 "goal": GOAL,
                 "ok": ours / baseline >= GOAL,
                 "repeats": repeats,
+                "ours_samples_mb_s": [size / MB / t for t in sides_timings["ours"]],
+                "baseline_samples_mb_s": [size / MB / t for t in sides_timings["baseline"]],
             }
         )
     return rows

@@ -1,0 +1,1 @@
+"""Trainyard's benchmarks: ``python -m bench`` runs them all (see bench/README.md)."""
