@@ -36,8 +36,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ProcSampler, figure, format_table, scratch_database
+from trainyard.testing.ray_cluster import ray_cluster
 
 GOAL_WALL = 1.10
 GOAL_THROUGHPUT = 0.97
@@ -99,74 +98,6 @@ def job_spec(params: Params, model_dir: str, train_uri: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # Ray
-
-
-@contextlib.contextmanager
-def ray_cluster(num_cpus: int) -> Iterator[str]:
-    """``RAY_ADDRESS`` when set; else a local head started like production starts one (``ray start
-    --head``), so that the attempt processes connect to it by address. This process connects too."""
-    # Ray 2.60 turns token auth on for local clusters when a token exists; say so explicitly so
-    # the cluster, this process and every attempt process agree. Ray reads it when first
-    # imported, so the harness sets it before anything imports ray.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    import ray
-
-    if os.environ.get("RAY_ADDRESS"):
-        address = os.environ["RAY_ADDRESS"]
-        ray.init(address=address, configure_logging=False, log_to_driver=False)
-        try:
-            yield address
-        finally:
-            ray.shutdown()
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # Ray's unix socket paths must stay short.
-    temp_dir = tempfile.mkdtemp(prefix="raybench", dir="/tmp")
-    log = open(Path(temp_dir) / "ray-start.log", "wb")  # noqa: SIM115 - closed in finally
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("ray")),
-            "start",
-            "--head",
-            "--block",
-            f"--port={port}",
-            f"--num-cpus={num_cpus}",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            f"--temp-dir={temp_dir}",
-        ],
-        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                ray.init(address=address, configure_logging=False, log_to_driver=False)
-                break
-            except Exception:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(1)
-        os.environ["RAY_ADDRESS"] = address
-        yield address
-    finally:
-        ray.shutdown()
-        os.environ.pop("RAY_ADDRESS", None)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,6 +400,16 @@ def results(quick: bool = False, repeats: int | None = None) -> list[dict[str, A
         med_ = {label: statistics.median(r[key].get(label, 0.0) for r in runs) for label in labels}
         return {k: round(v, 3) for k, v in sorted(med_.items(), key=lambda kv: -kv[1]) if v >= 0.01}
 
+    for r in direct + platform:
+        steady = r["cpu_cores_busy_steady"]
+        workers = sum(v for k, v in steady.items() if k.startswith("ray::RayTrainWorker"))
+        others = sum(v for k, v in steady.items() if not k.startswith(("ray::RayTrainWorker", "not this")))
+        r["training_worker_cores"] = workers
+        # Everything of this benchmark that is not a training worker: the platform's own cost
+        # (API, daemon, attempt process, RunControl, Postgres, Ray's own) plus the sampler.
+        r["non_training_cores"] = others
+        r["tokens_per_worker_cpu_s"] = r["tokens_per_s"] / workers if workers else None
+
     cpu_busy = {
         phase: {
             "direct": cpu(direct, f"cpu_cores_busy_{phase}"),
@@ -512,7 +453,16 @@ def results(quick: bool = False, repeats: int | None = None) -> list[dict[str, A
             goal=f"ratio <= {GOAL_WALL}",
             higher_is_better=False,
             goal_ratio=GOAL_WALL,
-            detail={"breakdown_median_s": breakdown, "cpu_cores_busy_median": cpu_busy, "run": run_shape},
+            detail={
+                # The platform's fixed cost in seconds, pair by pair: the ratio depends on the run's
+                # length, this does not.
+                "extra_s_per_pair": [
+                    p["wall_s"] - d["wall_s"] for p, d in zip(platform, direct, strict=True)
+                ],
+                "breakdown_median_s": breakdown,
+                "cpu_cores_busy_median": cpu_busy,
+                "run": run_shape,
+            },
         ),
         figure(
             "platform_time_to_first_step",
@@ -531,6 +481,33 @@ def results(quick: bool = False, repeats: int | None = None) -> list[dict[str, A
             higher_is_better=True,
             goal_ratio=GOAL_THROUGHPUT,
             detail={"runs": {"direct": direct, "platform": platform}},
+        ),
+        # Throughput per CPU second the training workers got: on a shared machine other work takes
+        # cores from training, and this figure does not move with it. With it, the CPU the
+        # platform's own processes used in steady state, in cores.
+        figure(
+            "platform_tokens_per_worker_cpu_s",
+            [r["tokens_per_worker_cpu_s"] for r in platform if r["tokens_per_worker_cpu_s"]],
+            [r["tokens_per_worker_cpu_s"] for r in direct if r["tokens_per_worker_cpu_s"]],
+            unit="tok/cpu-s",
+            goal="info",
+            detail={
+                "training_worker_cores": {
+                    "direct": [r["training_worker_cores"] for r in direct],
+                    "platform": [r["training_worker_cores"] for r in platform],
+                },
+                "non_training_cores": {
+                    "direct": [r["non_training_cores"] for r in direct],
+                    "platform": [r["non_training_cores"] for r in platform],
+                },
+            },
+        ),
+        figure(
+            "platform_non_training_cores_steady",
+            [r["non_training_cores"] for r in platform],
+            [r["non_training_cores"] for r in direct],
+            unit="cores",
+            goal="info",
         ),
     ]
 

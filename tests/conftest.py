@@ -124,66 +124,10 @@ def client(sessions: sessionmaker[Session], settings: Any) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def ray_address(s3_env: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One Ray cluster for the session, started the way production starts one (`ray start
-    --head`) so workers connect by address. It inherits the S3 test environment."""
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
+def ray_address(s3_env: Any) -> Iterator[str]:
+    """One Ray cluster for the session, started with `ray start --head` so workers connect by
+    address. It inherits the S3 test environment."""
+    from trainyard.testing.ray_cluster import ray_cluster
 
-    if os.environ.get("RAY_ADDRESS"):
-        yield os.environ["RAY_ADDRESS"]
-        return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ray_bin = str(Path(sys.executable).with_name("ray"))
-    # A fresh machine has no token yet; make one (a no-op when it exists).
-    subprocess.run([ray_bin, "get-auth-token", "--generate"], check=True, capture_output=True)
-    # Ray's unix socket paths must stay short; pytest's temp paths are too long for them.
-    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    proc = subprocess.Popen(
-        [
-            ray_bin,
-            "start",
-            "--head",
-            "--block",
-            f"--port={port}",
-            "--num-cpus=2",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            f"--temp-dir={temp_dir}",
-        ],
-        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    address = f"127.0.0.1:{port}"
-    import ray
-
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                ray.init(address=address, configure_logging=False, log_to_driver=False)
-                break
-            except Exception:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(1)
-        os.environ["RAY_ADDRESS"] = address
+    with ray_cluster(num_cpus=2) as address:
         yield address
-    finally:
-        ray.shutdown()
-        os.environ.pop("RAY_ADDRESS", None)
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        # Some Ray processes leave the group; everything of this cluster names its temp dir.
-        subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)
