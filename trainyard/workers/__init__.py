@@ -1,0 +1,1 @@
+"""Workers: the daemon that claims jobs, the per-attempt process, and training on Ray."""
