@@ -112,9 +112,10 @@ class LocalStack:
         self.api_key = self._bootstrap_key()
         save_credentials(self.base_url, self.api_key)
 
-        # Children (attempt processes) find the same database, store and Ray.
+        # Children (attempt processes) find the same database, store, Ray and timings.
         os.environ["TRAINYARD_DATABASE_URL"] = self.settings.database_url
         os.environ["TRAINYARD_STORAGE_URI"] = self.settings.storage_uri
+        os.environ["TRAINYARD_HEARTBEAT_SECONDS"] = str(self.settings.heartbeat_seconds)
         self._own_ray = not self.settings.ray_address
         ray_address = ensure_ray(self.settings, num_cpus=self.num_cpus)
         os.environ["RAY_ADDRESS"] = ray_address

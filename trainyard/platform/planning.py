@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -95,10 +96,14 @@ class Planner:
 
     # -- inputs ----------------------------------------------------------------------------
     def _model(self, spec: JobSpec) -> ModelInfo:
-        config = None
-        if spec.model_parameters is None:
-            config = read_model_config(spec.base_model, read_bytes=_read_bytes, hub_timeout_s=3.0)
-        return resolve_model_info(spec, config=config, read_bytes=_read_bytes)
+        """Size from the model's config.json (local or s3://, read once), else the request's hint.
+        A hub id with a size given is not looked up: no network round trip on every submit."""
+        source = spec.base_model
+        is_hub_id = not source.startswith("s3://") and not is_local_path(source) and not Path(source).exists()
+        if spec.model_parameters is not None and is_hub_id:
+            return resolve_model_info(spec, config={})
+        config = read_model_config(source, read_bytes=_read_bytes, hub_timeout_s=3.0)
+        return resolve_model_info(spec, config=config or {})
 
     def _tokens(self, spec: JobSpec) -> int:
         data = None

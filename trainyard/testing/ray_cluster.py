@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,3 +85,4 @@ def ray_cluster(num_cpus: int = 2) -> Iterator[str]:
         # Some Ray processes leave the group; everything of this cluster names its temp dir.
         subprocess.run(["pkill", "-9", "-f", temp_dir], check=False)
         log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
