@@ -14,6 +14,8 @@ from trainyard.platform.errors import InvalidRequest
 
 def get_session(request: Request) -> Iterator[Session]:
     session = request.app.state.sessionmaker()
+    # Kept on the request so that a route class answering an error itself can roll it back.
+    request.state.session = session
     try:
         yield session
         session.commit()

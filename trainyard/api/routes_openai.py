@@ -15,10 +15,10 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Header, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.routing import APIRoute
@@ -27,9 +27,9 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from trainyard.api.deps import bracket_params
+from trainyard.api.deps import PrincipalDep, SessionDep, bracket_params
 from trainyard.api.limits import BodySizeLimit
-from trainyard.platform import auth, files, finetuning, jobs, storage
+from trainyard.platform import files, finetuning, jobs, storage
 from trainyard.platform.errors import InvalidRequest, TrainyardError
 
 log = logging.getLogger("trainyard.api.openai")
@@ -126,39 +126,12 @@ class OpenAIRoute(APIRoute):
 
 
 def _rollback(request: Request) -> None:
-    session: Session | None = getattr(request.state, "openai_session", None)
+    session: Session | None = getattr(request.state, "session", None)
     if session is not None:
         session.rollback()
 
 
 # ------------------------------------------------------------------------------------ dependencies
-
-
-def get_session(request: Request) -> Iterator[Session]:
-    # deps.get_session's unit of work, with the session kept on the request so that OpenAIRoute
-    # can roll it back when it answers an error itself.
-    session: Session = request.app.state.sessionmaker()
-    request.state.openai_session = session
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
-
-
-def get_principal(
-    session: SessionDep, authorization: Annotated[str | None, Header()] = None
-) -> auth.Principal:
-    return auth.authenticate(session, authorization)
-
-
-PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
 
 
 def _store(request: Request) -> storage.ObjectStore:
