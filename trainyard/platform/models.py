@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Double,
     ForeignKey,
@@ -27,6 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from trainyard.platform import events
+from trainyard.platform.states import ACTIVE, OUTCOMES, STATUSES, sql_list
 
 
 def new_id(prefix: str) -> str:
@@ -113,7 +117,8 @@ class Job(Base):
             postgresql_where=text("status = 'queued'"),
         ),
         Index("ix_jobs_team_seq", "team_id", "seq"),
-        Index("ix_jobs_active_pool", "pool", postgresql_where=text("status IN ('running', 'cancelling')")),
+        Index("ix_jobs_active_pool", "pool", postgresql_where=text(f"status IN ({sql_list(ACTIVE)})")),
+        CheckConstraint(f"status IN ({sql_list(STATUSES)})", name="ck_jobs_status"),
     )
 
 
@@ -146,6 +151,7 @@ class JobAttempt(Base):
         # The rescuer scans only live attempts by lease.
         Index("ix_job_attempts_live_lease", "lease_expires_at", postgresql_where=text("ended_at IS NULL")),
         Index("ix_job_attempts_ended_at", "ended_at"),
+        CheckConstraint(f"outcome IS NULL OR outcome IN ({sql_list(OUTCOMES)})", name="ck_job_attempts_outcome"),
     )
 
 
@@ -161,7 +167,11 @@ class JobEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
-    __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)
+    __table_args__ = (
+        Index("ix_job_events_job_id_id", "job_id", "id"),
+        CheckConstraint(f"type IN ({sql_list(events.TYPES)})", name="ck_job_events_type"),
+        CheckConstraint(f"level IN ({sql_list(events.LEVELS)})", name="ck_job_events_level"),
+    )
 
 
 class Checkpoint(Base):

@@ -1,4 +1,4 @@
-"""The job state machine, enforced here and only here.
+"""The job state machine and the attempt outcomes: the one vocabulary, enforced here and only here.
 
     queued ──claim──> running ──> succeeded
       │                 │  ├────> failed      (user error, or attempts exhausted)
@@ -11,32 +11,72 @@
     queued | running ──pause──> paused ──resume──> queued      paused ──> cancelled
       (a running job pauses once its worker has checkpointed and handed it back)
 
-Every transition writes a `status` event in the same transaction.
+Every transition writes a `status` event in the same transaction (`events.add`). The database
+refuses any status or outcome not spelled here (CHECK constraints, migration 0003).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
-
-from sqlalchemy.orm import Session
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 from trainyard.platform.errors import Conflict
-from trainyard.platform.models import Job, JobEvent
 
-QUEUED = "queued"
-RUNNING = "running"
-CANCELLING = "cancelling"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-PAUSED = "paused"
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
-STATUSES = (QUEUED, RUNNING, CANCELLING, SUCCEEDED, FAILED, CANCELLED, PAUSED)
-TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
-ACTIVE = frozenset({RUNNING, CANCELLING})
+    from trainyard.platform.models import Job
 
-ALLOWED: dict[str, frozenset[str]] = {
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    CANCELLING = "cancelling"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    PAUSED = "paused"
+
+
+class AttemptOutcome(StrEnum):
+    """How an attempt ended; null (no outcome) while it runs."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the job's own fault (bad data, budget): not retried
+    CANCELLED = "cancelled"
+    PREEMPTED = "preempted"  # its node went away (spot reclaim, drain)
+    CRASHED = "crashed"  # the attempt process or training died
+    LOST = "lost"  # its lease expired: the worker stopped heartbeating
+    HANDED_BACK = "handed_back"  # pause or graceful shutdown, after a checkpoint
+
+
+QUEUED = JobStatus.QUEUED
+RUNNING = JobStatus.RUNNING
+CANCELLING = JobStatus.CANCELLING
+SUCCEEDED = JobStatus.SUCCEEDED
+FAILED = JobStatus.FAILED
+CANCELLED = JobStatus.CANCELLED
+PAUSED = JobStatus.PAUSED
+
+STATUSES: tuple[JobStatus, ...] = tuple(JobStatus)
+OUTCOMES: tuple[AttemptOutcome, ...] = tuple(AttemptOutcome)
+TERMINAL: frozenset[JobStatus] = frozenset({SUCCEEDED, FAILED, CANCELLED})
+# A job holding an instance: counts against pool capacity and team quotas.
+ACTIVE: frozenset[JobStatus] = frozenset({RUNNING, CANCELLING})
+# A job a worker will still run or is running: waits on the queue or holds an instance.
+PENDING: frozenset[JobStatus] = frozenset({QUEUED, RUNNING, CANCELLING, PAUSED})
+# Outcomes that use up one of the job's `max_attempts`.
+COUNTS_AS_FAILURE: frozenset[AttemptOutcome] = frozenset(
+    {AttemptOutcome.FAILED, AttemptOutcome.CRASHED, AttemptOutcome.LOST, AttemptOutcome.PREEMPTED}
+)
+# Outcomes whose spend bought nothing that survives: no checkpoint carried the work forward.
+# A hand-back keeps its checkpoint, so it is not waste.
+WASTED: frozenset[AttemptOutcome] = frozenset(
+    {AttemptOutcome.FAILED, AttemptOutcome.CRASHED, AttemptOutcome.LOST, AttemptOutcome.PREEMPTED}
+)
+
+ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     QUEUED: frozenset({RUNNING, CANCELLED, FAILED, PAUSED}),
     RUNNING: frozenset({SUCCEEDED, FAILED, QUEUED, CANCELLING, CANCELLED, PAUSED}),
     PAUSED: frozenset({QUEUED, CANCELLED}),
@@ -47,18 +87,26 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 
 
+def sql_list(values: frozenset[str] | tuple[str, ...]) -> str:
+    """`'a', 'b'` for a SQL `IN (...)`, from a set defined here (never from input)."""
+    return ", ".join(f"'{v}'" for v in sorted(str(v) for v in values))
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
 def can_transition(src: str, dst: str) -> bool:
-    return dst in ALLOWED.get(src, frozenset())
+    try:
+        return JobStatus(dst) in ALLOWED.get(JobStatus(src), frozenset())
+    except ValueError:
+        return False
 
 
 def transition(
     session: Session,
     job: Job,
-    dst: str,
+    dst: JobStatus,
     *,
     message: str,
     attempt_id: str | None = None,
@@ -66,23 +114,24 @@ def transition(
     level: str = "info",
 ) -> None:
     """Move `job` to `dst` (the caller holds the row lock) and record the event."""
+    from trainyard.platform import events
+
     src = job.status
     if not can_transition(src, dst):
         raise Conflict(f"job {job.id} cannot go from {src} to {dst}", code="invalid_state")
     now = utcnow()
-    job.status = dst
+    job.status = JobStatus(dst)
     job.updated_at = now
     if dst == RUNNING and job.started_at is None:
         job.started_at = now
     if dst in TERMINAL:
         job.finished_at = now
-    session.add(
-        JobEvent(
-            job_id=job.id,
-            attempt_id=attempt_id,
-            type="status",
-            level=level,
-            message=message,
-            data={"from": src, "to": dst, **(data or {})},
-        )
+    events.add(
+        session,
+        job.id,
+        events.STATUS,
+        message,
+        attempt_id=attempt_id,
+        level=level,
+        data={"from": src, "to": str(dst), **(data or {})},
     )
