@@ -151,7 +151,9 @@ class JobAttempt(Base):
         # The rescuer scans only live attempts by lease.
         Index("ix_job_attempts_live_lease", "lease_expires_at", postgresql_where=text("ended_at IS NULL")),
         Index("ix_job_attempts_ended_at", "ended_at"),
-        CheckConstraint(f"outcome IS NULL OR outcome IN ({sql_list(OUTCOMES)})", name="ck_job_attempts_outcome"),
+        CheckConstraint(
+            f"outcome IS NULL OR outcome IN ({sql_list(OUTCOMES)})", name="ck_job_attempts_outcome"
+        ),
     )
 
 
