@@ -6,8 +6,7 @@ costs and messages. The database refuses any other type (CHECK constraint, migra
 
 from __future__ import annotations
 
-from typing import Any, Final
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
