@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from trainyard.platform import storage
 from trainyard.platform.storage import (
     MB,
     InvalidKey,
@@ -32,6 +31,7 @@ from trainyard.platform.storage import (
     read_uri,
     safe_key,
 )
+from trainyard.platform.storage import local as local_store
 
 # Small parts so that a 12 MB file goes up in three parts.
 SMALL_PARTS = S3Options(multipart_threshold=5 * MB, multipart_chunksize=5 * MB)
@@ -432,16 +432,16 @@ def test_local_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         seen.append(Path(dst).read_bytes() == b"old" and Path(src).read_bytes() == b"new" * 1000)
         real_replace(src, dst)
 
-    monkeypatch.setattr(storage.os, "replace", checking_replace)
+    monkeypatch.setattr(local_store.os, "replace", checking_replace)
     store.put_bytes("obj", b"new" * 1000)
     assert seen == [True]
-    monkeypatch.setattr(storage.os, "replace", real_replace)
+    monkeypatch.setattr(local_store.os, "replace", real_replace)
 
     # A write that fails half way leaves the old object and no temporary file behind.
     def failing_fsync(fd: int) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(storage.os, "fsync", failing_fsync)
+    monkeypatch.setattr(local_store.os, "fsync", failing_fsync)
     with pytest.raises(StorageError):
         store.put_bytes("obj", b"partial")
     with pytest.raises(StorageError):
