@@ -21,7 +21,7 @@ from trainyard.platform.models import Checkpoint, Job, JobEvent
 from trainyard.platform.models_files import File
 
 # Trainyard status -> OpenAI status.
-STATUS = {
+STATUS: dict[str, str] = {
     states.QUEUED: "queued",
     states.RUNNING: "running",
     states.CANCELLING: "running",
