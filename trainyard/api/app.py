@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from trainyard.api import routes_costs, routes_jobs, routes_openai, routes_scheduling
+from trainyard.api import routes_costs, routes_jobs, routes_scheduling
 from trainyard.api.errors import error_response, install_error_handlers
 from trainyard.api.metrics import latency_middleware, make_registry
+from trainyard.api.openai import routes as routes_openai
 from trainyard.api.spend_metrics import register_spend_metrics
 from trainyard.platform import db, migrate
 from trainyard.platform.planning import Planner

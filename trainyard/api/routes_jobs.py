@@ -1,4 +1,4 @@
-"""/v1/jobs: thin routes over `trainyard.platform.jobs`."""
+"""/v1/jobs: thin routes over `trainyard.platform.submission` (create) and `trainyard.platform.jobs`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from trainyard.api.deps import PrincipalDep, SessionDep, bracket_params
 from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
-from trainyard.platform import allocation, files, jobs
-from trainyard.platform.planning import check_sources
+from trainyard.platform import jobs, submission
 from trainyard.platform.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -30,13 +29,13 @@ def create_job(
     response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> dict[str, Any]:
-    check_sources(spec, allow_local_paths=request.app.state.settings.allow_local_paths)
-    spec = files.resolve_spec_files(session, principal, spec)  # `file-...` ids -> storage URIs
-    plan, pool = request.app.state.planner.plan(session, spec)
-    # Locks the team's row until commit, so racing creates cannot both spend the last dollars.
-    allocation.check_budget(session, principal.team_id, plan.get("estimated_cost_usd"))
-    job, created = jobs.create_job(
-        session, principal, spec, idempotency_key=idempotency_key, plan=plan, pool=pool
+    job, created = submission.submit(
+        session,
+        principal,
+        spec,
+        planner=request.app.state.planner,
+        allow_local_paths=request.app.state.settings.allow_local_paths,
+        idempotency_key=idempotency_key,
     )
     if not created:
         response.status_code = 200

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 
 from trainyard.api.deps import PrincipalDep, SessionDep
-from trainyard.platform import files
-from trainyard.platform.planning import Planner, check_sources
+from trainyard.platform import submission
+from trainyard.platform.planning import Planner
 from trainyard.platform.spec import JobSpec, UriStr
 
 router = APIRouter(prefix="/v1", tags=["scheduling"])
@@ -31,21 +31,21 @@ def _planner(request: Request) -> Planner:
 def create_estimate(
     body: EstimateRequest, session: SessionDep, principal: PrincipalDep, request: Request
 ) -> dict[str, Any]:
-    planner = _planner(request)
-    check_sources(body, allow_local_paths=request.app.state.settings.allow_local_paths)
-    body = files.resolve_spec_files(session, principal, body)  # `file-...` ids -> storage URIs
-    planned = planner.estimate(session, body)
+    result = submission.estimate(
+        session,
+        principal,
+        body,
+        planner=_planner(request),
+        allow_local_paths=request.app.state.settings.allow_local_paths,
+    )
+    error = result.error
     return {
         "object": "estimate",
-        "model_parameters": planned.model.parameters,
-        "dataset_tokens": planned.tokens,
-        "chosen": planner.plan_dict(planned) if planned.decision else None,
-        "error": (
-            {"code": planned.error.code, "message": planned.error.message, "param": planned.error.param}
-            if planned.error
-            else None
-        ),
-        "options": [planner.option_dict(o) for o in planned.options],
+        "model_parameters": result.model_parameters,
+        "dataset_tokens": result.dataset_tokens,
+        "chosen": result.chosen,
+        "error": {"code": error.code, "message": error.message, "param": error.param} if error else None,
+        "options": result.options,
     }
 
 

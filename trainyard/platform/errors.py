@@ -14,9 +14,6 @@ class TrainyardError(Exception):
         if code is not None:
             self.code = code
 
-    def to_dict(self) -> dict[str, str | None]:
-        return {"code": self.code, "message": self.message, "param": self.param}
-
 
 class InvalidRequest(TrainyardError):
     status = 400
@@ -53,18 +50,8 @@ class Unprocessable(TrainyardError):
     code = "unprocessable"
 
 
-class RateLimited(TrainyardError):
-    status = 429
-    code = "rate_limited"
-
-
 class LeaseLost(TrainyardError):
     """An attempt wrote after a newer attempt took the job over (fencing)."""
 
     status = 409
     code = "lease_lost"
-
-
-class Unavailable(TrainyardError):
-    status = 503
-    code = "unavailable"

@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TypeVar
 
 from sqlalchemy import Select, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from trainyard.platform import states, storage
+from trainyard.platform import records, states, storage
 from trainyard.platform.auth import Principal
 from trainyard.platform.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from trainyard.platform.models import Job
 from trainyard.platform.models_files import FILE_ID_PREFIX, File, new_file_id
+from trainyard.platform.records import record_format as record_format
+from trainyard.platform.records import render_record as render_record
 from trainyard.platform.spec import JobSpec
 
 # OpenAI's limit for one fine-tuning file; TRAINYARD_MAX_FILE_BYTES changes it.
@@ -40,9 +41,9 @@ MAX_FILENAME_CHARS = 255
 # Each uploaded file is the one object under its own prefix, so delete_prefix removes exactly it.
 _OBJECT_NAME = "data.jsonl"
 
-CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-
 S = TypeVar("S", bound=JobSpec)
+# `record_format` and `render_record` are re-exported for `workers/training.py`, which reads
+# records through `trainyard.platform.records` once it imports them from there.
 
 
 def max_file_bytes(settings: object) -> int:
@@ -58,148 +59,13 @@ def file_key(file_id: str) -> str:
 # ------------------------------------------------------------------------------------ validation
 
 
-class _BadLine(Exception):
-    pass
-
-
-def _content_text(content: Any, where: str) -> str:
-    """The text of a message's content: a string, or a list of text parts (OpenAI's content parts)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if (
-                not isinstance(part, dict)
-                or part.get("type") != "text"
-                or not isinstance(part.get("text"), str)
-            ):
-                raise _BadLine(f"{where}: only text content parts are supported")
-            texts.append(part["text"])
-        return "".join(texts)
-    raise _BadLine(f"{where}: content must be a string or a list of text parts")
-
-
-def _check_chat(record: Mapping[str, Any]) -> None:
-    messages = record["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise _BadLine("'messages' must be a non-empty list")
-    has_assistant = False
-    for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict):
-            raise _BadLine(f"{where} must be an object")
-        role = message.get("role")
-        if role not in CHAT_ROLES:
-            raise _BadLine(f"{where}: role must be one of {', '.join(sorted(CHAT_ROLES))}, got {role!r}")
-        content = message.get("content")
-        if content is None:
-            # OpenAI allows a null content only on an assistant message that calls a tool.
-            if not (role == "assistant" and (message.get("tool_calls") or message.get("function_call"))):
-                raise _BadLine(f"{where}: content is missing")
-        else:
-            _content_text(content, where)
-        has_assistant = has_assistant or role == "assistant"
-    if not has_assistant:
-        # Training learns the assistant's turns; a conversation without one teaches nothing.
-        raise _BadLine("a conversation needs at least one assistant message")
-
-
-def record_format(record: Any) -> str:
-    """Which training format a decoded JSONL record is in: "chat", "completion" or "text".
-
-    Raises ValueError naming the problem when it is none of them.
-    """
+def validate_jsonl(lines: Iterable[bytes], *, filename: str = "file") -> int:
+    """Check every line of a fine-tuning JSONL file (`records.read_records`); return how many
+    records it holds. Raises InvalidRequest naming the first bad line."""
     try:
-        return _record_format(record)
-    except _BadLine as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _record_format(record: Any) -> str:
-    if not isinstance(record, dict):
-        raise _BadLine(f"each line must be a JSON object, got {type(record).__name__}")
-    if "messages" in record:
-        _check_chat(record)
-        return "chat"
-    if "prompt" in record or "completion" in record:
-        if not isinstance(record.get("prompt"), str) or not isinstance(record.get("completion"), str):
-            raise _BadLine("'prompt' and 'completion' must both be strings")
-        return "completion"
-    if "text" in record:
-        if not isinstance(record["text"], str):
-            raise _BadLine("'text' must be a string")
-        return "text"
-    if "preferred_output" in record or "non_preferred_output" in record:
-        raise _BadLine("preference (DPO) records are not supported; use chat 'messages'")
-    raise _BadLine("a record needs 'messages' (chat), 'prompt' and 'completion', or 'text'")
-
-
-def validate_jsonl(lines: Iterable[bytes], *, filename: str = "file", sink: IO[bytes] | None = None) -> int:
-    """Check every line of a fine-tuning JSONL file; return how many records it holds.
-
-    Raises InvalidRequest naming the first bad line. All records must share one format, since a
-    file that mixes them is almost always a mistake. Lines are copied to `sink` as they are read.
-    """
-    count = 0
-    first_format: tuple[str, int] | None = None
-    for lineno, raw in enumerate(lines, start=1):
-        if sink is not None:
-            sink.write(raw)
-        line = raw.removeprefix(b"\xef\xbb\xbf") if lineno == 1 else raw
-        if not line.strip():
-            continue
-        try:
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _BadLine("is not valid UTF-8") from None
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise _BadLine(f"is not valid JSON ({exc.msg} at column {exc.colno})") from None
-            kind = _record_format(record)
-            if first_format is None:
-                first_format = (kind, lineno)
-            elif kind != first_format[0]:
-                raise _BadLine(
-                    f"is a {kind} record, but line {first_format[1]} was a {first_format[0]} record"
-                )
-        except _BadLine as exc:
-            message = str(exc)
-            sep = " " if message.startswith("is ") else ": "
-            raise InvalidRequest(
-                f"{filename}: line {lineno}{sep}{message}", code="invalid_file_format", param="file"
-            ) from None
-        count += 1
-    if count == 0:
-        raise InvalidRequest(f"{filename} holds no records", code="invalid_file_format", param="file")
-    return count
-
-
-def render_chat(record: Mapping[str, Any], tokenizer: Any) -> str:
-    """One chat record as training text: the tokenizer's chat template when it has one, else a
-    plain "role: content" transcript ended by the EOS token."""
-    # Content parts become plain text; tool calls and the like stay for templates that render them.
-    messages = [
-        {**m, "content": _content_text(m.get("content") or "", "content")} for m in record["messages"]
-    ]
-    if getattr(tokenizer, "chat_template", None):
-        kwargs: dict[str, Any] = {"tokenize": False}
-        if record.get("tools"):
-            kwargs["tools"] = record["tools"]
-        return str(tokenizer.apply_chat_template(messages, **kwargs))
-    eos = getattr(tokenizer, "eos_token", None) or ""
-    return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + eos
-
-
-def render_record(record: Mapping[str, Any], tokenizer: Any) -> str:
-    """Training text for any accepted record: chat is rendered, prompt/completion joined, text kept."""
-    if "messages" in record:
-        return render_chat(record, tokenizer)
-    if "prompt" in record and "completion" in record:
-        return f"{record['prompt']}{record['completion']}"
-    return str(record["text"])
+        return sum(1 for _ in records.read_records(lines))
+    except records.RecordError as exc:
+        raise InvalidRequest(exc.describe(filename), code="invalid_file_format", param="file") from None
 
 
 # -------------------------------------------------------------------------------------- service
@@ -245,9 +111,10 @@ def upload_file(
                             code="file_too_large",
                             param="file",
                         )
+                    tmp.write(raw)
                     yield raw
 
-            count = validate_jsonl(lines(), filename=name, sink=tmp)
+            count = validate_jsonl(lines(), filename=name)
         file_id = new_file_id()
         uri = store.put_file(file_key(file_id), tmp_name)
     finally:
@@ -447,23 +314,3 @@ def result_file_ids(session: Session, jobs: Sequence[Job]) -> dict[str, list[str
         if known[file_id]:
             out[job_id] = [file_id]
     return out
-
-
-def unix(value: datetime | None) -> int | None:
-    return int(value.timestamp()) if value is not None else None
-
-
-def file_object(row: File) -> dict[str, Any]:
-    """A file as OpenAI's API shows it."""
-    return {
-        "id": row.id,
-        "object": "file",
-        "bytes": row.bytes,
-        "created_at": unix(row.created_at),
-        "filename": row.filename,
-        "purpose": row.purpose,
-        "status": row.status,
-        "status_details": None,
-        "expires_at": None,
-        "line_count": row.line_count,
-    }

@@ -1,4 +1,4 @@
-"""The job service: create (idempotent), get, list, cancel, events, checkpoints.
+"""The job service: insert (idempotent), get, list, cancel, pause, resume, events, checkpoints.
 
 Every read goes through `get_job`, which hides other teams' jobs behind a 404 so that a key can
 neither read nor learn of the existence of another team's job. Admin keys see all teams.
@@ -15,18 +15,46 @@ from sqlalchemy import Select, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from trainyard.platform import queue, states
+from trainyard.platform import events, queue, states
 from trainyard.platform.auth import Principal
 from trainyard.platform.errors import Conflict, InvalidRequest, NotFound
 from trainyard.platform.models import Checkpoint, Job, JobEvent, new_id
 from trainyard.platform.spec import JobSpec
 
 MAX_PAGE = 100
+MAX_IDEMPOTENCY_KEY = 200  # the column's width
 
 
 def request_hash(spec: JobSpec) -> str:
     canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_key(idempotency_key: str | None) -> None:
+    if idempotency_key is not None and not (1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY):
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters", param="Idempotency-Key"
+        )
+
+
+def find_replay(
+    session: Session, principal: Principal, idempotency_key: str | None, digest: str
+) -> Job | None:
+    """The team's job created with this Idempotency-Key, if any. The same key with another body
+    (`digest`, from `request_hash`) is a 409: the key names one request, not any."""
+    _check_key(idempotency_key)
+    if idempotency_key is None:
+        return None
+    existing = session.scalar(
+        select(Job).where(Job.team_id == principal.team_id, Job.idempotency_key == idempotency_key)
+    )
+    if existing is not None and existing.request_hash != digest:
+        raise Conflict(
+            "this Idempotency-Key was already used with a different request body",
+            code="idempotency_key_reused",
+            param="Idempotency-Key",
+        )
+    return existing
 
 
 def create_job(
@@ -37,11 +65,16 @@ def create_job(
     idempotency_key: str | None = None,
     plan: dict[str, Any] | None = None,
     pool: str | None = None,
+    digest: str | None = None,
 ) -> tuple[Job, bool]:
-    """Queue a job; returns (job, created). The same key and body return the first job."""
-    if idempotency_key is not None and not (1 <= len(idempotency_key) <= 200):
-        raise InvalidRequest("Idempotency-Key must be 1-200 characters", param="Idempotency-Key")
-    digest = request_hash(spec)
+    """Insert a queued job and wake its pool's workers; returns (job, created). A job with the
+    same key already there is returned (created False), or refused when its body differs.
+
+    `trainyard.platform.submission` is the one caller that plans: it checks sources, files and
+    budget first. `digest` is the request's `request_hash` (default: of `spec`).
+    """
+    _check_key(idempotency_key)
+    digest = digest or request_hash(spec)
     job_id = new_id("job")
     values: dict[str, Any] = {
         "id": job_id,
@@ -68,24 +101,15 @@ def create_job(
         .returning(Job.id)
     ).scalar_one_or_none()
     if inserted is None:
-        existing = session.scalar(
-            select(Job).where(Job.team_id == principal.team_id, Job.idempotency_key == idempotency_key)
-        )
+        existing = find_replay(session, principal, idempotency_key, digest)
         assert existing is not None
-        if existing.request_hash != digest:
-            raise Conflict(
-                "this Idempotency-Key was already used with a different request body",
-                code="idempotency_key_reused",
-                param="Idempotency-Key",
-            )
         return existing, False
-    session.add(
-        JobEvent(
-            job_id=job_id,
-            type="status",
-            message="job queued",
-            data={"from": None, "to": states.QUEUED, **({"plan": plan} if plan else {})},
-        )
+    events.add(
+        session,
+        job_id,
+        events.STATUS,
+        "job queued",
+        data={"from": None, "to": states.QUEUED, **({"plan": plan} if plan else {})},
     )
     queue.notify(session, pool)
     session.flush()
@@ -161,6 +185,62 @@ def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
         pass  # cancelling twice is not an error: a retried cancel must not report a failure
     else:
         raise Conflict(f"job {job_id} is already {job.status}", code="job_not_cancellable", param="job_id")
+    session.flush()
+    return job
+
+
+def pause_job(session: Session, principal: Principal, job_id: str) -> Job:
+    """Pause a job: a queued one at once; a running one once its worker has saved a checkpoint
+    and handed the job back (it sees the request on its next heartbeat). Pausing twice is fine."""
+    job = get_job(session, principal, job_id, for_update=True)
+    if job.status == states.QUEUED:
+        states.transition(session, job, states.PAUSED, message=f"paused by {principal.key_id}")
+    elif job.status == states.RUNNING:
+        if not job.pause_requested:
+            job.pause_requested = True
+            events.add(
+                session,
+                job.id,
+                events.MESSAGE,
+                f"pause requested by {principal.key_id}; the worker saves a checkpoint and stops "
+                "at its next heartbeat",
+                data={"pause_requested": True},
+            )
+    elif job.status != states.PAUSED:
+        raise Conflict(
+            f"job {job_id} is {job.status} and cannot be paused", code="job_not_pausable", param="job_id"
+        )
+    session.flush()
+    return job
+
+
+def resume_job(session: Session, principal: Principal, job_id: str) -> Job:
+    """Queue a paused job again; its next attempt resumes from the latest checkpoint. A pause that
+    has not taken effect yet is withdrawn. Resuming a job that is not paused changes nothing."""
+    job = get_job(session, principal, job_id, for_update=True)
+    if job.status == states.PAUSED:
+        job.pause_requested = False
+        job.run_after = states.utcnow()
+        states.transition(
+            session,
+            job,
+            states.QUEUED,
+            message=f"resumed by {principal.key_id}; queued to continue from its latest checkpoint",
+        )
+        queue.notify(session, job.pool)
+    elif job.status == states.RUNNING and job.pause_requested:
+        job.pause_requested = False
+        events.add(
+            session,
+            job.id,
+            events.MESSAGE,
+            f"pause withdrawn by {principal.key_id}",
+            data={"pause_requested": False},
+        )
+    elif job.status not in (states.QUEUED, states.RUNNING):
+        raise Conflict(
+            f"job {job_id} is {job.status} and cannot be resumed", code="job_not_resumable", param="job_id"
+        )
     session.flush()
     return job
 

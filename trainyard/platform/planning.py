@@ -39,6 +39,7 @@ from trainyard.platform.scheduling import (
 )
 from trainyard.platform.scheduling.catalog import CatalogError
 from trainyard.platform.scheduling.pools import PoolConfigError
+from trainyard.platform.sources import is_local_path
 from trainyard.platform.spec import JobSpec
 
 # Datasets larger than this are not read at submit time; the estimate then needs
@@ -58,28 +59,6 @@ class Planned:
 
 def _read_bytes(uri: str) -> bytes:
     return storage.read_uri(uri)
-
-
-SOURCE_FIELDS = ("base_model", "training_file", "validation_file")
-
-
-def is_local_path(value: str) -> bool:
-    return value.startswith(("file://", "/", "./", "../", "~"))
-
-
-def check_sources(spec: JobSpec, *, allow_local_paths: bool) -> None:
-    """Refuse server-local paths where the deployment does not allow them."""
-    if allow_local_paths:
-        return
-    for field in SOURCE_FIELDS:
-        value = getattr(spec, field, None)
-        if isinstance(value, str) and is_local_path(value):
-            raise InvalidRequest(
-                f"{field} names a path on the server ({value!r}); upload it to object storage "
-                "(s3://...) or use a model hub id",
-                code="local_paths_disabled",
-                param=field,
-            )
 
 
 class Planner:

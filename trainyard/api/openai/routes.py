@@ -1,9 +1,6 @@
-"""OpenAI-compatible `/v1/files` and `/v1/fine_tuning/jobs`, so scripts written for OpenAI's
-fine-tuning API run against Trainyard with only `base_url` and `api_key` changed.
-
-Thin routes over `trainyard.platform.files` and `trainyard.platform.finetuning`. Errors on these
-routes, and only these, use OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`;
-`OpenAIRoute` renders it, so the rest of the API keeps Trainyard's.
+"""The OpenAI routes: `/v1/files` and `/v1/fine_tuning/jobs`, thin over the platform's file, job
+and submission services. Errors on these routes, and only these, use OpenAI's envelope
+(`OpenAIRoute`), so the rest of the API keeps Trainyard's.
 
 Uploads are larger than the API's body limit: mount with `BodySizeLimitWithUploads` in place of
 `BodySizeLimit` so that `POST /v1/files` alone gets `upload_body_limit(settings)`.
@@ -12,123 +9,35 @@ Uploads are larger than the API's body limit: mount with `BodySizeLimitWithUploa
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import tempfile
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Header, Request, Response, UploadFile
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
-from fastapi.routing import APIRoute
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, File, Form, Header, Request, UploadFile
+from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from trainyard.api.deps import PrincipalDep, SessionDep, bracket_params
 from trainyard.api.limits import BodySizeLimit
-from trainyard.platform import files, finetuning, jobs, storage
-from trainyard.platform.errors import InvalidRequest, TrainyardError
-
-log = logging.getLogger("trainyard.api.openai")
+from trainyard.api.openai.errors import OpenAIRoute
+from trainyard.api.openai.fine_tuning import FineTuningJobRequest, to_job_spec
+from trainyard.api.openai.objects import (
+    checkpoint_object,
+    event_cursor,
+    event_object,
+    file_deleted,
+    file_object,
+    job_objects,
+)
+from trainyard.platform import files, jobs, storage, submission
+from trainyard.platform.errors import InvalidRequest
 
 FILES_PATH = "/v1/files"
 # Room for the multipart framing and the `purpose` field around the file itself.
 UPLOAD_OVERHEAD_BYTES = 64 * 1024
 DEFAULT_JOB_PAGE = 20
 DEFAULT_CHECKPOINT_PAGE = 10  # OpenAI's default for checkpoints
-
-
-# ------------------------------------------------------------------------------------------ errors
-
-_ERROR_TYPES = {
-    401: "authentication_error",
-    403: "permission_error",
-    429: "rate_limit_error",
-}
-# Codes for errors Starlette raises itself (an unknown method, a body over the limit).
-_HTTP_CODES = {
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-}
-
-
-def openai_error(
-    status: int,
-    message: str,
-    code: str | None,
-    param: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    kind = _ERROR_TYPES.get(status) or ("server_error" if status >= 500 else "invalid_request_error")
-    out = dict(headers or {})
-    if 400 <= status < 500 and status not in (408, 429):
-        # The openai client retries 409s (and, by default, more) unless told not to; a request that
-        # was refused on its merits would only be refused again.
-        out["x-should-retry"] = "false"
-    return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": param, "code": code}},
-        status_code=status,
-        headers=out,
-    )
-
-
-def _validation_error(exc: RequestValidationError) -> JSONResponse:
-    errors = exc.errors()
-    first = errors[0] if errors else {"type": "value_error", "loc": (), "msg": "invalid request"}
-    kind = str(first.get("type", ""))
-    if kind in ("json_invalid", "json_type"):
-        return openai_error(400, f"request body is not valid JSON: {first.get('msg')}", "invalid_json")
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-    param = ".".join(loc) or None
-    msg = str(first.get("msg", "invalid value"))
-    if not loc and kind in ("model_attributes_type", "dict_type", "missing"):
-        return openai_error(400, "request body must be a JSON object", "invalid_json")
-    code = {"missing": "missing_parameter", "extra_forbidden": "unknown_parameter"}.get(kind, "invalid_value")
-    return openai_error(400, f"{param}: {msg}" if param else msg, code, param)
-
-
-class OpenAIRoute(APIRoute):
-    """Answers errors in OpenAI's envelope.
-
-    The error is answered here, inside the dependencies' scope, so the session dependency never
-    sees it and would commit: the session is rolled back first, so that commit writes nothing.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except TrainyardError as exc:
-                _rollback(request)
-                headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
-                return openai_error(exc.status, exc.message, exc.code, exc.param, headers)
-            except RequestValidationError as exc:
-                _rollback(request)
-                return _validation_error(exc)
-            except StarletteHTTPException as exc:
-                _rollback(request)
-                headers = dict(exc.headers or {})
-                code = _HTTP_CODES.get(exc.status_code)
-                return openai_error(exc.status_code, str(exc.detail), code, None, headers)
-            except Exception:
-                _rollback(request)
-                log.exception("unhandled error on %s %s", request.method, request.url.path)
-                return openai_error(500, "internal error; it has been logged", "internal_error")
-
-        return route
-
-
-def _rollback(request: Request) -> None:
-    session: Session | None = getattr(request.state, "session", None)
-    if session is not None:
-        session.rollback()
 
 
 # ------------------------------------------------------------------------------------ dependencies
@@ -188,7 +97,7 @@ def create_file(
         purpose=purpose,
         max_bytes=files.max_file_bytes(request.app.state.settings),
     )
-    return files.file_object(row)
+    return file_object(row)
 
 
 @router.get("/files")
@@ -208,12 +117,12 @@ def list_files(
         limit=_limit(limit, files.MAX_FILE_PAGE),
         order=order,
     )
-    return _page([files.file_object(r) for r in rows], more)
+    return _page([file_object(r) for r in rows], more)
 
 
 @router.get("/files/{file_id}")
 def get_file(file_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
-    return files.file_object(files.get_file(session, principal, file_id))
+    return file_object(files.get_file(session, principal, file_id))
 
 
 @router.delete("/files/{file_id}")
@@ -221,7 +130,7 @@ def delete_file(
     file_id: str, request: Request, session: SessionDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     row = files.delete_file(session, principal, _store(request), file_id)
-    return {"id": row.id, "object": "file", "deleted": True}
+    return file_deleted(row)
 
 
 @router.get("/files/{file_id}/content")
@@ -253,22 +162,22 @@ def _unlink(path: str) -> None:
 
 @router.post("/fine_tuning/jobs")
 def create_fine_tuning_job(
-    body: finetuning.FineTuningJobRequest,
+    body: FineTuningJobRequest,
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> dict[str, Any]:
     # OpenAI answers a create with 200, and so does a repeat with the same Idempotency-Key here.
-    job, _created = finetuning.create_job(
+    job, _created = submission.submit(
         session,
         principal,
-        body,
+        to_job_spec(body),
         planner=request.app.state.planner,
         allow_local_paths=request.app.state.settings.allow_local_paths,
         idempotency_key=idempotency_key,
     )
-    return finetuning.job_objects(session, [job])[0]
+    return job_objects(session, [job])[0]
 
 
 @router.get("/fine_tuning/jobs")
@@ -282,27 +191,27 @@ def list_fine_tuning_jobs(
     rows, more = jobs.list_jobs(
         session, principal, metadata=_metadata_filters(request), after=after, limit=_limit(limit)
     )
-    return _page(finetuning.job_objects(session, rows), more)
+    return _page(job_objects(session, rows), more)
 
 
 @router.get("/fine_tuning/jobs/{job_id}")
 def get_fine_tuning_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
-    return finetuning.job_objects(session, [jobs.get_job(session, principal, job_id)])[0]
+    return job_objects(session, [jobs.get_job(session, principal, job_id)])[0]
 
 
 @router.post("/fine_tuning/jobs/{job_id}/cancel")
 def cancel_fine_tuning_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
-    return finetuning.job_objects(session, [jobs.cancel_job(session, principal, job_id)])[0]
+    return job_objects(session, [jobs.cancel_job(session, principal, job_id)])[0]
 
 
 @router.post("/fine_tuning/jobs/{job_id}/pause")
 def pause_fine_tuning_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
-    return finetuning.job_objects(session, [finetuning.pause_job(session, principal, job_id)])[0]
+    return job_objects(session, [jobs.pause_job(session, principal, job_id)])[0]
 
 
 @router.post("/fine_tuning/jobs/{job_id}/resume")
 def resume_fine_tuning_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
-    return finetuning.job_objects(session, [finetuning.resume_job(session, principal, job_id)])[0]
+    return job_objects(session, [jobs.resume_job(session, principal, job_id)])[0]
 
 
 @router.get("/fine_tuning/jobs/{job_id}/events")
@@ -315,9 +224,9 @@ def list_fine_tuning_events(
 ) -> dict[str, Any]:
     # OpenAI lists events newest first; `after` is the last event of the previous page.
     rows, more = jobs.list_events(
-        session, principal, job_id, after=finetuning.event_cursor(after), limit=_limit(limit), order="desc"
+        session, principal, job_id, after=event_cursor(after), limit=_limit(limit), order="desc"
     )
-    return _page([finetuning.event_object(e) for e in rows], more)
+    return _page([event_object(e) for e in rows], more)
 
 
 @router.get("/fine_tuning/jobs/{job_id}/checkpoints")
@@ -329,7 +238,7 @@ def list_fine_tuning_checkpoints(
     limit: int = DEFAULT_CHECKPOINT_PAGE,
 ) -> dict[str, Any]:
     rows, more = jobs.list_checkpoints(session, principal, job_id, after=after, limit=_limit(limit))
-    return _page([finetuning.checkpoint_object(c) for c in rows], more)
+    return _page([checkpoint_object(c) for c in rows], more)
 
 
 # -------------------------------------------------------------------------------- upload body limit

@@ -1,0 +1,113 @@
+"""Submission: the one way a job is created, and the one way a job is estimated.
+
+Every dialect (`/v1/jobs`, `/v1/fine_tuning/jobs`) turns its request into a `JobSpec` and calls
+`submit`; `/v1/estimates` calls `estimate`, which runs the same steps short of the budget and
+the insert. The steps, in this order:
+
+1. the Idempotency-Key: a job the team already created with it is returned as it is (or the
+   request is refused with 409 when its body differs), before anything below runs, so a retried
+   create is answered the same however the world moved since (budget spent, files deleted);
+2. sources: server-local paths where the deployment forbids them;
+3. `file-...` ids resolved to the storage URIs the job will read;
+4. the plan: instance type, pool, estimated time and cost;
+5. the team's budget, which locks the team row until commit so racing creates cannot both
+   spend its last dollars;
+6. the insert, its `status` event, and the notification that wakes the pool's workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+
+from trainyard.platform import allocation, files, jobs
+from trainyard.platform.auth import Principal
+from trainyard.platform.models import Job
+from trainyard.platform.planning import Planner
+from trainyard.platform.scheduling import NoFeasibleOption
+from trainyard.platform.sources import check_sources
+from trainyard.platform.spec import JobSpec
+
+S = TypeVar("S", bound=JobSpec)
+
+
+@dataclass(frozen=True)
+class EstimateResult:
+    """What a job would cost and take: the option its policy chooses (None, with `error`, when
+    none is feasible) and every option considered, as the planner describes them."""
+
+    model_parameters: int
+    dataset_tokens: int
+    chosen: dict[str, Any] | None
+    error: NoFeasibleOption | None
+    options: list[dict[str, Any]]
+
+
+def submit(
+    session: Session,
+    principal: Principal,
+    spec: JobSpec,
+    *,
+    planner: Planner,
+    allow_local_paths: bool,
+    idempotency_key: str | None = None,
+) -> tuple[Job, bool]:
+    """Create the job `spec` asks for; returns (job, created). `created` is False when the
+    Idempotency-Key named a job this team already created with the same body."""
+    # The body as the caller sent it (file ids, not the URIs they stand for) is what a replay repeats.
+    digest = jobs.request_hash(spec)
+    replay = jobs.find_replay(session, principal, idempotency_key, digest)
+    if replay is not None:
+        return replay, False
+    spec = _resolve(session, principal, spec, allow_local_paths=allow_local_paths)
+    plan, pool = planner.plan(session, spec)
+    replay = _check_budget(session, principal, plan.get("estimated_cost_usd"), idempotency_key, digest)
+    if replay is not None:
+        return replay, False
+    return jobs.create_job(
+        session, principal, spec, idempotency_key=idempotency_key, plan=plan, pool=pool, digest=digest
+    )
+
+
+def estimate(
+    session: Session, principal: Principal, spec: JobSpec, *, planner: Planner, allow_local_paths: bool
+) -> EstimateResult:
+    """Plan `spec` as `submit` would, and create nothing."""
+    spec = _resolve(session, principal, spec, allow_local_paths=allow_local_paths)
+    planned = planner.estimate(session, spec)
+    return EstimateResult(
+        model_parameters=planned.model.parameters,
+        dataset_tokens=planned.tokens,
+        chosen=planner.plan_dict(planned) if planned.decision else None,
+        error=planned.error,
+        options=[planner.option_dict(o) for o in planned.options],
+    )
+
+
+def _resolve(session: Session, principal: Principal, spec: S, *, allow_local_paths: bool) -> S:
+    # Sources are checked before the files are resolved: what the caller named must not be a
+    # server path, but the URIs of uploaded files are the platform's own and may be local.
+    check_sources(spec, allow_local_paths=allow_local_paths)
+    return files.resolve_spec_files(session, principal, spec)
+
+
+def _check_budget(
+    session: Session,
+    principal: Principal,
+    estimated_cost_usd: float | None,
+    idempotency_key: str | None,
+    digest: str,
+) -> Job | None:
+    """Refuse a job its team cannot afford; None when it fits. A replay that raced its first
+    request waited here for the team row that request locked: that job is in now, and is the
+    answer (the job, or the 409 for another body) rather than `budget_exhausted`."""
+    try:
+        allocation.check_budget(session, principal.team_id, estimated_cost_usd)
+    except allocation.BudgetExhausted:
+        replay = jobs.find_replay(session, principal, idempotency_key, digest)
+        if replay is None:
+            raise
+        return replay
+    return None
