@@ -22,12 +22,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from trainyard.platform import storage
 from trainyard.platform.models import Checkpoint, JobAttempt, JobEvent
+from trainyard.platform.states import TERMINAL, JobStatus
 from trainyard.testing.tiny import make_dataset, make_tiny_model_dir
 from trainyard.workers.daemon import WorkerDaemon
 
 pytestmark = pytest.mark.ray
-
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +140,7 @@ def test_pause_resume_cancel_budget_stop_and_missing_dataset(
     _wait(client, key, job["id"], lambda j: j["progress"]["step"] >= 8)
     # Pause: the worker checkpoints and hands the job back; resume continues from there.
     client.post(f"/v1/fine_tuning/jobs/{job['id']}/pause", headers=headers(key))
-    paused = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL | {"paused"})
+    paused = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL | {JobStatus.PAUSED})
     assert paused["status"] == "paused", paused
     paused_at = max(c["step"] for c in _checkpoints(client, key, job["id"]))
     client.post(f"/v1/fine_tuning/jobs/{job['id']}/resume", headers=headers(key))
