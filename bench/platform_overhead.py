@@ -159,22 +159,20 @@ def timeline(stamps: list[dict[str, float]], t0: float, t_end: float) -> dict[st
 
 
 def run_direct(spec: dict[str, Any], store_uri: str, run_id: str) -> dict[str, Any]:
-    from trainyard.platform.scheduling import load_catalog, parse_pools
+    from trainyard.platform.deployment import load_deployment
     from trainyard.platform.spec import JobSpec
     from trainyard.settings import get_settings
     from trainyard.workers.launch import run_training
 
-    settings = get_settings()
-    catalog = load_catalog(settings.catalog_path)
-    itype = catalog.get(spec["instance_type"])
-    pool = {p.instance_type: p for p in parse_pools(settings.pools, catalog)}.get(itype.name)
+    deployment = load_deployment(get_settings())
+    itype = deployment.instance_type(spec["instance_type"])
     job_spec_ = JobSpec.model_validate(spec)
     t0 = time.time()
     result = run_training(
         job_spec_,
         job_id=run_id,
         itype=itype,
-        pool_resource=pool.ray_resource if pool else None,
+        pool=deployment.pool(itype.name),
         store_uri=store_uri,
         control=None,
         run_name=run_id,

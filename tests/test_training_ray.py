@@ -6,15 +6,17 @@ The ``scaling_for`` tests at the bottom need no Ray instance.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from trainyard.platform.scheduling.catalog import InstanceType
+from trainyard.platform.scheduling.pools import Pool
 from trainyard.platform.spec import JobSpec
 from trainyard.platform.storage import open_store
 from trainyard.testing.tiny import make_dataset, make_tiny_model_dir
@@ -22,16 +24,29 @@ from trainyard.testing.tiny import make_dataset, make_tiny_model_dir
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-CPU2 = SimpleNamespace(
-    name="local-cpu",
-    kind="cpu",
-    accelerator=None,
-    accelerator_count=0,
-    nodes=1,
-    workers=2,
-    vcpus=2,
-    tpu_topology=None,
-)
+
+def _itype(**kw: Any) -> InstanceType:
+    base: dict[str, Any] = {
+        "name": "x",
+        "kind": "cpu",
+        "accelerator": None,
+        "accelerator_count": 0,
+        "accelerator_memory_gb": None,
+        "vcpus": 8,
+        "ram_gb": 16.0,
+        "on_demand_usd_per_hour": 1.0,
+        "spot_usd_per_hour": None,
+        "nodes": 1,
+        "interconnect": "host",
+        "workers": 2,
+        "tpu_topology": None,
+        "source": "test",
+        "as_of": "2025-01-01",
+    }
+    return InstanceType(**{**base, **kw})
+
+
+CPU2 = _itype(name="local-cpu", vcpus=2)
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +103,7 @@ def test_full_finetune_checkpoints_then_resumes(ray_session, tiny_assets, tmp_pa
         spec,
         job_id="j1",
         itype=CPU2,
-        pool_resource=None,
+        pool=None,
         store_uri=store_uri,
         control=control,
         run_name="j1",
@@ -115,7 +130,7 @@ def test_full_finetune_checkpoints_then_resumes(ray_session, tiny_assets, tmp_pa
         longer,
         job_id="j1",
         itype=CPU2,
-        pool_resource=None,
+        pool=None,
         store_uri=store_uri,
         control=control,
         run_name="j1",
@@ -193,7 +208,7 @@ def test_lora_classification_stops_on_request(ray_session, tiny_assets, tmp_path
         spec,
         job_id="j2",
         itype=CPU2,
-        pool_resource=None,
+        pool=None,
         store_uri=store_uri,
         control=control,
         run_name="j2",
@@ -232,12 +247,12 @@ def test_sweep_best_trial_gives_final_model(ray_session, tiny_assets, tmp_path: 
         checkpoint={"every_steps": 3, "keep": 1},
         sweep={"param_space": {"learning_rate": [1e-5, 3e-3]}, "asha": True},
     )
-    one_worker = SimpleNamespace(**{**vars(CPU2), "workers": 1})
+    one_worker = dataclasses.replace(CPU2, workers=1)
     result = run_training(
         spec,
         job_id="j3",
         itype=one_worker,
-        pool_resource=None,
+        pool=None,
         store_uri=store_uri,
         control=create_run_control(),
         run_name="j3",
@@ -250,34 +265,20 @@ def test_sweep_best_trial_gives_final_model(ray_session, tiny_assets, tmp_path: 
 
 
 # ---------------------------------------------------------------------------------------------
-# scaling_for: no Ray instance needed
+# scaling_for, RunControlState, checkpoint_uri: no Ray instance needed
 # ---------------------------------------------------------------------------------------------
 
 
-def _itype(**kw: Any) -> SimpleNamespace:
-    base = {
-        "name": "x",
-        "kind": "cpu",
-        "accelerator": None,
-        "accelerator_count": 0,
-        "nodes": 1,
-        "workers": 2,
-        "vcpus": 8,
-        "tpu_topology": None,
-    }
-    return SimpleNamespace(**{**base, **kw})
-
-
 def test_scaling_cpu() -> None:
-    from trainyard.workers.launch import scaling_for
+    from trainyard.workers.scaling import scaling_for
 
-    sc = scaling_for(_itype(workers=4), {"pool-cpu": 1})
+    sc = scaling_for(_itype(workers=4), Pool("x", ray_resource={"pool-cpu": 1}))
     assert sc.num_workers == 4 and not sc.use_gpu
     assert sc.resources_per_worker == {"CPU": 1.0, "pool-cpu": 1.0}
 
 
 def test_scaling_gpu_and_multi_gpu() -> None:
-    from trainyard.workers.launch import scaling_for
+    from trainyard.workers.scaling import scaling_for
 
     one = scaling_for(_itype(kind="gpu", accelerator="L4", accelerator_count=1, workers=1))
     assert one.num_workers == 1 and one.use_gpu and one.accelerator_type == "L4"
@@ -289,7 +290,7 @@ def test_scaling_gpu_and_multi_gpu() -> None:
     # Two nodes of 8 GPUs with no worker count given: one worker per GPU across nodes.
     multi = scaling_for(
         _itype(kind="multi_gpu", accelerator="H100", accelerator_count=8, nodes=2, workers=0),
-        {"pool-h100": 1},
+        Pool("x", ray_resource={"pool-h100": 1}),
     )
     assert multi.num_workers == 16
     # The pool resource pins the node group, so no accelerator_type is added on top.
@@ -298,7 +299,7 @@ def test_scaling_gpu_and_multi_gpu() -> None:
 
 
 def test_scaling_tpu() -> None:
-    from trainyard.workers.launch import ray_accelerator_type, scaling_for
+    from trainyard.workers.scaling import ray_accelerator_type, scaling_for
 
     assert ray_accelerator_type("TPU-v5e") == "TPU-V5LITEPOD"
     assert ray_accelerator_type("nonsense") is None
@@ -307,7 +308,8 @@ def test_scaling_tpu() -> None:
     # Ray runs one worker per TPU host; a v6e 2x4 is one host with 8 chips.
     assert slice_.num_workers == 1 and slice_.resources_per_worker["TPU"] == 8
     pod = scaling_for(
-        _itype(kind="tpu", accelerator="TPU-v6e", accelerator_count=16, tpu_topology="4x4"), {"pool-tpu": 1}
+        _itype(kind="tpu", accelerator="TPU-v6e", accelerator_count=16, tpu_topology="4x4"),
+        Pool("x", ray_resource={"pool-tpu": 1}),
     )
     assert pod.num_workers == 4 and pod.resources_per_worker["TPU"] == 4
     assert pod.resources_per_worker["pool-tpu"] == 1.0
@@ -316,7 +318,7 @@ def test_scaling_tpu() -> None:
 
 
 def test_scaling_unknown_kind() -> None:
-    from trainyard.workers.launch import scaling_for
+    from trainyard.workers.scaling import scaling_for
 
     with pytest.raises(ValueError, match="unknown kind"):
         scaling_for(_itype(kind="fpga"))
@@ -345,7 +347,7 @@ def test_run_control_state() -> None:
 
 
 def test_checkpoint_uri_maps_storage_paths_to_store_uris(tmp_path: Path) -> None:
-    from trainyard.workers.launch import checkpoint_uri
+    from trainyard.workers.trainer import checkpoint_uri
 
     local = open_store(f"file://{tmp_path}")
     storage_path, _fs = local.ray_storage("jobs/j/checkpoints")
@@ -360,3 +362,59 @@ def test_checkpoint_uri_maps_storage_paths_to_store_uris(tmp_path: Path) -> None
     assert s3 == "s3://b/root/jobs/j/checkpoints/r/c"
     with pytest.raises(ValueError):
         checkpoint_uri(local.root_uri, "jobs/j/checkpoints", storage_path, "/elsewhere/checkpoint_1")
+
+
+def test_outcome_of_adds_the_checkpoints_ray_kept(tmp_path: Path) -> None:
+    import json
+    from types import SimpleNamespace
+
+    from trainyard.workers.outcome import TrainingOutcome
+    from trainyard.workers.trainer import outcome_of
+
+    store = open_store(f"file://{tmp_path}")
+    storage_path, _fs = store.ray_storage("jobs/j/checkpoints")
+
+    def ckpt(step: int) -> SimpleNamespace:
+        return SimpleNamespace(path=f"{storage_path}/j/checkpoint_{step:09d}")
+
+    loop = TrainingOutcome(
+        final_model_uri=None,
+        metrics={"step": 10, "loss": 1.5},
+        steps=10,
+        start_step=5,
+        total_steps=20,
+        tokens_trained=100,
+        tokens_this_attempt=40,
+        stopped_early=True,
+        stop_reason="cancelled",
+    )
+    # What Ray Train's Result carries: rank 0's return value (a plain dict), the checkpoints kept.
+    fit = SimpleNamespace(
+        return_value=loop.to_dict(), checkpoint=ckpt(10), best_checkpoints=[(ckpt(5), {}), (ckpt(10), {})]
+    )
+    out = outcome_of(fit, store_uri=store.root_uri, checkpoints="jobs/j/checkpoints")  # type: ignore[arg-type]
+    kept = [store.uri_for(f"jobs/j/checkpoints/j/checkpoint_{s:09d}") for s in (5, 10)]
+    assert out == dataclasses.replace(loop, latest_checkpoint_uri=kept[-1], checkpoint_uris=kept)
+    # The job's result column: the same keys as before, JSON as is, and back again.
+    assert set(out.to_dict()) == {
+        "final_model_uri",
+        "latest_checkpoint_uri",
+        "checkpoint_uris",
+        "metrics",
+        "steps",
+        "start_step",
+        "total_steps",
+        "tokens_trained",
+        "tokens_this_attempt",
+        "stopped_early",
+        "stop_reason",
+        "best_trial",
+        "trials",
+    }
+    assert TrainingOutcome.from_dict(json.loads(json.dumps(out.to_dict()))) == out
+    with pytest.raises(RuntimeError, match="no outcome"):
+        outcome_of(
+            SimpleNamespace(return_value=None, checkpoint=None, best_checkpoints=None),  # type: ignore[arg-type]
+            store_uri=store.root_uri,
+            checkpoints="jobs/j/checkpoints",
+        )

@@ -1,5 +1,6 @@
 """Workers end to end: real Postgres, moto's S3 over HTTP, a Ray cluster started with
-`ray start --head` (not ray.init in-process). Few and small: each fit costs most of a minute."""
+`ray start --head` (not ray.init in-process). Few and small: each fit costs most of a minute.
+The first test needs no Ray: its attempt ends before training starts."""
 
 from __future__ import annotations
 
@@ -16,18 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import headers, make_key
+from factories import headers, job_body, make_key
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from trainyard.platform import storage
-from trainyard.platform.models import Checkpoint, JobAttempt, JobEvent
+from trainyard.platform import queue, storage
+from trainyard.platform.models import Checkpoint, Job, JobAttempt, JobEvent
+from trainyard.platform.states import TERMINAL, JobStatus
 from trainyard.testing.tiny import make_dataset, make_tiny_model_dir
+from trainyard.workers.attempt import AttemptRunner
 from trainyard.workers.daemon import WorkerDaemon
-
-pytestmark = pytest.mark.ray
-
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +87,39 @@ def _checkpoints(client: Any, key: str, job_id: str) -> list[dict[str, Any]]:
     return client.get(f"/v1/jobs/{job_id}/checkpoints", headers=headers(key)).json()["data"]
 
 
+def test_attempt_with_unreadable_dataset_fails_at_once_with_a_cost_report(
+    client: Any, sessions: sessionmaker[Session], settings: Any, tmp_path: Path
+) -> None:
+    key = make_key(sessions)
+    missing = str(tmp_path / "nope.jsonl")
+    job = client.post("/v1/jobs", json=job_body(training_file=missing), headers=headers(key)).json()
+    with sessions() as s:
+        (claim,) = queue.claim(s, worker_id="w1")
+    assert claim.job_id == job["id"]
+    sigterm = signal.getsignal(signal.SIGTERM)
+    runner = AttemptRunner(settings, claim.attempt_id)
+    try:
+        assert runner.run() == 0
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+        runner.engine.dispose()
+    with sessions() as s:
+        attempt = s.get(JobAttempt, claim.attempt_id)
+        done = s.get(Job, job["id"])
+        assert attempt is not None and done is not None
+        assert (attempt.outcome, attempt.error_code) == ("failed", "user_error")
+        assert (
+            done.status == "failed" and done.error_code == "user_error" and "nope.jsonl" in done.error_message
+        )
+        cost = s.scalars(select(JobEvent).where(JobEvent.job_id == job["id"], JobEvent.type == "cost")).one()
+        assert cost.attempt_id == claim.attempt_id and cost.data["uri"] == done.result["cost_report_uri"]
+    report = json.loads(
+        storage.open_store(settings.storage_uri).get_bytes(storage.cost_report_key(job["id"]))
+    )
+    assert [a["outcome"] for a in report["attempts"]] == ["failed"]
+
+
+@pytest.mark.ray
 def test_job_runs_to_checkpoints_final_model_and_cost_report(
     client: Any, sessions: sessionmaker[Session], daemon: WorkerDaemon, assets: dict[str, str], tmp_path: Path
 ) -> None:
@@ -125,6 +157,7 @@ def test_job_runs_to_checkpoints_final_model_and_cost_report(
     assert {"status", "checkpoint", "metrics", "cost"} <= set(types)
 
 
+@pytest.mark.ray
 def test_pause_resume_cancel_budget_stop_and_missing_dataset(
     client: Any, sessions: sessionmaker[Session], daemon: WorkerDaemon, assets: dict[str, str]
 ) -> None:
@@ -141,7 +174,7 @@ def test_pause_resume_cancel_budget_stop_and_missing_dataset(
     _wait(client, key, job["id"], lambda j: j["progress"]["step"] >= 8)
     # Pause: the worker checkpoints and hands the job back; resume continues from there.
     client.post(f"/v1/fine_tuning/jobs/{job['id']}/pause", headers=headers(key))
-    paused = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL | {"paused"})
+    paused = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL | {JobStatus.PAUSED})
     assert paused["status"] == "paused", paused
     paused_at = max(c["step"] for c in _checkpoints(client, key, job["id"]))
     client.post(f"/v1/fine_tuning/jobs/{job['id']}/resume", headers=headers(key))
@@ -178,6 +211,7 @@ def test_pause_resume_cancel_budget_stop_and_missing_dataset(
     assert capped["attempts"] == 1, "a budget stop is not retried"
 
 
+@pytest.mark.ray
 def test_sigkill_mid_run_resumes_from_last_checkpoint(
     client: Any,
     sessions: sessionmaker[Session],

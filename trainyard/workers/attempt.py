@@ -17,15 +17,22 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from trainyard.platform import attempts, costs, db, queue, storage
+from trainyard.platform import attempts, costs, db, events, queue, storage
+from trainyard.platform.deployment import load_deployment
 from trainyard.platform.errors import LeaseLost
-from trainyard.platform.models import Job, JobAttempt, JobEvent
+from trainyard.platform.models import Job, JobAttempt
 from trainyard.platform.spec import JobSpec
+from trainyard.platform.states import AttemptOutcome
 from trainyard.settings import Settings, get_settings
+from trainyard.workers.outcome import TrainingOutcome
+
+if TYPE_CHECKING:
+    # Ray is imported once the attempt trains, not when the process starts.
+    from trainyard.workers.control import RunControlHandle
 
 log = logging.getLogger("trainyard.attempt")
 
@@ -43,7 +50,7 @@ class AttemptRunner:
         self.engine = db.make_engine(settings.database_url, pool_size=2, max_overflow=1)
         self.sessions: sessionmaker[Session] = db.make_sessionmaker(self.engine)
         self.store = storage.open_store(settings.storage_uri)
-        self.control: Any = None
+        self.control: RunControlHandle | None = None
         self.stop_reason: str | None = None
         self.lease_lost = threading.Event()
         self._done = threading.Event()
@@ -66,10 +73,12 @@ class AttemptRunner:
             return
         import ray
 
-        events: list[dict[str, Any]] = ray.get(self.control.drain.remote(), timeout=10)
-        for event in events:
+        from trainyard.workers.control import CHECKPOINT, MESSAGE, PROGRESS
+
+        reports: list[dict[str, Any]] = ray.get(self.control.drain.remote(), timeout=10)
+        for event in reports:
             kind = event.get("type")
-            if kind == "progress":
+            if kind == PROGRESS:
                 self._progress = {
                     "step": int(event.get("step") or 0),
                     "total_steps": event.get("total_steps"),
@@ -78,7 +87,7 @@ class AttemptRunner:
                     "tokens_per_second": event.get("tokens_per_second"),
                     "epoch": event.get("epoch"),
                 }
-            elif kind == "checkpoint":
+            elif kind == CHECKPOINT:
                 with self.sessions() as s:
                     attempts.record_checkpoint(
                         s,
@@ -87,12 +96,12 @@ class AttemptRunner:
                         uri=str(event["uri"]),
                         metrics=event.get("metrics") or {},
                     )
-            elif kind == "message":
+            elif kind == MESSAGE:
                 with self.sessions() as s:
                     attempts.record_event(
                         s,
                         self.attempt_id,
-                        "message",
+                        events.MESSAGE,
                         str(event.get("message", "")),
                         level=str(event.get("level", "info")),
                     )
@@ -115,7 +124,7 @@ class AttemptRunner:
                 attempts.record_event(
                     s,
                     self.attempt_id,
-                    "metrics",
+                    events.METRICS,
                     f"step {p.get('step')}/{p.get('total_steps')} loss {p.get('loss')}",
                     data=dict(p),
                 )
@@ -166,28 +175,32 @@ class AttemptRunner:
         signal.signal(signal.SIGTERM, lambda *_: self._request_stop("shutdown"))
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
-        outcome, code, message, result = "crashed", "internal_error", None, None
+        outcome = AttemptOutcome.CRASHED
+        code: str | None = "internal_error"
+        message: str | None = None
         retryable = True
+        trained: TrainingOutcome | None = None
         try:
             self._preflight(spec)
-            result = self._train(job, spec)
+            trained = self._train(job, spec)
             # A stop asked for after the run had already finished changes nothing.
-            stopped = bool(result.get("stopped_early"))
+            stopped = trained.stopped_early
             if stopped and self.stop_reason == "cancelled":
-                outcome = "cancelled"
+                outcome = AttemptOutcome.CANCELLED
             elif stopped and self.stop_reason == "budget_exceeded":
-                outcome, code, retryable = "failed", "budget_exceeded", False
+                outcome, code, retryable = AttemptOutcome.FAILED, "budget_exceeded", False
                 message = f"projected spend passed max_cost_usd={spec.policy.max_cost_usd}"
             elif stopped and self.stop_reason in ("shutdown", "paused"):
-                outcome = "handed_back"
+                outcome = AttemptOutcome.HANDED_BACK
             elif stopped:
-                outcome, code, message = "crashed", "stopped", f"run stopped early ({self.stop_reason})"
+                outcome, code = AttemptOutcome.CRASHED, "stopped"
+                message = f"run stopped early ({self.stop_reason})"
             else:
-                outcome, code = "succeeded", None
+                outcome, code = AttemptOutcome.SUCCEEDED, None
         except UserError as exc:
-            outcome, code, message, retryable = "failed", "user_error", str(exc), False
+            outcome, code, message, retryable = AttemptOutcome.FAILED, "user_error", str(exc), False
         except Exception as exc:
-            outcome, code, message = "crashed", "training_error", f"{type(exc).__name__}: {exc}"
+            outcome, code, message = AttemptOutcome.CRASHED, "training_error", f"{type(exc).__name__}: {exc}"
             log.error("attempt %s failed:\n%s", self.attempt_id, traceback.format_exc())
         finally:
             self._done.set()
@@ -200,14 +213,13 @@ class AttemptRunner:
             log.warning("final drain failed", exc_info=True)
         try:
             with self.sessions() as s:
-                kept = (result or {}).get("checkpoint_uris")
-                if kept:
-                    attempts.prune_checkpoints(s, self.attempt_id, list(kept))
+                if trained is not None and trained.checkpoint_uris:
+                    attempts.prune_checkpoints(s, self.attempt_id, list(trained.checkpoint_uris))
                 if self._progress:
                     queue.heartbeat(
                         s, self.attempt_id, lease_seconds=self.settings.lease_seconds, progress=self._progress
                     )
-                status = queue.finish(
+                queue.finish(
                     s,
                     self.attempt_id,
                     outcome,
@@ -216,14 +228,14 @@ class AttemptRunner:
                     retryable=retryable,
                     backoff_base=self.settings.retry_backoff_seconds,
                     backoff_cap=self.settings.retry_backoff_max_seconds,
-                    result=result,
+                    result=trained.to_dict() if trained is not None else None,
                 )
         except LeaseLost:
             return EXIT_LEASE_LOST
-        self.write_cost_report(job.id, status)
+        self.write_cost_report(job.id)
         return 0
 
-    def write_cost_report(self, job_id: str, status: str) -> None:
+    def write_cost_report(self, job_id: str) -> None:
         with self.sessions() as s:
             report = costs.cost_report(s, job_id)
             uri = self.store.put_bytes(
@@ -232,31 +244,28 @@ class AttemptRunner:
                 content_type="application/json",
             )
             totals = report["totals"]
-            s.add(
-                JobEvent(
-                    job_id=job_id,
-                    attempt_id=self.attempt_id,
-                    type="cost",
-                    message=f"${totals['cost_usd']:.4f} over {totals['billable_seconds']:.0f}s",
-                    data={"uri": uri, **totals},
-                )
+            events.add(
+                s,
+                job_id,
+                events.COST,
+                f"${totals['cost_usd']:.4f} over {totals['billable_seconds']:.0f}s",
+                attempt_id=self.attempt_id,
+                data={"uri": uri, **totals},
             )
             job = s.get(Job, job_id)
             if job is not None:
                 job.result = {**(job.result or {}), "cost_report_uri": uri}
             s.commit()
 
-    def _train(self, job: Job, spec: JobSpec) -> dict[str, Any]:
+    def _train(self, job: Job, spec: JobSpec) -> TrainingOutcome:
         import ray
 
-        from trainyard.platform.scheduling import load_catalog, parse_pools
         from trainyard.workers.control import create_run_control
         from trainyard.workers.launch import run_training
 
-        catalog = load_catalog(self.settings.catalog_path)
-        itype = catalog.get(job.instance_type or spec.instance_type or "local-cpu")
-        pools = {p.instance_type: p for p in parse_pools(self.settings.pools, catalog)}
-        pool = pools.get(job.pool or itype.name)
+        deployment = load_deployment(self.settings)
+        itype = deployment.instance_type(job.instance_type or spec.instance_type or "local-cpu")
+        pool = deployment.pool(job.pool or itype.name)
         if not ray.is_initialized():
             ray.init(
                 address=self.settings.ray_address or "auto", configure_logging=False, log_to_driver=False
@@ -271,20 +280,18 @@ class AttemptRunner:
             latest = attempts.latest_checkpoint(s, job.id)
             if latest is not None:
                 attempts.set_start_step(s, self.attempt_id, latest.step)
-        result = run_training(
+        trained = run_training(
             spec,
             job_id=job.id,
             itype=itype,
-            pool_resource=pool.ray_resource if pool else None,
+            pool=pool,
             store_uri=self.settings.storage_uri,
             control=self.control,
             run_name=job.id,
         )
-        out = result.to_dict() if hasattr(result, "to_dict") else dict(vars(result))
-        tokens = out.get("tokens_trained")
-        if tokens:
-            self._progress["tokens"] = int(tokens)
-        return out
+        if trained.tokens_trained:
+            self._progress["tokens"] = trained.tokens_trained
+        return trained
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,8 @@ preemption, lease loss) and rank 0 of the training loop polls for it.
 The actor takes no CPU so it never competes with training workers for a placement group, and
 every method is cheap, so one single-threaded actor serves a whole run.
 
-Event shapes (each gets ``seq`` and ``time`` stamped on arrival):
+Report shapes, by kind (each gets ``seq`` and ``time`` stamped on arrival). These are messages
+between Ray processes, not job events: the attempt process turns some of them into job events.
 
 - ``{"type": "progress", "step", "total_steps", "tokens_seen", "loss", "tokens_per_second", "epoch"}``
 - ``{"type": "checkpoint", "step", "metrics", "uri"}`` -- ``uri`` is where Ray Train persisted it
@@ -19,11 +20,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any
+from typing import Any, TypeAlias
 
 import ray
 
-EVENT_TYPES = frozenset({"progress", "checkpoint", "message"})
+PROGRESS = "progress"
+CHECKPOINT = "checkpoint"
+MESSAGE = "message"
+REPORT_KINDS = frozenset({PROGRESS, CHECKPOINT, MESSAGE})
 
 # Progress arrives every couple of seconds; if the daemon stops draining (it crashed, the DB is
 # down) the mailbox must not grow without bound. Checkpoints and messages are never dropped.
@@ -42,14 +46,14 @@ class RunControlState:
 
     def report(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        if kind not in EVENT_TYPES:
+        if kind not in REPORT_KINDS:
             # A malformed event is still worth seeing; keep it as a warning instead of raising
             # into a fire-and-forget caller that would never notice.
-            event = {"type": "message", "level": "warning", "message": f"unknown event: {event!r}"[:2000]}
-            kind = "message"
+            event = {"type": MESSAGE, "level": "warning", "message": f"unknown event: {event!r}"[:2000]}
+            kind = MESSAGE
         self._seq += 1
         stamped = {**event, "seq": self._seq, "time": time.time()}
-        if kind == "progress":
+        if kind == PROGRESS:
             self._latest_progress = stamped
             if self._progress_backlog >= MAX_PROGRESS_BACKLOG:
                 self._drop_oldest_progress()
@@ -58,7 +62,7 @@ class RunControlState:
 
     def _drop_oldest_progress(self) -> None:
         for i, ev in enumerate(self._events):
-            if ev["type"] == "progress":
+            if ev["type"] == PROGRESS:
                 del self._events[i]
                 self._progress_backlog -= 1
                 return
@@ -84,8 +88,12 @@ class RunControlState:
 # num_cpus=0: schedulable even when training holds every CPU of the cluster.
 RunControl = ray.remote(num_cpus=0, max_restarts=0)(RunControlState)
 
+# A RunControl actor handle. Ray types a handle's method attributes as Never, which would make
+# mypy skip every line after a `handle.report.remote(...)` as unreachable, so it is Any here.
+RunControlHandle: TypeAlias = Any
 
-def create_run_control(name: str | None = None, namespace: str | None = None) -> ray.actor.ActorHandle:
+
+def create_run_control(name: str | None = None, namespace: str | None = None) -> RunControlHandle:
     """Start a RunControl actor, optionally named so another process can look it up."""
     opts: dict[str, Any] = {}
     if name is not None:

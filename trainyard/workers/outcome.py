@@ -1,0 +1,36 @@
+"""What one training attempt produced: the one type that flows from the training loop through
+the launcher to the attempt process, which stores it as the job's ``result``.
+
+Rank 0 of the loop fills the training fields; the launcher adds the checkpoints Ray Train kept;
+a sweep adds its trials. Across Ray and into the database it travels as :meth:`to_dict`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    final_model_uri: str | None
+    metrics: dict[str, Any]  # the last step's metrics (step, epoch, tokens_seen, loss, eval_loss, ...)
+    steps: int  # optimizer steps done, counting those of earlier attempts
+    start_step: int  # the step this attempt resumed from (0 for a fresh start)
+    total_steps: int
+    tokens_trained: int  # non-padding tokens over all workers, earlier attempts included
+    tokens_this_attempt: int  # the part of tokens_trained this attempt did (throughput, metering)
+    stopped_early: bool  # stopped on RunControl.request_stop; no final model then
+    stop_reason: str | None = None
+    latest_checkpoint_uri: str | None = None
+    checkpoint_uris: list[str] = field(default_factory=list)  # what Ray Train still keeps, oldest first
+    best_trial: str | None = None  # sweeps: the trial whose model became the final model
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: what a Ray worker returns and the attempt's ``result`` column holds."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingOutcome:
+        return cls(**data)
