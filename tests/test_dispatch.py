@@ -9,9 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from trainyard.platform import jobs, queue
+from trainyard.platform.deployment import load_deployment
 from trainyard.platform.models import Job, JobEvent
 from trainyard.platform.planning import Planner
 from trainyard.platform.spec import JobSpec
+from trainyard.settings import get_settings
 
 POOLS = json.dumps(
     [
@@ -31,7 +33,7 @@ def _submit(sessions: sessionmaker[Session], planner: Planner, **overrides: obje
 
 
 def test_waiting_job_moves_to_a_pool_with_room_and_pinned_jobs_stay(sessions: sessionmaker[Session]) -> None:
-    planner = Planner(None, POOLS)
+    planner = Planner(load_deployment(get_settings(catalog_path=None, pools=POOLS)))
     first = _submit(sessions, planner)
     waiting = _submit(sessions, planner)
     pinned = _submit(sessions, planner, instance_type="local-cpu")
@@ -57,7 +59,7 @@ def test_waiting_job_moves_to_a_pool_with_room_and_pinned_jobs_stay(sessions: se
 
 
 def test_nothing_moves_while_the_pool_has_room(sessions: sessionmaker[Session]) -> None:
-    planner = Planner(None, POOLS)
+    planner = Planner(load_deployment(get_settings(catalog_path=None, pools=POOLS)))
     _submit(sessions, planner)
     with sessions() as s:
         assert planner.redispatch(s, waited_seconds=0) == []

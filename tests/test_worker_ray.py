@@ -21,6 +21,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from trainyard.platform import storage
+from trainyard.platform.deployment import load_deployment
 from trainyard.platform.models import Checkpoint, JobAttempt, JobEvent
 from trainyard.testing.tiny import make_dataset, make_tiny_model_dir
 from trainyard.workers.daemon import WorkerDaemon
@@ -54,7 +55,9 @@ def worker_settings(settings: Any, s3_bucket: str) -> Any:
 
 @pytest.fixture
 def daemon(worker_settings: Any, ray_address: str) -> Iterator[WorkerDaemon]:
-    d = WorkerDaemon(worker_settings, pools=["local-cpu"], capacity={"local-cpu": 1}, ray_address=ray_address)
+    d = WorkerDaemon(
+        worker_settings, load_deployment(worker_settings), pools=["local-cpu"], ray_address=ray_address
+    )
     t = threading.Thread(target=d.run, daemon=True)
     t.start()
     yield d
@@ -222,7 +225,7 @@ def test_sigkill_mid_run_resumes_from_last_checkpoint(
         first.wait(timeout=30)
 
     second = WorkerDaemon(
-        worker_settings, pools=["local-cpu"], capacity={"local-cpu": 1}, ray_address=ray_address
+        worker_settings, load_deployment(worker_settings), pools=["local-cpu"], ray_address=ray_address
     )
     t = threading.Thread(target=second.run, daemon=True)
     t.start()
