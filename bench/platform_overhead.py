@@ -330,7 +330,7 @@ def _summary(runs: list[dict[str, Any]], key: str) -> list[float]:
 
 
 def results(quick: bool = False, repeats: int | None = None) -> list[dict[str, Any]]:
-    from trainyard.local import LocalStack, free_port
+    from trainyard.cli.local import LocalStack, free_port
     from trainyard.platform import storage
     from trainyard.testing.tiny import make_dataset, make_tiny_model_dir
 

@@ -53,7 +53,7 @@ VALID_RECORDS = 50
 
 def make_files(out: Path) -> dict[str, Path]:
     """Build the tiny model dir and the JSONL datasets under ``out``; name -> path."""
-    from trainyard.testing.tiny import make_dataset, make_tiny_model_dir
+    from trainyard.cli.tiny_model import make_dataset, make_tiny_model_dir
 
     out.mkdir(parents=True, exist_ok=True)
     return {

@@ -124,7 +124,7 @@ def test_estimates_learn_from_finished_attempts(
         [c] = queue.claim(s, worker_id="w")
         queue.heartbeat(s, c.attempt_id, progress={"tokens": 1000, "tokens_per_second": measured})
         queue.finish(s, c.attempt_id, "succeeded")
-    client.app.state.planner._learned = None  # skip the one-minute cache
+    client.app.state.deployment.throughput.forget()  # skip the one-minute cache
     after = _estimate(client, key, **body)["chosen"]
     assert job["plan"]["throughput_source"] == "model"
     assert after["throughput_source"] == "learned"

@@ -21,8 +21,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from test_sdk import AppTransport, make_sdk, mount_costs, run_job
 from typer.testing import CliRunner, Result
 
-from trainyard import cli_user
+from trainyard.cli import client as cli_client
+from trainyard.cli import rendering
+from trainyard.cli import user as cli_user
+from trainyard.cli.jobfile import load_job_file
 from trainyard.platform.models import Job as JobRow
+from trainyard.platform.states import JobStatus
 from trainyard.sdk import Trainyard
 
 Invoke = Callable[..., Result]
@@ -38,7 +42,7 @@ def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def _runner_for(factory: Callable[[], Trainyard], monkeypatch: pytest.MonkeyPatch) -> Invoke:
-    monkeypatch.setattr(cli_user, "client_factory", factory)
+    monkeypatch.setattr(cli_client, "client_factory", factory)
     app = typer.Typer()
     cli_user.register(app)
     runner = CliRunner()
@@ -102,7 +106,7 @@ def worker(sessions: sessionmaker[Session]) -> Iterator[Callable[..., None]]:
 
 def test_user_commands_need_no_server_packages() -> None:
     code = (
-        "import sys, typer, trainyard.cli_user as c\n"
+        "import sys, typer, trainyard.cli.user as c\n"
         "c.register(typer.Typer())\n"
         "top = ('fastapi', 'sqlalchemy', 'psycopg', 'ray', 'torch')\n"
         "ours = ('trainyard.platform', 'trainyard.api', 'trainyard.workers')\n"
@@ -302,7 +306,12 @@ def test_relative_local_paths_in_a_job_file_become_absolute(tmp_path: Path) -> N
     job.write_text(
         "name: j\nbase_model: gpt2\ntraining_file: data/train.jsonl\nvalidation_file: s3://b/v.jsonl\n"
     )
-    data = cli_user.load_job_file(job)
+    data = load_job_file(job)
     assert data["training_file"] == str(tmp_path / "data" / "train.jsonl")
     assert data["base_model"] == "gpt2", "a hub id is not a path"
     assert data["validation_file"] == "s3://b/v.jsonl"
+
+
+def test_every_job_status_has_a_colour() -> None:
+    assert set(rendering.STATUS_STYLE) == {str(s) for s in JobStatus}
+    assert rendering.status("paused") == "[bright_black]paused[/bright_black]"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from trainyard.cli.tiny_model import make_dataset, make_tiny_model_dir
 from trainyard.sdk import Trainyard
-from trainyard.testing.tiny import make_dataset, make_tiny_model_dir
 
 pytestmark = pytest.mark.ray
 

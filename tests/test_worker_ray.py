@@ -22,6 +22,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from trainyard.platform import queue, storage
+from trainyard.platform.deployment import load_deployment
 from trainyard.platform.models import Checkpoint, Job, JobAttempt, JobEvent
 from trainyard.platform.states import TERMINAL, JobStatus
 from trainyard.testing.tiny import make_dataset, make_tiny_model_dir
@@ -53,7 +54,9 @@ def worker_settings(settings: Any, s3_bucket: str) -> Any:
 
 @pytest.fixture
 def daemon(worker_settings: Any, ray_address: str) -> Iterator[WorkerDaemon]:
-    d = WorkerDaemon(worker_settings, pools=["local-cpu"], capacity={"local-cpu": 1}, ray_address=ray_address)
+    d = WorkerDaemon(
+        worker_settings, load_deployment(worker_settings), pools=["local-cpu"], ray_address=ray_address
+    )
     t = threading.Thread(target=d.run, daemon=True)
     t.start()
     yield d
@@ -256,7 +259,7 @@ def test_sigkill_mid_run_resumes_from_last_checkpoint(
         first.wait(timeout=30)
 
     second = WorkerDaemon(
-        worker_settings, pools=["local-cpu"], capacity={"local-cpu": 1}, ray_address=ray_address
+        worker_settings, load_deployment(worker_settings), pools=["local-cpu"], ray_address=ray_address
     )
     t = threading.Thread(target=second.run, daemon=True)
     t.start()

@@ -17,11 +17,14 @@ from trainyard.api.metrics import latency_middleware, make_registry
 from trainyard.api.openai import routes as routes_openai
 from trainyard.api.spend_metrics import register_spend_metrics
 from trainyard.platform import db, migrate
+from trainyard.platform.deployment import Deployment, load_deployment
 from trainyard.platform.planning import Planner
 from trainyard.settings import Settings, get_settings
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, deployment: Deployment | None = None) -> FastAPI:
+    """The API for `settings`; a process that also runs a worker (the embedded stack) passes the
+    deployment it already built, so both read one catalog, one set of pools and one cache."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -42,7 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Trainyard", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     # Load the catalog and pools when the app is built, so a bad file stops start-up loudly.
-    app.state.planner = Planner(settings.catalog_path, settings.pools)
+    app.state.deployment = deployment or load_deployment(settings)
+    app.state.planner = Planner(app.state.deployment)
     install_error_handlers(app)
 
     @app.middleware("http")

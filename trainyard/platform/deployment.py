@@ -1,5 +1,6 @@
-"""The deployment: the instance catalog and the pools this installation runs, built once from
-settings and handed to the API, the worker daemon and each attempt process.
+"""The deployment: the instance catalog, the pools this installation runs and the throughput its
+finished attempts measured, built once per process from settings and handed to the API, the
+worker daemon and each attempt process.
 
 Every process that plans, claims or launches work reads the same object, so a pool's capacity
 is enforced the same way by `trainyard worker`, the embedded stack and the API.
@@ -7,26 +8,93 @@ is enforced the same way by `trainyard worker`, the embedded stack and the API.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from trainyard.platform.scheduling.catalog import Catalog, CatalogError, InstanceType, load_catalog
-from trainyard.platform.scheduling.pools import Pool, PoolConfigError, parse_pools
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from trainyard.platform.models import Job, JobAttempt
+from trainyard.platform.scheduling import (
+    Catalog,
+    CatalogError,
+    InstanceType,
+    LearnedThroughput,
+    Pool,
+    PoolConfigError,
+    ThroughputObservation,
+    load_catalog,
+    parse_pools,
+)
+from trainyard.platform.states import AttemptOutcome
 from trainyard.settings import Settings
+
+# Learning reads the newest finished attempts; older ones add little once this many agree.
+LEARNED_MAX_OBSERVATIONS = 5000
+LEARNED_TTL_SECONDS = 60.0
 
 
 class DeploymentConfigError(ValueError):
     """The catalog or the pools in the settings cannot be used."""
 
 
+class Throughput:
+    """Throughput that finished attempts measured, read from the database at most once per
+    `ttl_seconds`: estimates run on every submit, and a minute-old figure is as good."""
+
+    def __init__(self, catalog: Catalog, *, ttl_seconds: float = LEARNED_TTL_SECONDS) -> None:
+        self.catalog = catalog
+        self.ttl_seconds = ttl_seconds
+        self._learned: LearnedThroughput | None = None
+        self._read_at = 0.0
+
+    def learned(self, session: Session) -> LearnedThroughput:
+        # Two threads may both read when it goes stale; either result is as good as the other.
+        if self._learned is not None and time.monotonic() - self._read_at < self.ttl_seconds:
+            return self._learned
+        learned = LearnedThroughput.from_observations(
+            self._observations(session),
+            max_parameter_ratio=self.catalog.constants.learning_max_parameter_ratio,
+        )
+        self._learned, self._read_at = learned, time.monotonic()
+        return learned
+
+    def forget(self) -> None:
+        """Read the database again on the next estimate."""
+        self._learned = None
+
+    def _observations(self, session: Session) -> Iterable[ThroughputObservation]:
+        rows = session.execute(
+            select(JobAttempt.instance_type, JobAttempt.tokens_per_second, Job.plan)
+            .join(Job, Job.id == JobAttempt.job_id)
+            .where(JobAttempt.outcome == AttemptOutcome.SUCCEEDED, JobAttempt.tokens_per_second > 0)
+            .order_by(JobAttempt.ended_at.desc())
+            .limit(LEARNED_MAX_OBSERVATIONS)
+        ).all()
+        for instance_type, tps, plan in rows:
+            itype = self.catalog.get(instance_type or "")
+            params = (plan or {}).get("model_parameters")
+            if itype is None or not params:
+                continue
+            yield ThroughputObservation.for_instance(
+                itype,
+                model_parameters=int(params),
+                method=str((plan or {}).get("method", "full")),
+                tokens_per_second=float(tps),
+            )
+
+
 @dataclass(frozen=True)
 class Deployment:
     catalog: Catalog
     pools: tuple[Pool, ...]
+    throughput: Throughput = field(init=False, repr=False, compare=False)
     _by_name: Mapping[str, Pool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {p.instance_type: p for p in self.pools})
+        object.__setattr__(self, "throughput", Throughput(self.catalog))
 
     @property
     def available(self) -> frozenset[str]:
@@ -46,6 +114,17 @@ class Deployment:
         if itype is None:
             raise KeyError(f"instance type {name!r} is not in the catalog")
         return itype
+
+    def served(self, requested: Iterable[str] | None = None) -> list[str]:
+        """The pools a worker claims for: those asked for, else every pool here."""
+        configured = [p.instance_type for p in self.pools]
+        if not requested:
+            return configured
+        wanted = list(requested)
+        unknown = sorted(set(wanted) - set(configured))
+        if unknown:
+            raise DeploymentConfigError(f"pools {unknown} are not configured (configured: {configured})")
+        return wanted
 
 
 def load_deployment(settings: Settings) -> Deployment:

@@ -7,7 +7,6 @@ itself stays pure.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,9 +15,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from trainyard.platform import queue, storage
+from trainyard.platform import events, queue, states, storage
+from trainyard.platform.deployment import Deployment
 from trainyard.platform.errors import InvalidRequest, TrainyardError, Unprocessable
-from trainyard.platform.models import Job, JobAttempt, JobEvent
+from trainyard.platform.models import Job
 from trainyard.platform.scheduling import (
     Catalog,
     Decision,
@@ -27,25 +27,18 @@ from trainyard.platform.scheduling import (
     LearnedThroughput,
     ModelInfo,
     NoFeasibleOption,
-    ThroughputObservation,
-    available_types,
     choose,
     estimate_all,
-    load_catalog,
-    parse_pools,
     read_model_config,
     resolve_dataset_tokens,
     resolve_model_info,
 )
-from trainyard.platform.scheduling.catalog import CatalogError
-from trainyard.platform.scheduling.pools import PoolConfigError
 from trainyard.platform.sources import is_local_path
 from trainyard.platform.spec import JobSpec
 
 # Datasets larger than this are not read at submit time; the estimate then needs
 # `dataset_tokens` (or `max_steps`) from the request.
 MAX_DATASET_BYTES_AT_SUBMIT = 64 * 1024 * 1024
-LEARNED_TTL_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -62,16 +55,23 @@ def _read_bytes(uri: str) -> bytes:
 
 
 class Planner:
-    def __init__(self, catalog_path: str | None, pools: str | None) -> None:
-        try:
-            self.catalog: Catalog = load_catalog(catalog_path)
-            self.pools = parse_pools(pools, self.catalog)
-        except (CatalogError, PoolConfigError) as exc:
-            raise ValueError(f"scheduling configuration is invalid: {exc}") from exc
-        self.available = available_types(self.pools)
-        self.capacity = {p.instance_type: p.max_concurrent for p in self.pools}
-        self._learned: LearnedThroughput | None = None
-        self._learned_at = 0.0
+    """Plans jobs for one deployment: its catalog prices the options, its pools bound the choice,
+    its learned throughput corrects the estimates."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.deployment.catalog
+
+    @property
+    def available(self) -> frozenset[str]:
+        return self.deployment.available
+
+    @property
+    def capacity(self) -> dict[str, int]:
+        return self.deployment.capacity
 
     # -- inputs ----------------------------------------------------------------------------
     def _model(self, spec: JobSpec) -> ModelInfo:
@@ -95,35 +95,7 @@ class Planner:
         return resolve_dataset_tokens(spec, data, chars_per_token=self.catalog.constants.chars_per_token)
 
     def learned(self, session: Session) -> LearnedThroughput:
-        """Throughput that finished attempts measured, refreshed at most once a minute."""
-        if self._learned is not None and time.monotonic() - self._learned_at < LEARNED_TTL_SECONDS:
-            return self._learned
-        rows = session.execute(
-            select(JobAttempt.instance_type, JobAttempt.tokens_per_second, Job.plan)
-            .join(Job, Job.id == JobAttempt.job_id)
-            .where(JobAttempt.outcome == "succeeded", JobAttempt.tokens_per_second > 0)
-            .order_by(JobAttempt.ended_at.desc())
-            .limit(5000)
-        ).all()
-        observations = []
-        for instance_type, tps, plan in rows:
-            itype = self.catalog.get(instance_type or "")
-            params = (plan or {}).get("model_parameters")
-            if itype is None or not params:
-                continue
-            observations.append(
-                ThroughputObservation.for_instance(
-                    itype,
-                    model_parameters=int(params),
-                    method=str((plan or {}).get("method", "full")),
-                    tokens_per_second=float(tps),
-                )
-            )
-        self._learned = LearnedThroughput.from_observations(
-            observations, max_parameter_ratio=self.catalog.constants.learning_max_parameter_ratio
-        )
-        self._learned_at = time.monotonic()
-        return self._learned
+        return self.deployment.throughput.learned(session)
 
     # -- decisions -------------------------------------------------------------------------
     def estimate(
@@ -232,7 +204,7 @@ class Planner:
         active = dict(
             session.execute(
                 select(Job.pool, func.count())
-                .where(Job.status.in_(("running", "cancelling")), Job.pool.is_not(None))
+                .where(Job.status.in_(sorted(states.ACTIVE)), Job.pool.is_not(None))
                 .group_by(Job.pool)
             ).all()
         )
@@ -243,7 +215,7 @@ class Planner:
         waiting = session.scalars(
             select(Job)
             .where(
-                Job.status == "queued",
+                Job.status == states.QUEUED,
                 Job.pool.in_(full),
                 Job.spec["instance_type"].astext.is_(None),
                 Job.created_at < func.now() - timedelta(seconds=waited_seconds),
@@ -274,13 +246,12 @@ class Planner:
                 decision.chosen.instance_type,
             )
             room[decision.chosen.instance_type] -= 1
-            session.add(
-                JobEvent(
-                    job_id=job.id,
-                    type="message",
-                    message=f"pool {old_pool} is full; moved to {job.pool}: {plan['reason']}",
-                    data={"from_pool": old_pool, "to_pool": job.pool, "plan": plan},
-                )
+            events.add(
+                session,
+                job.id,
+                events.MESSAGE,
+                f"pool {old_pool} is full; moved to {job.pool}: {plan['reason']}",
+                data={"from_pool": old_pool, "to_pool": job.pool, "plan": plan},
             )
             queue.notify(session, job.pool)
             moved.append(job.id)

@@ -1,5 +1,8 @@
 """The worker daemon: claims jobs for its pools and runs each attempt in its own process.
 
+Claims always go through the deployment's pool capacity, so a pool runs at most its
+`max_concurrent` jobs at once across every worker, whichever way the daemon was started.
+
 The daemon holds no lease itself; each attempt process heartbeats its own lease, so a crash of
 one attempt cannot take others down, and a crash of the daemon leaves its attempts to be rescued
 once their leases run out. The daemon also runs the rescuer, so any live worker recovers the
@@ -16,13 +19,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy.engine import make_url
 
 from trainyard.platform import db, queue
+from trainyard.platform.deployment import Deployment
 from trainyard.platform.errors import LeaseLost
+from trainyard.platform.planning import Planner
+from trainyard.platform.states import AttemptOutcome
 from trainyard.settings import Settings
 
 log = logging.getLogger("trainyard.worker")
@@ -36,42 +42,31 @@ class Running:
 
 
 def ensure_ray(settings: Settings, num_cpus: int | None = None) -> str:
-    """Connect to `RAY_ADDRESS`, or start a local Ray; return the address attempt processes use."""
-    import ray
-
+    """`RAY_ADDRESS`, or a local Ray started here; the address attempt processes connect to."""
     if settings.ray_address:
         return settings.ray_address
+    import ray
+
     if not ray.is_initialized():
         ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
     return str(ray.get_runtime_context().gcs_address)
-
-
-def served_pools(settings: Settings, requested: list[str] | None = None) -> list[str]:
-    """The pools this worker claims for: those asked for, else every configured pool."""
-    from trainyard.platform.scheduling import load_catalog, parse_pools
-
-    configured = [p.instance_type for p in parse_pools(settings.pools, load_catalog(settings.catalog_path))]
-    if requested:
-        unknown = sorted(set(requested) - set(configured))
-        if unknown:
-            raise ValueError(f"pools {unknown} are not configured (configured: {configured})")
-        return requested
-    return configured
 
 
 class WorkerDaemon:
     def __init__(
         self,
         settings: Settings,
+        deployment: Deployment,
         *,
-        pools: list[str] | None = None,
-        capacity: dict[str, int] | None = None,
+        pools: Iterable[str] | None = None,
         worker_id: str | None = None,
         ray_address: str | None = None,
     ) -> None:
+        """Serve `pools` of the deployment (default: all of them); unknown pools are refused."""
         self.settings = settings
-        self.pools = pools
-        self.capacity = capacity
+        self.deployment = deployment
+        self.pools = deployment.served(pools)
+        self.planner = Planner(deployment)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.ray_address = ray_address or settings.ray_address
         self.engine = db.make_engine(settings.database_url, pool_size=2, max_overflow=2)
@@ -80,7 +75,6 @@ class WorkerDaemon:
         self.listener = queue.Listener(conninfo.render_as_string(hide_password=False))
         self.running: dict[str, Running] = {}
         self._stopping = threading.Event()
-        self._planner: Any = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def request_stop(self, *_: object) -> None:
@@ -134,13 +128,9 @@ class WorkerDaemon:
     def _redispatch(self) -> None:
         """Jobs waiting behind a full pool may move to another pool that still meets their
         constraint; any worker may do it for all pools."""
-        from trainyard.platform.planning import Planner
-
-        if self._planner is None:
-            self._planner = Planner(self.settings.catalog_path, self.settings.pools)
         try:
             with self.sessions() as s:
-                for job_id in self._planner.redispatch(s):
+                for job_id in self.planner.redispatch(s):
                     log.info("job %s moved to another pool: its own was full", job_id)
         except Exception:
             # Dispatch is an optimisation; a failure must never stop claiming.
@@ -156,7 +146,7 @@ class WorkerDaemon:
                 worker_id=self.worker_id,
                 n=free,
                 pools=self.pools,
-                capacity=self.capacity,
+                capacity=self.deployment.capacity,
                 lease_seconds=self.settings.lease_seconds,
             )
         for claim in claims:
@@ -197,7 +187,7 @@ class WorkerDaemon:
                     status = queue.finish(
                         s,
                         attempt_id,
-                        "crashed",
+                        AttemptOutcome.CRASHED,
                         error_code="worker_crashed",
                         error_message=f"attempt process exited with code {code}",
                         backoff_base=self.settings.retry_backoff_seconds,

@@ -90,6 +90,7 @@ class LocalStack:
 
         from trainyard.api.app import create_app
         from trainyard.platform import db, migrate
+        from trainyard.platform.deployment import load_deployment
         from trainyard.sdk import save_credentials
         from trainyard.workers.daemon import WorkerDaemon, ensure_ray
 
@@ -106,6 +107,8 @@ class LocalStack:
             heartbeat_seconds=float(os.environ.get("TRAINYARD_HEARTBEAT_SECONDS", "2")),
             poll_seconds=float(os.environ.get("TRAINYARD_POLL_SECONDS", "2")),
         )
+        # One deployment for the API and the worker of this process (and its one throughput cache).
+        deployment = load_deployment(self.settings)
         engine = db.make_engine(self.settings.database_url, pool_size=1, max_overflow=0)
         migrate.upgrade(engine)
         engine.dispose()
@@ -121,7 +124,11 @@ class LocalStack:
         os.environ["RAY_ADDRESS"] = ray_address
 
         config = uvicorn.Config(
-            create_app(self.settings), host=self.host, port=self.port, log_level="warning", lifespan="on"
+            create_app(self.settings, deployment),
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
         )
         self._server = uvicorn.Server(config)
         api = threading.Thread(target=self._server.run, name="api", daemon=True)
@@ -129,15 +136,7 @@ class LocalStack:
         self._threads.append(api)
         self._wait_for_api()
 
-        from trainyard.platform.planning import Planner
-
-        planner = Planner(self.settings.catalog_path, self.settings.pools)
-        self._daemon = WorkerDaemon(
-            self.settings,
-            pools=sorted(planner.available),
-            capacity=planner.capacity,
-            ray_address=ray_address,
-        )
+        self._daemon = WorkerDaemon(self.settings, deployment, ray_address=ray_address)
         worker = threading.Thread(target=self._daemon.run, name="worker", daemon=True)
         worker.start()
         self._threads.append(worker)

@@ -18,8 +18,6 @@ from rich.table import Table
 # soft_wrap: URIs must stay whole on one line so they can be copied.
 console = Console(soft_wrap=True)
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
-
 
 def demo_spec(model_dir: Path, train_uri: str) -> dict[str, Any]:
     return {
@@ -80,7 +78,7 @@ def follow(client: Any, job_id: str, timeout: float = 900.0) -> Any:
             tps = f"{p.tokens_per_second:,.0f} tok/s" if p.tokens_per_second else ""
             info = "  ".join(x for x in (loss, tps, f"${job.cost.usd:.5f}") if x)
             progress.update(bar, description=job.status, completed=p.step or 0, total=total, info=info)
-            if job.status in TERMINAL:
+            if job.is_terminal:
                 return job
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} did not finish within {timeout:.0f}s")
@@ -88,10 +86,10 @@ def follow(client: Any, job_id: str, timeout: float = 900.0) -> Any:
 
 
 def run_demo(data_dir: Path, port: int = 8000) -> int:
-    from trainyard.local import LocalStack, free_port
+    from trainyard.cli.local import LocalStack, free_port
+    from trainyard.cli.tiny_model import make_dataset, make_tiny_model_dir
     from trainyard.platform import storage
     from trainyard.sdk import Trainyard
-    from trainyard.testing.tiny import make_dataset, make_tiny_model_dir
 
     stack = LocalStack(data_dir=data_dir, port=free_port(port))
     console.print(f"[bold]Starting the embedded stack[/] (data in {data_dir})")
