@@ -28,10 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainyard.platform.scheduling import ModelInfo, choose_many, load_catalog
-from trainyard.platform.scheduling.catalog import Catalog
-from trainyard.platform.scheduling.estimator import _run_figures, job_tokens, profile
-from trainyard.platform.scheduling.policies import accelerator_allowed
+from trainyard.platform.scheduling import Catalog, ModelInfo, accelerator_allowed, choose_many, load_catalog
+from trainyard.platform.scheduling.estimator import job_tokens, run_figures
+from trainyard.platform.scheduling.profiles import profile
 from trainyard.platform.spec import JobSpec
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -168,7 +167,7 @@ def bench_quality() -> dict[str, dict[str, Any]]:
                 device_noise[key] = math.exp(rng.gauss(0, 0.25))
             tps = prof.tokens_per_second * device_noise[key] * job_noise
             tokens = job_tokens(spec, dataset_tokens, prof.tokens_per_step)
-            _, od, sp, (od_billed, sp_billed) = _run_figures(
+            _, od, sp, (od_billed, sp_billed) = run_figures(
                 tokens,
                 tps,
                 prof.startup_seconds,
