@@ -66,18 +66,20 @@ def generate_jobs(n: int, seed: int) -> list[tuple[JobSpec, ModelInfo, int]]:
             policy["max_cost_usd"] = round(10 ** rng.uniform(0, 3.3), 2)
         if rng.random() < 0.1:
             policy["allowed_accelerators"] = rng.sample(["A100", "H100", "L4", "A10G", "tpu", "H200"], 2)
-        spec = JobSpec(
-            name=f"job-{i}",
-            base_model="org/model",
-            training_file="s3://bench/train.jsonl",
-            method=method,
-            policy=policy,
-            hyperparameters={
-                "epochs": rng.choice([1, 2, 3]),
-                "batch_size": rng.choice([4, 8, 16]),
-                "seq_len": rng.choice([512, 1024, 2048]),
-            },
-            checkpoint={"every_steps": rng.choice([100, 500, 2000])},
+        spec = JobSpec.model_validate(
+            {
+                "name": f"job-{i}",
+                "base_model": "org/model",
+                "training_file": "s3://bench/train.jsonl",
+                "method": method,
+                "policy": policy,
+                "hyperparameters": {
+                    "epochs": rng.choice([1, 2, 3]),
+                    "batch_size": rng.choice([4, 8, 16]),
+                    "seq_len": rng.choice([512, 1024, 2048]),
+                },
+                "checkpoint": {"every_steps": rng.choice([100, 500, 2000])},
+            }
         )
         jobs.append((spec, model, int(10 ** rng.uniform(6, 9.3))))
     return jobs
@@ -190,6 +192,7 @@ def bench_quality() -> dict[str, dict[str, Any]]:
         if mine.error_code is not None:
             refused += 1
             continue
+        assert mine.instance_type is not None  # a choice without an error names its type
         lookup = {(r[0], r[1]): r for r in rows}
         accelerated = [r for r in rows if r[5]] or rows
         picks = {
