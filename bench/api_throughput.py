@@ -132,14 +132,16 @@ def _measured(server_pid: int, fn: Any) -> dict[str, Any]:
     server = _proc_cpu(server_pid) - server0
     n = max(1, out["requests"])
     lat = out.pop("latencies")
+    client_cpu = cpu["client_cpu_s"]
+    assert client_cpu is not None  # always measured; only the Postgres figure may be missing
     out.update(
         {
             "p50_ms": 1000 * percentile(lat, 50),
             "p99_ms": 1000 * percentile(lat, 99),
             "server_cpu_ms_per_req": 1000 * server / n,
             "server_cores_busy": server / out["seconds"],
-            "client_cpu_ms_per_req": 1000 * cpu["client_cpu_s"] / n,
-            "client_cores_busy": cpu["client_cpu_s"] / out["seconds"],
+            "client_cpu_ms_per_req": 1000 * client_cpu / n,
+            "client_cores_busy": client_cpu / out["seconds"],
             "postgres_cpu_ms_per_req": (
                 1000 * cpu["postgres_cpu_s"] / n if cpu["postgres_cpu_s"] is not None else None
             ),

@@ -28,10 +28,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainyard.platform.scheduling import ModelInfo, choose_many, load_catalog
-from trainyard.platform.scheduling.catalog import Catalog
-from trainyard.platform.scheduling.estimator import _run_figures, job_tokens, profile
-from trainyard.platform.scheduling.policies import accelerator_allowed
+from trainyard.platform.scheduling import Catalog, ModelInfo, accelerator_allowed, choose_many, load_catalog
+from trainyard.platform.scheduling.estimator import job_tokens, run_figures
+from trainyard.platform.scheduling.profiles import profile
 from trainyard.platform.spec import JobSpec
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -67,18 +66,20 @@ def generate_jobs(n: int, seed: int) -> list[tuple[JobSpec, ModelInfo, int]]:
             policy["max_cost_usd"] = round(10 ** rng.uniform(0, 3.3), 2)
         if rng.random() < 0.1:
             policy["allowed_accelerators"] = rng.sample(["A100", "H100", "L4", "A10G", "tpu", "H200"], 2)
-        spec = JobSpec(
-            name=f"job-{i}",
-            base_model="org/model",
-            training_file="s3://bench/train.jsonl",
-            method=method,
-            policy=policy,
-            hyperparameters={
-                "epochs": rng.choice([1, 2, 3]),
-                "batch_size": rng.choice([4, 8, 16]),
-                "seq_len": rng.choice([512, 1024, 2048]),
-            },
-            checkpoint={"every_steps": rng.choice([100, 500, 2000])},
+        spec = JobSpec.model_validate(
+            {
+                "name": f"job-{i}",
+                "base_model": "org/model",
+                "training_file": "s3://bench/train.jsonl",
+                "method": method,
+                "policy": policy,
+                "hyperparameters": {
+                    "epochs": rng.choice([1, 2, 3]),
+                    "batch_size": rng.choice([4, 8, 16]),
+                    "seq_len": rng.choice([512, 1024, 2048]),
+                },
+                "checkpoint": {"every_steps": rng.choice([100, 500, 2000])},
+            }
         )
         jobs.append((spec, model, int(10 ** rng.uniform(6, 9.3))))
     return jobs
@@ -168,7 +169,7 @@ def bench_quality() -> dict[str, dict[str, Any]]:
                 device_noise[key] = math.exp(rng.gauss(0, 0.25))
             tps = prof.tokens_per_second * device_noise[key] * job_noise
             tokens = job_tokens(spec, dataset_tokens, prof.tokens_per_step)
-            _, od, sp, (od_billed, sp_billed) = _run_figures(
+            _, od, sp, (od_billed, sp_billed) = run_figures(
                 tokens,
                 tps,
                 prof.startup_seconds,
@@ -191,6 +192,7 @@ def bench_quality() -> dict[str, dict[str, Any]]:
         if mine.error_code is not None:
             refused += 1
             continue
+        assert mine.instance_type is not None  # a choice without an error names its type
         lookup = {(r[0], r[1]): r for r in rows}
         accelerated = [r for r in rows if r[5]] or rows
         picks = {

@@ -18,7 +18,8 @@ from trainyard.platform.scheduling import (
     load_constants,
     parse_pools,
 )
-from trainyard.platform.scheduling.catalog import DEFAULT_CATALOG_PATH, DEFAULT_CONSTANTS_PATH
+from trainyard.platform.scheduling.catalog import DEFAULT_CATALOG_PATH
+from trainyard.platform.scheduling.constants import DEFAULT_CONSTANTS_PATH
 
 REQUIRED = {
     "local-cpu",

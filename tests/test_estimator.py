@@ -16,7 +16,9 @@ import pytest
 
 from trainyard.platform.scheduling import (
     Catalog,
+    Estimate,
     EstimateInputError,
+    InstanceType,
     LearnedThroughput,
     ModelInfo,
     ThroughputObservation,
@@ -97,6 +99,14 @@ def model(config: dict[str, Any]) -> ModelInfo:
 def job(**overrides: Any) -> JobSpec:
     fields: dict[str, Any] = {"name": "t", "base_model": "org/model", "training_file": "s3://b/train.jsonl"}
     return JobSpec(**(fields | overrides))
+
+
+def spot_estimate(
+    spec: JobSpec, itype: InstanceType, catalog: Catalog, m: ModelInfo, tokens: int
+) -> Estimate:
+    """The spot option as production plans it: from ``estimate_all``."""
+    options = estimate_all(spec, catalog, m, tokens, now=NOW)
+    return next(o for o in options if o.instance_type == itype.name and o.spot)
 
 
 # --- model size ---------------------------------------------------------------------------
@@ -299,7 +309,7 @@ def test_spot_pays_for_interruptions(catalog: Catalog) -> None:
     itype = catalog["g6.xlarge"]
     spec = job(method="lora", checkpoint={"every_steps": 500})
     od = estimate(spec, itype, catalog, model(LLAMA3_8B), 20_000_000, now=NOW)
-    spot = estimate(spec, itype, catalog, model(LLAMA3_8B), 20_000_000, now=NOW, spot=True)
+    spot = spot_estimate(spec, itype, catalog, model(LLAMA3_8B), 20_000_000)
     assert spot.spot and not od.spot
     assert spot.seconds > od.seconds
     # Each interruption: 300 s restart + model reload + half a checkpoint interval of lost work.
@@ -314,13 +324,19 @@ def test_spot_pays_for_interruptions(catalog: Catalog) -> None:
     )
     assert spot.cost_usd < od.cost_usd
     # Checkpointing less often loses more work per interruption.
-    rare = estimate(
-        job(method="lora", checkpoint={"every_steps": 5000}), itype, catalog, model(LLAMA3_8B), 20_000_000,
-        now=NOW, spot=True,
-    )  # fmt: skip
+    rare = spot_estimate(
+        job(method="lora", checkpoint={"every_steps": 5000}), itype, catalog, model(LLAMA3_8B), 20_000_000
+    )
     assert rare.seconds > spot.seconds
+    # A type without a spot price has no spot option, and no spot price to charge.
+    h100 = catalog["gpu_1x_h100_sxm5"]
+    assert not any(
+        o.spot
+        for o in estimate_all(spec, catalog, model(LLAMA3_8B), 1_000, now=NOW)
+        if o.instance_type == h100.name
+    )
     with pytest.raises(ValueError, match="no spot price"):
-        estimate(spec, catalog["gpu_1x_h100_sxm5"], catalog, model(LLAMA3_8B), 1_000, now=NOW, spot=True)
+        h100.price(spot=True)
 
 
 def test_deadline_and_budget_flags(catalog: Catalog) -> None:
@@ -345,8 +361,14 @@ def test_estimate_all_lists_on_demand_and_spot(catalog: Catalog) -> None:
     spot_priced = sum(1 for t in catalog if t.spot_usd_per_hour is not None)
     assert len(options) == len(catalog) + spot_priced
     assert [o.option for o in options[:3]] == ["local-cpu", "c7i.2xlarge", "c7i.2xlarge spot"]
-    limited = estimate_all(job(), catalog, model(GPT2), 1_000_000, now=NOW, available={"g5.xlarge"})
-    assert [o.option for o in limited] == ["g5.xlarge", "g5.xlarge spot"]
+    # Each type's spot option is its on-demand run with the spot figures: the same tokens, plan and speed.
+    od, spot = (o for o in options if o.instance_type == "c7i.2xlarge")
+    assert (spot.seconds, spot.cost_usd) == (od.spot_seconds, od.spot_cost_usd)
+    assert (spot.tokens, spot.strategy, spot.tokens_per_second) == (
+        od.tokens,
+        od.strategy,
+        od.tokens_per_second,
+    )
     json.dumps(options[0].to_dict())  # serialisable as is
     assert options[0].to_dict()["memory"]["capacity_gb"] > 0
 

@@ -18,7 +18,8 @@ import yaml
 from trainyard.platform.scheduling import (
     Catalog,
     ModelInfo,
-    decide,
+    choose,
+    estimate_all,
     load_catalog,
     parse_pools,
     resolve_dataset_tokens,
@@ -358,7 +359,7 @@ def test_lora_8b_gets_a_fitting_gpu_before_its_deadline(catalog: Catalog) -> Non
     tokens = resolve_dataset_tokens(spec, None)
     # Two days before the deadline, whatever today's date.
     now = spec.policy.deadline - timedelta(days=2)
-    decision = decide(spec, catalog, model, tokens, now=now, available=None)
+    decision = choose(spec, estimate_all(spec, catalog, model, tokens, now=now))
     chosen = decision.chosen
     assert chosen.kind in ("gpu", "multi_gpu"), decision.reason
     assert chosen.fits and chosen.meets_deadline, decision.reason
@@ -369,10 +370,10 @@ def test_tiny_examples_run_on_the_cheapest_cpu_pool(name: str, catalog: Catalog)
     spec = JobSpec.model_validate(_one(EXAMPLES / name))
     model = ModelInfo(parameters=31_488, source="spec")  # what make_data.py's tiny GPT-2 has
     tokens = resolve_dataset_tokens(spec, None)
-    local = decide(spec, catalog, model, tokens, available=frozenset({"local-cpu"}))
+    local = choose(spec, estimate_all(spec, catalog, model, tokens), available=frozenset({"local-cpu"}))
     assert local.instance_type == "local-cpu"
     cluster_types = frozenset(p.instance_type for p in parse_pools(POOLS.read_text(), catalog))
-    on_cluster = decide(spec, catalog, model, tokens, available=cluster_types)
+    on_cluster = choose(spec, estimate_all(spec, catalog, model, tokens), available=cluster_types)
     assert catalog.get(on_cluster.instance_type).kind == "cpu"
 
 

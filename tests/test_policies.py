@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 from trainyard.platform.scheduling import (
     Catalog,
+    Decision,
     Estimate,
     ModelInfo,
     NoFeasibleOption,
     choose,
     choose_many,
-    decide,
     estimate_all,
     load_catalog,
 )
@@ -56,12 +56,15 @@ def job(**overrides: Any) -> JobSpec:
     return JobSpec(**(fields | overrides))
 
 
-def options_for(spec: JobSpec, model: ModelInfo, tokens: int, **kw: Any) -> list[Estimate]:
-    return estimate_all(spec, shipped(), model, tokens, now=NOW, **kw)
+def options_for(spec: JobSpec, model: ModelInfo, tokens: int) -> list[Estimate]:
+    return estimate_all(spec, shipped(), model, tokens, now=NOW)
 
 
-def decide_now(spec: JobSpec, model: ModelInfo, tokens: int, **kw: Any):
-    return decide(spec, shipped(), model, tokens, now=NOW, **kw)
+def decide_now(
+    spec: JobSpec, model: ModelInfo, tokens: int, *, available: set[str] | frozenset[str] | None = None
+) -> Decision:
+    """As planning decides one job: every catalog option estimated, then chosen among the pools."""
+    return choose(spec, options_for(spec, model, tokens), available=available)
 
 
 # --- each objective -----------------------------------------------------------------------
@@ -191,9 +194,12 @@ def test_available_pools_narrow_the_choice() -> None:
     spec = job()
     decision = decide_now(spec, GPT2, 1_000_000, available={"local-cpu", "c7i.2xlarge"})
     assert decision.chosen.instance_type in {"local-cpu", "c7i.2xlarge"}
+    # A pinned type that no pool runs: nothing is eligible, and the message names both constraints.
     with pytest.raises(NoFeasibleOption) as info:
         decide_now(job(instance_type="g5.xlarge"), GPT2, 1_000_000, available={"local-cpu"})
-    assert info.value.code == "instance_type_unavailable" and info.value.param == "instance_type"
+    assert info.value.code == "no_eligible_instance" and info.value.param == "policy"
+    assert "instance_type 'g5.xlarge'" in info.value.message
+    assert "the pools that exist (local-cpu)" in info.value.message
 
 
 def test_narrowing_errors() -> None:
@@ -356,3 +362,32 @@ def test_choose_many_agrees_with_choose(cases: list[tuple[JobSpec, ModelInfo, in
         assert (got.instance_type, got.spot) == (decision.chosen.instance_type, decision.chosen.spot)
         assert got.seconds == decision.chosen.seconds and got.cost_usd == decision.chosen.cost_usd
         assert got.meets_deadline == decision.chosen.meets_deadline
+
+
+@PROPERTY
+@given(
+    st.lists(jobs(), min_size=1, max_size=8),
+    st.lists(
+        st.sampled_from([None, "local-cpu", "g5.xlarge", "p5.48xlarge", "v6e-8", "x9.mega"]), min_size=8
+    ),
+    st.sampled_from(
+        [None, frozenset({"local-cpu", "c7i.2xlarge"}), frozenset({"g5.xlarge", "p5.48xlarge", "v6e-8"})]
+    ),
+)
+def test_choose_many_agrees_with_choose_among_pools_and_pins(
+    cases: list[tuple[JobSpec, ModelInfo, int]], pins: list[str | None], available: frozenset[str] | None
+) -> None:
+    pinned = [
+        (spec.model_copy(update={"instance_type": pin}), model, tokens)
+        for (spec, model, tokens), pin in zip(cases, pins, strict=False)
+    ]
+    batch = choose_many(pinned, shipped(), now=NOW, available=available)
+    for (spec, model, tokens), got in zip(pinned, batch, strict=True):
+        try:
+            decision = decide_now(spec, model, tokens, available=available)
+        except NoFeasibleOption as exc:
+            assert got.error_code == exc.code
+            continue
+        assert got.error_code is None
+        assert (got.instance_type, got.spot) == (decision.chosen.instance_type, decision.chosen.spot)
+        assert got.seconds == decision.chosen.seconds and got.cost_usd == decision.chosen.cost_usd

@@ -1,0 +1,241 @@
+"""The job-shape x instance-type part of an estimate: memory plan, tokens per second, start-up.
+
+A profile depends only on the job's shape (model, method, batch, sequence length) and the instance
+type, not on its token count, deadline or budget. It is cached on the catalog, because a queue
+holds many jobs of few shapes; finishing it for one job is a handful of arithmetic operations
+(``estimator.run_figures``).
+
+Memory: each candidate plan (data-parallel replicas or FSDP shards, with or without gradient
+checkpointing) is sized per device; the fastest plan that fits is kept. Speed: peak FLOP/s x
+utilisation x scaling over FLOPs per token, unless comparable runs measured it (``throughput``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from trainyard.platform.scheduling.catalog import Catalog
+from trainyard.platform.scheduling.instance_types import InstanceType
+from trainyard.platform.scheduling.model_info import ModelInfo
+from trainyard.platform.scheduling.throughput import LearnedThroughput, throughput_key
+from trainyard.platform.spec import JobSpec
+
+GB = 1e9
+_CACHE_LIMIT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryBreakdown:
+    """Memory per device in GB (for a CPU type: the whole machine, all workers)."""
+
+    weights_gb: float
+    gradients_gb: float
+    optimizer_gb: float
+    activations_gb: float
+    overhead_gb: float
+    total_gb: float
+    capacity_gb: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    fits: bool
+    strategy: str
+    gradient_checkpointing: bool
+    memory: MemoryBreakdown
+    trainable_parameters: int
+    flops_per_token: float
+    tokens_per_second: float
+    throughput_source: str
+    startup_seconds: float
+    restart_seconds: float
+    tokens_per_step: int
+    preemptions_per_second: float
+
+
+def model_shape(model: ModelInfo) -> tuple[int, int, int]:
+    """(layers, hidden, vocab), guessed from the parameter count when the config was not read.
+
+    The guess assumes a decoder with ~12 x layers x hidden^2 parameters and hidden / layers ~ 128,
+    the aspect ratio of most open models; it only feeds the activation-memory term.
+    """
+    if model.layers and model.hidden_size:
+        return model.layers, model.hidden_size, model.vocab_size or 32_000
+    hidden = max(64, round((model.parameters * 128 / 12) ** (1 / 3)))
+    layers = max(1, round(model.parameters / (12 * hidden * hidden)))
+    return layers, hidden, model.vocab_size or 32_000
+
+
+def _profile_key(
+    spec: JobSpec, itype: InstanceType, model: ModelInfo, learned: LearnedThroughput | None
+) -> tuple:
+    hp = spec.hyperparameters
+    return (
+        itype.name,
+        model,
+        spec.method,
+        spec.task,
+        hp.batch_size,
+        hp.gradient_accumulation_steps,
+        hp.seq_len,
+        hp.lora_r if spec.method == "lora" else 0,
+        learned,
+    )
+
+
+def profile(
+    spec: JobSpec,
+    itype: InstanceType,
+    catalog: Catalog,
+    model: ModelInfo,
+    *,
+    learned: LearnedThroughput | None = None,
+) -> Profile:
+    """The job-shape x instance-type part of an estimate (cached on the catalog)."""
+    key = _profile_key(spec, itype, model, learned)
+    cache = catalog.estimate_cache
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
+    result = _compute_profile(spec, itype, catalog, model, learned)
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = result
+    return result
+
+
+def _compute_profile(
+    spec: JobSpec, itype: InstanceType, catalog: Catalog, model: ModelInfo, learned: LearnedThroughput | None
+) -> Profile:
+    c = catalog.constants
+    hp = spec.hyperparameters
+    params = model.parameters
+    layers, hidden, vocab = model_shape(model)
+    lora = spec.method == "lora"
+    trainable = max(1, round(params * c.lora_trainable_fraction_at_r16 * hp.lora_r / 16)) if lora else params
+
+    # Bytes of model state (weights, gradients, optimizer) before any sharding.
+    if lora:
+        weights = params * c.lora_frozen_bytes + trainable * c.lora_trainable_bytes_weights
+        grads = trainable * c.lora_trainable_bytes_gradients
+        optim = trainable * c.lora_trainable_bytes_optimizer
+    else:
+        weights = params * c.full_bytes_weights
+        grads = params * c.full_bytes_gradients
+        optim = params * c.full_bytes_optimizer
+
+    micro_tokens = hp.batch_size * hp.seq_len  # batch_size is per worker
+    logits = micro_tokens * vocab * c.logits_bytes_per_element if spec.task == "causal_lm" else 0.0
+    act_full = c.activation_factor * micro_tokens * hidden * layers + logits
+    act_ckpt = (
+        c.checkpointed_activation_factor * micro_tokens * hidden * layers
+        + c.activation_factor * micro_tokens * hidden
+        + logits
+    )
+
+    base_flops = (c.lora_flops_per_param_token if lora else c.full_flops_per_param_token) * params
+    base_flops += c.attention_flops_factor * layers * hp.seq_len * hidden
+    if lora:
+        base_flops += c.full_flops_per_param_token * trainable
+    recompute = c.recompute_flops_per_param_token * params
+
+    cpu = itype.kind == "cpu"
+    n = itype.devices * itype.nodes if not cpu else 1
+    if cpu:
+        capacity = itype.ram_gb * GB * c.usable_memory_fraction
+        overhead = c.cpu_framework_overhead_gb * GB * itype.workers
+        replicas = itype.workers  # every worker process holds a full replica in the same RAM
+    else:
+        assert itype.accelerator_memory_gb is not None
+        capacity = itype.accelerator_memory_gb * GB * c.usable_memory_fraction
+        overhead = c.framework_overhead_gb * GB
+        replicas = 1
+
+    # Candidate plans, each with its memory per device and its slow-down relative to plain DDP.
+    data_parallel = "ddp" if (n > 1 or itype.workers > 1) else "single"
+    plans: list[tuple[str, bool, float, float, float, float]] = []
+    for ckpt in (False, True):
+        act = act_ckpt if ckpt else act_full
+        plans.append(
+            (data_parallel, ckpt, weights * replicas, grads * replicas, optim * replicas, act * replicas)
+        )
+    if n > 1:
+        gathered = c.fsdp_gathered_layers * (params / layers) * 2  # bf16 all-gathered layers
+        for ckpt in (False, True):
+            act = act_ckpt if ckpt else act_full
+            plans.append(("fsdp", ckpt, weights / n + gathered, grads / n, optim / n, act))
+
+    scaling = 1.0
+    if cpu:
+        if itype.workers > 1:
+            scaling = c.scaling_efficiency["host"]
+        peak_flops = itype.vcpus * c.cpu_effective_gflops_per_vcpu * 1e9
+        util = 1.0
+    else:
+        accel = catalog.accelerators[itype.accelerator]  # type: ignore[index]
+        if n > 1:
+            scaling = c.scaling_efficiency[itype.interconnect]
+            if itype.nodes > 1:
+                scaling *= c.scaling_efficiency["network"]
+        peak_flops = n * accel.peak_bf16_tflops * 1e12
+        util = c.utilisation(accel.name, itype.kind)
+        saturating = c.small_model_params_per_peak_tflop * accel.peak_bf16_tflops
+        util *= max(c.small_model_floor, min(1.0, (params / saturating) ** c.small_model_exponent))
+
+    best: tuple[float, int] | None = None
+    chosen = plans[-1]
+    for index, plan in enumerate(plans):
+        strategy, ckpt, w, g, o, a = plan
+        if w + g + o + a + overhead > capacity:
+            continue
+        slowdown = (base_flops + (recompute if ckpt else 0.0)) / (
+            c.fsdp_efficiency if strategy == "fsdp" else 1.0
+        )
+        if best is None or slowdown < best[0]:
+            best = (slowdown, index)
+            chosen = plan
+    fits = best is not None
+    strategy, ckpt, w, g, o, a = chosen
+    memory = MemoryBreakdown(
+        weights_gb=w / GB,
+        gradients_gb=g / GB,
+        optimizer_gb=o / GB,
+        activations_gb=a / GB,
+        overhead_gb=overhead / GB,
+        total_gb=(w + g + o + a + overhead) / GB,
+        capacity_gb=capacity / GB,
+    )
+
+    flops_per_token = base_flops + (recompute if ckpt else 0.0)
+    effective = peak_flops * util * scaling * (c.fsdp_efficiency if strategy == "fsdp" else 1.0)
+    tps = effective / flops_per_token
+    source = "model"
+    if learned is not None:
+        accelerator, count = throughput_key(itype)
+        measured = learned.tokens_per_second(
+            model_parameters=params, method=spec.method, accelerator=accelerator, accelerator_count=count
+        )
+        if measured is not None:
+            tps, source = measured, "learned"
+
+    load_seconds = params * 2 / (c.model_load_gb_per_s * GB)
+    startup = (
+        c.startup_seconds_by_instance.get(itype.name, c.startup_seconds_by_kind[itype.kind]) + load_seconds
+    )
+    return Profile(
+        fits=fits,
+        strategy=strategy,
+        gradient_checkpointing=ckpt,
+        memory=memory,
+        trainable_parameters=trainable,
+        flops_per_token=flops_per_token,
+        tokens_per_second=tps,
+        throughput_source=source,
+        startup_seconds=startup,
+        restart_seconds=c.spot_restart_overhead_seconds + load_seconds,
+        tokens_per_step=micro_tokens * hp.gradient_accumulation_steps * itype.workers * itype.nodes,
+        preemptions_per_second=c.spot_preemptions_per_hour[itype.kind] / 3600,
+    )
