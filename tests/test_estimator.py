@@ -197,6 +197,14 @@ def test_dataset_tokens_from_jsonl() -> None:
     assert count_dataset_tokens(data, chars_per_token=4.0, seq_len=20) == 20 + 10 + 20 + 10
 
 
+def test_dataset_tokens_count_only_what_uploads_and_training_accept() -> None:
+    # The estimate reads records as uploads and training do: a shape they refuse trains nothing.
+    refused = [{"input": "a" * 400, "output": "b" * 400}, {"completion": "c" * 400}]
+    accepted = {"prompt": "d" * 20, "completion": "e" * 20}
+    data = "\n".join(json.dumps(x) for x in [*refused, accepted]).encode()
+    assert count_dataset_tokens(data, chars_per_token=4.0) == 10
+
+
 def test_resolve_dataset_tokens() -> None:
     data = json.dumps({"text": "x" * 4000}).encode()
     assert resolve_dataset_tokens(job(), data) == 512  # 1000 tokens, capped at the default seq_len

@@ -27,8 +27,6 @@ from trainyard.platform.auth import Principal
 from trainyard.platform.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from trainyard.platform.models import Job
 from trainyard.platform.models_files import FILE_ID_PREFIX, File, new_file_id
-from trainyard.platform.records import record_format as record_format
-from trainyard.platform.records import render_record as render_record
 from trainyard.platform.spec import JobSpec
 
 # OpenAI's limit for one fine-tuning file; TRAINYARD_MAX_FILE_BYTES changes it.
@@ -42,8 +40,6 @@ MAX_FILENAME_CHARS = 255
 _OBJECT_NAME = "data.jsonl"
 
 S = TypeVar("S", bound=JobSpec)
-# `record_format` and `render_record` are re-exported for `workers/training.py`, which reads
-# records through `trainyard.platform.records` once it imports them from there.
 
 
 def max_file_bytes(settings: object) -> int:

@@ -6,34 +6,22 @@ tokenising locally avoids shipping tensors through Ray's object store.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
 
-from trainyard.platform.files import record_format, render_record
+from trainyard.platform.records import RecordError, read_records, render_record
 
 
 def read_jsonl(uri: str) -> list[dict[str, Any]]:
-    """Read JSONL records from ``s3://``, ``file://`` or a local path; blank lines are skipped."""
+    """Read JSONL records from ``s3://``, ``file://`` or a local path, by the rules uploads apply:
+    a file that an upload would refuse fails the attempt as the user's error, line named."""
     from trainyard.platform.storage import read_uri
 
-    records: list[dict[str, Any]] = []
-    for lineno, line in enumerate(read_uri(uri).decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{uri}: line {lineno} is not JSON: {exc.msg}") from exc
-        try:
-            record_format(record)  # text, prompt/completion or chat messages
-        except ValueError as exc:
-            raise ValueError(f"{uri}: line {lineno}: {exc}") from None
-        records.append(record)
-    if not records:
-        raise ValueError(f"{uri}: no records")
-    return records
+    try:
+        return list(read_records(read_uri(uri).splitlines()))
+    except RecordError as exc:
+        raise ValueError(exc.describe(uri)) from None
 
 
 class ListDataset(torch.utils.data.Dataset):
