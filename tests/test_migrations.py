@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import secrets
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -74,6 +77,16 @@ def test_wheel_installed_outside_the_checkout_migrates_a_fresh_database(
     offline = ["--no-deps", "--no-index"]
     _run([*pip, "wheel", *offline, "--no-build-isolation", "-w", tmp_path / "dist", src], env=env)
     [wheel] = (tmp_path / "dist").glob("trainyard-*.whl")
+    with zipfile.ZipFile(wheel) as whl:
+        shipped = whl.namelist()
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for package, patterns in package_data.items():
+        for pattern in patterns:
+            where = f"{package.replace('.', '/')}/{pattern}"
+            assert any(fnmatch.fnmatch(name, where) for name in shipped), (
+                f"package data {where} ships nothing"
+            )
+    assert "trainyard/migrations/env.py" in shipped
 
     # A fresh virtualenv holding only the wheel; the dependencies come from this environment's
     # site-packages through a .pth line (which does not run that directory's own .pth files, so
