@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+$(STAMP): $(BIN)/python pyproject.toml setup.py constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
@@ -24,9 +24,9 @@ test: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check trainyard tests bench migrations
-	$(BIN)/ruff format --check trainyard tests bench migrations
-	$(BIN)/mypy trainyard/platform
+	$(BIN)/ruff check trainyard tests bench migrations setup.py
+	$(BIN)/ruff format --check trainyard tests bench migrations setup.py
+	$(BIN)/mypy trainyard
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

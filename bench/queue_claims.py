@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import text
 
 from bench.common import CpuMeter, figure, format_table, libpq_args, run_quiet, scratch_database, which
+from trainyard.platform.states import AttemptOutcome, JobStatus
 
 GOAL = 0.5
 CLAIMERS = 8
@@ -49,9 +50,10 @@ def _fill(engine: Any, n: int) -> None:
         )
         conn.execute(
             text(
-                """
+                f"""
                 INSERT INTO jobs (id, team_id, api_key_id, name, status, spec, plan, instance_type, pool)
-                SELECT 'job_' || md5(random()::text || g), 'team_bench', 'key_bench', 'bench-' || g, 'queued',
+                SELECT 'job_' || md5(random()::text || g), 'team_bench', 'key_bench', 'bench-' || g,
+                       '{JobStatus.QUEUED}',
                        jsonb_build_object('name', 'bench-' || g, 'base_model', 'file:///m',
                                           'training_file', 'file:///d.jsonl'),
                        jsonb_build_object('instance_type', CAST(:pool AS text), 'accelerator_count', 0,
@@ -68,7 +70,8 @@ def _fill(engine: Any, n: int) -> None:
 
 def _queued(engine: Any) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM jobs WHERE status = 'queued'")).scalar_one())
+        queued = text(f"SELECT count(*) FROM jobs WHERE status = '{JobStatus.QUEUED}'")
+        return int(conn.execute(queued).scalar_one())
 
 
 def run_claimers(url: str, seconds: float, *, with_capacity: bool = False) -> dict[str, Any]:
@@ -106,7 +109,7 @@ def run_claimers(url: str, seconds: float, *, with_capacity: bool = False) -> di
                     empty[i] += 1
                     continue
                 with sessions() as s:
-                    queue.finish(s, claims[0].attempt_id, "succeeded")
+                    queue.finish(s, claims[0].attempt_id, AttemptOutcome.SUCCEEDED)
                 done[i] += 1
         except BaseException as exc:
             errors.append(exc)

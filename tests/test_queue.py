@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from trainyard.platform import jobs, queue, states
-from trainyard.platform.errors import Conflict, LeaseLost
+from trainyard.platform.errors import Conflict, LeaseLost, NotFound
 from trainyard.platform.models import Job, JobAttempt, JobEvent
 from trainyard.platform.spec import JobSpec
 
@@ -248,3 +248,51 @@ def test_team_gpu_quota_lets_other_teams_go_first(sessions: sessionmaker[Session
     with sessions() as s:
         first = queue.claim(s, worker_id="w", n=3)
     assert len(first) == 2 and other.id in {c.job_id for c in first}
+
+
+def test_queue_summary_counts_waiting_and_running_by_pool_for_the_callers_view(
+    sessions: sessionmaker[Session],
+) -> None:
+    research = principal_for(sessions, make_key(sessions, "research"))
+    vision = principal_for(sessions, make_key(sessions, "vision"))
+    admin = principal_for(sessions, make_key(sessions, "ops", role="admin"))
+    with sessions.begin() as s:
+        for i in range(2):
+            jobs.create_job(
+                s, research, JobSpec(**job_body(name=f"r{i}")), pool="a10g", plan={"accelerator_count": 2}
+            )
+        jobs.create_job(s, research, JobSpec(**job_body(name="unplaced")))
+        # A count that is not a number (a hand-edited plan) counts as no accelerators.
+        jobs.create_job(
+            s, vision, JobSpec(**job_body(name="v")), pool="tpu", plan={"accelerator_count": "four"}
+        )
+        gone, _ = jobs.create_job(s, vision, JobSpec(**job_body(name="gone")), pool="tpu")
+    with sessions.begin() as s:
+        jobs.cancel_job(s, vision, gone.id)
+    with sessions() as s:
+        assert len(queue.claim(s, worker_id="w", n=1, pools=["a10g"])) == 1
+        assert len(queue.claim(s, worker_id="w", n=1, pools=["tpu"])) == 1
+        everyone = queue.queue_summary(s, admin)
+        mine = queue.queue_summary(s, vision)
+        only_research = queue.queue_summary(s, admin, "research")
+        with pytest.raises(NotFound):
+            queue.queue_summary(s, vision, "research")
+    assert everyone["object"] == "queue_summary"
+    assert (everyone["waiting"], everyone["running"], everyone["gpus_in_use"]) == (2, 2, 2.0)
+    assert [p["pool"] for p in everyone["pools"]] == [None, "a10g", "tpu"]
+    by_pool = {p["pool"]: p for p in everyone["pools"]}
+    assert by_pool[None]["waiting"] == 1 and by_pool[None]["running"] == 0
+    assert (by_pool["a10g"]["waiting"], by_pool["a10g"]["running"], by_pool["a10g"]["gpus_in_use"]) == (
+        1,
+        1,
+        2.0,
+    )
+    assert (by_pool["tpu"]["waiting"], by_pool["tpu"]["running"], by_pool["tpu"]["gpus_in_use"]) == (
+        0,
+        1,
+        0.0,
+    )
+    assert by_pool["a10g"]["oldest_waiting_seconds"] >= 0 and by_pool["tpu"]["oldest_waiting_seconds"] is None
+    assert everyone["as_of"].endswith("Z")
+    assert [p["pool"] for p in mine["pools"]] == ["tpu"] and mine["waiting"] == 0
+    assert (only_research["waiting"], only_research["running"]) == (2, 1)

@@ -9,11 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from trainyard.platform import queue
-from trainyard.platform.models import Checkpoint, JobAttempt, JobEvent
-
-EVENT_TYPES = frozenset({"status", "metrics", "checkpoint", "cost", "message"})
-LEVELS = frozenset({"debug", "info", "warning", "error"})
+from trainyard.platform import events, queue
+from trainyard.platform.models import Checkpoint, JobAttempt
 
 
 def record_event(
@@ -25,19 +22,9 @@ def record_event(
     data: dict[str, Any] | None = None,
     level: str = "info",
 ) -> None:
-    if type not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {type!r}")
+    """Record an event the attempt reports; `events.add` refuses a type not in `events.TYPES`."""
     job, _ = queue.fence(session, attempt_id)
-    session.add(
-        JobEvent(
-            job_id=job.id,
-            attempt_id=attempt_id,
-            type=type,
-            level=level if level in LEVELS else "info",
-            message=message[:4000],
-            data=data or {},
-        )
-    )
+    events.add(session, job.id, type, message, attempt_id=attempt_id, level=level, data=data)
     session.commit()
 
 
@@ -55,14 +42,13 @@ def record_checkpoint(
             set_={"attempt_id": attempt_id, "uri": uri, "metrics": metrics or {}},
         )
     )
-    session.add(
-        JobEvent(
-            job_id=job.id,
-            attempt_id=attempt_id,
-            type="checkpoint",
-            message=f"checkpoint at step {step}",
-            data={"step": step, "uri": uri, "metrics": metrics or {}},
-        )
+    events.add(
+        session,
+        job.id,
+        events.CHECKPOINT,
+        f"checkpoint at step {step}",
+        attempt_id=attempt_id,
+        data={"step": step, "uri": uri, "metrics": metrics or {}},
     )
     session.commit()
 

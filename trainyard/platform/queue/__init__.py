@@ -1,0 +1,36 @@
+"""The Postgres-backed job queue: claim, lease, heartbeat, fencing, finish, rescue, notify.
+
+One claim idiom: `FOR UPDATE SKIP LOCKED` in a CTE plus `UPDATE ... RETURNING`, committed at once.
+No transaction stays open while a job runs: a running attempt is a row with a lease that its
+worker keeps renewing, and every write an attempt makes goes through `fence`, which refuses it
+once another attempt owns the job.
+
+    claims.py         claim queued jobs (pool capacity, team GPU quotas) and start their attempts
+    leases.py         fence an attempt's writes; heartbeat renews the lease and says when to stop
+    outcomes.py       end an attempt (finish, or rescue when its lease ran out): retry, fail, requeue
+    notifications.py  LISTEN/NOTIFY that wakes idle workers; polling is the fallback
+    summary.py        waiting and running jobs by pool
+"""
+
+from __future__ import annotations
+
+from trainyard.platform.queue.claims import Claim, claim
+from trainyard.platform.queue.leases import Heartbeat, fence, heartbeat
+from trainyard.platform.queue.notifications import NOTIFY_CHANNEL, Listener, notify
+from trainyard.platform.queue.outcomes import backoff_seconds, finish, rescue
+from trainyard.platform.queue.summary import queue_summary
+
+__all__ = [
+    "NOTIFY_CHANNEL",
+    "Claim",
+    "Heartbeat",
+    "Listener",
+    "backoff_seconds",
+    "claim",
+    "fence",
+    "finish",
+    "heartbeat",
+    "notify",
+    "queue_summary",
+    "rescue",
+]
