@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from trainyard.platform import allocation, db, migrate
+from trainyard.platform import costs, db, migrate
 from trainyard.platform.auth import Principal
 
 ADMIN_URL = os.environ.get(
@@ -151,7 +151,7 @@ def results(rows: int = 1_000_000, repeat: int = 5) -> list[dict[str, Any]]:
 
         def ours() -> None:
             with factory() as session:
-                result = allocation.query_costs(
+                result = costs.query_costs(
                     session, admin_principal, window="30d", aggregate=["team"], step="1d"
                 )
                 assert len(result["data"]) == TEAMS and len(result["series"]) in (30, 31)

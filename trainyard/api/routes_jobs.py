@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from trainyard.api.deps import PrincipalDep, SessionDep, bracket_params
 from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
-from trainyard.platform import allocation, files, jobs
+from trainyard.platform import costs, files, jobs
 from trainyard.platform.planning import check_sources
 from trainyard.platform.spec import JobSpec
 
@@ -34,7 +34,7 @@ def create_job(
     spec = files.resolve_spec_files(session, principal, spec)  # `file-...` ids -> storage URIs
     plan, pool = request.app.state.planner.plan(session, spec)
     # Locks the team's row until commit, so racing creates cannot both spend the last dollars.
-    allocation.check_budget(session, principal.team_id, plan.get("estimated_cost_usd"))
+    costs.check_budget(session, principal.team_id, plan.get("estimated_cost_usd"))
     job, created = jobs.create_job(
         session, principal, spec, idempotency_key=idempotency_key, plan=plan, pool=pool
     )

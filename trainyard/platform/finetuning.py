@@ -27,7 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
-from trainyard.platform import allocation, files, jobs, queue, states
+from trainyard.platform import costs, files, jobs, queue, states
 from trainyard.platform.auth import Principal
 from trainyard.platform.errors import Conflict, InvalidRequest
 from trainyard.platform.models import Checkpoint, Job, JobEvent
@@ -203,7 +203,7 @@ def create_job(
     check_sources(spec, allow_local_paths=allow_local_paths)
     spec = files.resolve_spec_files(session, principal, spec)
     plan, pool = planner.plan(session, spec)
-    allocation.check_budget(session, principal.team_id, plan.get("estimated_cost_usd"))
+    costs.check_budget(session, principal.team_id, plan.get("estimated_cost_usd"))
     return jobs.create_job(session, principal, spec, idempotency_key=idempotency_key, plan=plan, pool=pool)
 
 

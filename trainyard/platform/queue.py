@@ -411,3 +411,54 @@ class Listener:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
+
+
+# The queue summary below was moved here from the cost allocation module.
+from trainyard.platform.auth import Principal, visible_team_id  # noqa: E402
+
+
+def queue_summary(session: Session, principal: Principal, team: str | None = None) -> dict[str, Any]:
+    """Waiting and running jobs by pool, for the caller's view (admins: all teams or `team`)."""
+    team_id = visible_team_id(session, principal, team)
+    queued, active = states.sql_list((states.QUEUED,)), states.sql_list(states.ACTIVE)
+    gpus = costs.queries.plan_number("accelerator_count", checked=True)
+    rows = session.execute(
+        text(
+            f"""
+            SELECT j.pool,
+                   count(*) FILTER (WHERE j.status IN ({queued})) AS waiting,
+                   count(*) FILTER (WHERE j.status IN ({active})) AS running,
+                   coalesce(sum({gpus}) FILTER (WHERE j.status IN ({active})), 0) AS gpus_in_use,
+                   extract(epoch FROM now() - min(j.created_at) FILTER (WHERE j.status IN ({queued})))
+                       AS oldest_waiting_seconds
+            FROM jobs j
+            WHERE j.status IN ({states.sql_list(states.ACTIVE | {states.QUEUED})})
+              AND (CAST(:team_id AS text) IS NULL OR j.team_id = CAST(:team_id AS text))
+            GROUP BY j.pool
+            ORDER BY j.pool NULLS FIRST
+            """
+        ),
+        {"team_id": team_id},
+    ).mappings()
+    pools = [
+        {
+            "pool": r["pool"],
+            "waiting": int(r["waiting"]),
+            "running": int(r["running"]),
+            "gpus_in_use": float(r["gpus_in_use"] or 0),
+            "oldest_waiting_seconds": (
+                round(float(r["oldest_waiting_seconds"]), 3)
+                if r["oldest_waiting_seconds"] is not None
+                else None
+            ),
+        }
+        for r in rows
+    ]
+    return {
+        "object": "queue_summary",
+        "waiting": sum(p["waiting"] for p in pools),
+        "running": sum(p["running"] for p in pools),
+        "gpus_in_use": sum(p["gpus_in_use"] for p in pools),
+        "pools": pools,
+        "as_of": costs.windows.ts(costs.windows.db_now(session)),
+    }
