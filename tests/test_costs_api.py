@@ -346,6 +346,28 @@ def test_a_plan_field_that_is_not_a_number_does_not_break_the_query(
     assert vision["gpu_hours"] == 0.0  # the count is unreadable, so no GPU hours are claimed
 
 
+def test_a_hand_back_is_not_waste(sessions: sessionmaker[Session], seeded: Seeded) -> None:
+    with sessions.begin() as s:
+        job = s.get(Job, seeded.ids["j2"])
+        assert job is not None
+        # J2 paused after a checkpoint ($1 at $0.5/h), then failed ($2): only the failure is waste.
+        add_attempt(s, job, 2, T(11, 15), T(11, 17), 0.5, "handed_back")
+    res = q(sessions, seeded.admin, window=WINDOW, aggregate="job", filters={"team": "research"})
+    j2 = {r["key"]["job"]: r for r in res["data"]}[seeded.ids["j2"]]
+    assert j2["cost_usd"] == pytest.approx(3.0) and j2["waste_usd"] == pytest.approx(2.0)
+    with sessions() as s:
+        report = costs.cost_report(s, seeded.ids["j2"])
+    assert [a["outcome"] for a in report["attempts"]] == ["failed", "handed_back"]
+    assert report["totals"]["wasted_usd"] == pytest.approx(2.0)
+
+
+def test_filter_values_are_bound_not_spliced(sessions: sessionmaker[Session], seeded: Seeded) -> None:
+    sneaky = "x' OR '1'='1"
+    for name in ("team", "model", "label:project"):
+        res = q(sessions, seeded.admin, window=WINDOW, aggregate="team", filters={name: sneaky})
+        assert res["data"] == [] and res["totals"]["cost_usd"] == 0, name
+
+
 # --- who sees what --------------------------------------------------------------------------
 
 

@@ -46,11 +46,10 @@ def _committed_sql(conditions: list[str]) -> str:
     have spent so far. Counted against the budget so that many jobs queued at once cannot each
     fit in the same remaining dollars."""
     estimate = queries.plan_number("estimated_cost_usd", checked=True)
-    where = " AND ".join([f"j.status IN ({sql_list(states.PENDING)})", *conditions])
     return f"""
     SELECT j.team_id, sum(greatest({estimate} - j.cost_usd, 0)) AS usd
     FROM jobs j
-    WHERE {where}
+    WHERE j.status IN ({sql_list(states.PENDING)}){queries.and_conditions(conditions)}
     GROUP BY j.team_id
     """
 

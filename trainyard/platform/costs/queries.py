@@ -50,7 +50,8 @@ def plan_number(name: str, *, checked: bool) -> str:
     return f"(j.plan ->> '{name}')::float8"
 
 
-def _and(conditions: Sequence[str]) -> str:
+def and_conditions(conditions: Sequence[str]) -> str:
+    """` AND c1 AND c2 ...`, to follow a WHERE clause."""
     return "".join(f" AND {c}" for c in conditions)
 
 
@@ -85,7 +86,7 @@ def attempts_sql(columns: Sequence[str], conditions: Sequence[str], *, checked: 
     LEFT JOIN api_keys k ON k.id = j.api_key_id
     WHERE a.started_at < CAST(:w1 AS timestamptz)
       AND (a.ended_at >= CAST(:p0 AS timestamptz) OR a.ended_at IS NULL)
-      {_and(conditions)}
+      {and_conditions(conditions)}
     OFFSET 0
     """
 
