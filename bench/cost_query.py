@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from trainyard.platform import allocation, db, migrate
+from trainyard.platform import costs, db, migrate, states
 from trainyard.platform.auth import Principal
 
 ADMIN_URL = os.environ.get(
@@ -44,6 +44,14 @@ _INSTANCE_TYPES = """
             (4, 'g6e.xlarge', 'L40S', 1, 1.861, 0.80))
     AS it(n, name, accel, accel_n, od, spot_rate)
 """
+
+# The states and outcomes the generated rows take (job statuses and attempt outcomes alike).
+_VOCABULARY = {
+    "running": str(states.RUNNING),
+    "failed": str(states.FAILED),
+    "succeeded": str(states.SUCCEEDED),
+    "preempted": str(states.AttemptOutcome.PREEMPTED),
+}
 
 
 def _generate(engine: Engine, rows: int) -> None:
@@ -76,7 +84,9 @@ def _generate(engine: Engine, rows: int) -> None:
                 INSERT INTO jobs (id, team_id, api_key_id, name, status, spec, metadata, plan, instance_type,
                                   pool, cost_usd)
                 SELECT 'job_' || g, 'team_' || (1 + g % :t), 'key_' || (1 + g % :t), 'job-' || g,
-                       CASE WHEN g % 50 = 0 THEN 'running' WHEN g % 7 = 0 THEN 'failed' ELSE 'succeeded' END,
+                       CASE WHEN g % 50 = 0 THEN CAST(:running AS text)
+                            WHEN g % 7 = 0 THEN CAST(:failed AS text)
+                            ELSE CAST(:succeeded AS text) END,
                        jsonb_build_object('name', 'job-' || g, 'base_model', 's3://models/m' || (g % 9)),
                        jsonb_build_object('project', 'p' || (g % 13)),
                        jsonb_build_object('instance_type', it.name, 'accelerator', it.accel,
@@ -90,7 +100,7 @@ def _generate(engine: Engine, rows: int) -> None:
                 JOIN {_INSTANCE_TYPES} ON it.n = g % 5
                 """
             ),
-            {"t": TEAMS, "jobs": jobs},
+            {"t": TEAMS, "jobs": jobs, **_VOCABULARY},
         )
         # Attempts: two per job, starting anywhere in the last 62 days, 10 min to 12 h long; the
         # second attempt of a running job (one in fifty) is still running.
@@ -104,8 +114,10 @@ def _generate(engine: Engine, rows: int) -> None:
                        (j.plan ->> 'usd_per_hour')::float8, a.started, a.started,
                        a.started + interval '1 min',
                        CASE WHEN a.running THEN NULL ELSE a.started + a.dur END,
-                       CASE WHEN a.running THEN NULL WHEN a.number = 1 AND a.g % 4 = 0 THEN 'preempted'
-                            WHEN j.status = 'failed' THEN 'failed' ELSE 'succeeded' END,
+                       CASE WHEN a.running THEN NULL
+                            WHEN a.number = 1 AND a.g % 4 = 0 THEN CAST(:preempted AS text)
+                            WHEN j.status = CAST(:failed AS text) THEN CAST(:failed AS text)
+                            ELSE CAST(:succeeded AS text) END,
                        (extract(epoch FROM a.dur) * 2000)::bigint,
                        extract(epoch FROM a.dur),
                        extract(epoch FROM a.dur) / 3600 * (j.plan ->> 'usd_per_hour')::float8
@@ -119,7 +131,7 @@ def _generate(engine: Engine, rows: int) -> None:
                 JOIN jobs j ON j.id = 'job_' || a.job_n
                 """
             ),
-            {"rows": jobs * 2},
+            {"rows": jobs * 2, **_VOCABULARY},
         )
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
@@ -151,7 +163,7 @@ def results(rows: int = 1_000_000, repeat: int = 5) -> list[dict[str, Any]]:
 
         def ours() -> None:
             with factory() as session:
-                result = allocation.query_costs(
+                result = costs.query_costs(
                     session, admin_principal, window="30d", aggregate=["team"], step="1d"
                 )
                 assert len(result["data"]) == TEAMS and len(result["series"]) in (30, 31)

@@ -15,7 +15,7 @@ from factories import headers, make_key, principal_for
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from trainyard.platform import allocation
+from trainyard.platform import costs
 from trainyard.platform.errors import TrainyardError
 from trainyard.platform.models import ApiKey, Job, JobAttempt, Team
 
@@ -155,7 +155,7 @@ def seeded(sessions: sessionmaker[Session]) -> Seeded:
 
 def q(sessions: sessionmaker[Session], key: str, **kw: Any) -> dict[str, Any]:
     with sessions() as s:
-        return allocation.query_costs(s, principal_for(sessions, key), now=kw.pop("now", NOW), **kw)
+        return costs.query_costs(s, principal_for(sessions, key), now=kw.pop("now", NOW), **kw)
 
 
 def rows_by(result: dict[str, Any], dim: str) -> dict[Any, dict[str, Any]]:
@@ -346,6 +346,28 @@ def test_a_plan_field_that_is_not_a_number_does_not_break_the_query(
     assert vision["gpu_hours"] == 0.0  # the count is unreadable, so no GPU hours are claimed
 
 
+def test_a_hand_back_is_not_waste(sessions: sessionmaker[Session], seeded: Seeded) -> None:
+    with sessions.begin() as s:
+        job = s.get(Job, seeded.ids["j2"])
+        assert job is not None
+        # J2 paused after a checkpoint ($1 at $0.5/h), then failed ($2): only the failure is waste.
+        add_attempt(s, job, 2, T(11, 15), T(11, 17), 0.5, "handed_back")
+    res = q(sessions, seeded.admin, window=WINDOW, aggregate="job", filters={"team": "research"})
+    j2 = {r["key"]["job"]: r for r in res["data"]}[seeded.ids["j2"]]
+    assert j2["cost_usd"] == pytest.approx(3.0) and j2["waste_usd"] == pytest.approx(2.0)
+    with sessions() as s:
+        report = costs.cost_report(s, seeded.ids["j2"])
+    assert [a["outcome"] for a in report["attempts"]] == ["failed", "handed_back"]
+    assert report["totals"]["wasted_usd"] == pytest.approx(2.0)
+
+
+def test_filter_values_are_bound_not_spliced(sessions: sessionmaker[Session], seeded: Seeded) -> None:
+    sneaky = "x' OR '1'='1"
+    for name in ("team", "model", "label:project"):
+        res = q(sessions, seeded.admin, window=WINDOW, aggregate="team", filters={name: sneaky})
+        assert res["data"] == [] and res["totals"]["cost_usd"] == 0, name
+
+
 # --- who sees what --------------------------------------------------------------------------
 
 
@@ -420,7 +442,7 @@ def test_csv_matches_json(client_costs: Any, seeded: Seeded, step: str | None) -
             assert (got["bucket_start"], got["bucket_end"]) == (start, end)
         assert got["team"] == want["key"]["team"]
         assert got["label:project"] == (want["key"]["label:project"] or "")
-        for metric in allocation.METRICS:
+        for metric in costs.METRICS:
             assert _num(got[metric]) == want[metric], metric
         if not step:
             assert _num(got["previous_cost_usd"]) == want["previous_cost_usd"]
@@ -429,9 +451,9 @@ def test_csv_matches_json(client_costs: Any, seeded: Seeded, step: str | None) -
 def test_csv_defuses_formula_cells() -> None:
     result = {
         "aggregate": ["label:x"],
-        "data": [{"key": {"label:x": "=HYPERLINK(1)"}, **dict.fromkeys(allocation.METRICS, 0)}],
+        "data": [{"key": {"label:x": "=HYPERLINK(1)"}, **dict.fromkeys(costs.METRICS, 0)}],
     }
-    assert "'=HYPERLINK(1)" in allocation.to_csv(result)
+    assert "'=HYPERLINK(1)" in costs.to_csv(result)
 
 
 # --- bad queries ----------------------------------------------------------------------------
@@ -479,7 +501,7 @@ def test_check_budget_rejects_what_does_not_fit(sessions: sessionmaker[Session],
     with sessions.begin() as s:
         s.get(Team, team_id).monthly_budget_usd = 25.0  # type: ignore[union-attr]
     with sessions() as s:
-        status = allocation.budget_status(s, team_id, NOW)
+        status = costs.budget_status(s, team_id, NOW)
     # March to NOW: A1 $6, A2 $6, A3 $2, J5 $6; the queued job expects $3.
     assert status["budget"] == 25.0
     assert status["spent_this_month"] == pytest.approx(20.0)
@@ -487,21 +509,21 @@ def test_check_budget_rejects_what_does_not_fit(sessions: sessionmaker[Session],
     assert status["committed_usd"] == pytest.approx(3.0)
     assert status["available"] == pytest.approx(2.0)
     with sessions.begin() as s:
-        assert allocation.check_budget(s, team_id, 2.0, now=NOW) is not None
-        assert allocation.check_budget(s, team_id, None, now=NOW) is not None
+        assert costs.check_budget(s, team_id, 2.0, now=NOW) is not None
+        assert costs.check_budget(s, team_id, None, now=NOW) is not None
     with sessions.begin() as s, pytest.raises(TrainyardError) as exc:
-        allocation.check_budget(s, team_id, 2.5, now=NOW)
+        costs.check_budget(s, team_id, 2.5, now=NOW)
     assert exc.value.code == "budget_exhausted" and exc.value.status == 409
     assert "$2.00 left of its $25.00 monthly budget" in exc.value.message
     with sessions.begin() as s:
         s.get(Team, team_id).monthly_budget_usd = 20.0  # type: ignore[union-attr]
     with sessions.begin() as s, pytest.raises(TrainyardError) as exc:
-        allocation.check_budget(s, team_id, None, now=NOW)  # used up: even an unestimated job waits
+        costs.check_budget(s, team_id, None, now=NOW)  # used up: even an unestimated job waits
     assert exc.value.code == "budget_exhausted"
     # A team without a budget is never refused; a later month starts afresh.
     with sessions.begin() as s:
-        assert allocation.check_budget(s, seeded.ids["vision"], 1e9, now=NOW) is None
-        assert allocation.check_budget(s, team_id, 16.0, now=T(2, 0, month=4)) is not None
+        assert costs.check_budget(s, seeded.ids["vision"], 1e9, now=NOW) is None
+        assert costs.check_budget(s, team_id, 16.0, now=T(2, 0, month=4)) is not None
 
 
 def test_budget_exhausted_maps_to_the_error_body(client_costs: Any, sessions: sessionmaker[Session]) -> None:
@@ -514,7 +536,7 @@ def test_budget_exhausted_maps_to_the_error_body(client_costs: Any, sessions: se
 
     @probe.get("/_probe/budget")
     def _raise() -> None:
-        raise allocation.BudgetExhausted("no money left", param="estimated_cost_usd")
+        raise costs.BudgetExhausted("no money left", param="estimated_cost_usd")
 
     app.include_router(probe)
     r = client_costs.get("/_probe/budget")
@@ -522,14 +544,14 @@ def test_budget_exhausted_maps_to_the_error_body(client_costs: Any, sessions: se
     assert r.json() == {
         "error": {"code": "budget_exhausted", "message": "no money left", "param": "estimated_cost_usd"}
     }
-    assert issubclass(allocation.BudgetExhausted, _Err)
+    assert issubclass(costs.BudgetExhausted, _Err)
 
 
 def test_budget_routes(client_costs: Any, sessions: sessionmaker[Session], seeded: Seeded) -> None:
     now = datetime.now(UTC)
     # Spend this month: an hour at $5, ended a minute ago (all of it after the 1st began, as
     # long as this does not run in the first hour of a month).
-    start = max(now - timedelta(hours=1, minutes=1), allocation.month_start(now))
+    start = max(now - timedelta(hours=1, minutes=1), costs.month_start(now))
     with sessions.begin() as s:
         team = s.get(Team, seeded.ids["research"])
         assert team is not None

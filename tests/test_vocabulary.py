@@ -34,7 +34,7 @@ def test_the_migration_spells_what_the_platform_spells() -> None:
 
 
 def test_sets_are_made_of_the_vocabulary() -> None:
-    assert states.TERMINAL | states.PENDING == set(JobStatus)
+    assert set(JobStatus) == states.TERMINAL | states.PENDING
     assert not states.TERMINAL & states.PENDING
     assert states.ACTIVE < states.PENDING
     assert AttemptOutcome.HANDED_BACK not in states.WASTED  # it keeps its checkpoint

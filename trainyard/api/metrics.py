@@ -30,18 +30,22 @@ class QueueCollector(Collector):
             "Seconds from a job becoming claimable to its claim, over the last hour",
             labels=["quantile"],
         )
+        queued = states.sql_list((states.QUEUED,))
         with self._factory() as session:
-            counts = dict(session.execute(text("SELECT status, count(*) FROM jobs GROUP BY status")).all())
+            counts: dict[str, int] = {
+                status: n
+                for status, n in session.execute(text("SELECT status, count(*) FROM jobs GROUP BY status"))
+            }
             for state in states.STATUSES:
                 by_state.add_metric([state], float(counts.get(state, 0)))
             for pool, n in session.execute(
-                text("SELECT coalesce(pool, ''), count(*) FROM jobs WHERE status = 'queued' GROUP BY 1")
+                text(f"SELECT coalesce(pool, ''), count(*) FROM jobs WHERE status IN ({queued}) GROUP BY 1")
             ).all():
                 depth.add_metric([pool], float(n))
             age = session.scalar(
                 text(
                     "SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM jobs"
-                    " WHERE status = 'queued'"
+                    f" WHERE status IN ({queued})"
                 )
             )
             oldest.add_metric([], float(age or 0))

@@ -1,8 +1,8 @@
 """Cost allocation, team budgets, the queue summary and the ops cost dashboard.
 
-Thin routes over `trainyard.platform.allocation`. The dashboard is static files in
-`trainyard/api/static/` (the charting library is vendored there), served by the API itself, so
-nothing is built or fetched from elsewhere to run it.
+Thin routes over `trainyard.platform.costs`, `auth` (teams) and `queue` (the summary). The
+dashboard is static files in `trainyard/api/static/` (the charting library is vendored there),
+served by the API itself, so nothing is built or fetched from elsewhere to run it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 
 from trainyard.api.deps import PrincipalDep, SessionDep, bracket_params
 from trainyard.api.schemas import ts
-from trainyard.platform import allocation
+from trainyard.platform import auth, costs, queue
 from trainyard.platform.errors import InvalidRequest, NotFound
 from trainyard.platform.models import Team
 
@@ -38,7 +38,7 @@ _CSP = (
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
-LimitQ = Annotated[int, Query(ge=1, le=allocation.MAX_LIMIT)]
+LimitQ = Annotated[int, Query(ge=1, le=costs.MAX_LIMIT)]
 
 
 def _filters(request: Request) -> dict[str, str]:
@@ -60,7 +60,7 @@ def _costs(
     team: str | None,
     limit: int,
 ) -> dict[str, Any]:
-    return allocation.query_costs(
+    return costs.query_costs(
         session,
         principal,
         window=window,
@@ -74,7 +74,7 @@ def _costs(
 
 def _csv_response(result: dict[str, Any]) -> Response:
     return Response(
-        allocation.to_csv(result),
+        costs.to_csv(result),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="costs.csv"'},
     )
@@ -89,7 +89,7 @@ def get_costs(
     aggregate: str = "team",
     step: str | None = None,
     team: str | None = None,
-    limit: LimitQ = allocation.DEFAULT_LIMIT,
+    limit: LimitQ = costs.DEFAULT_LIMIT,
     format: str = "json",
 ) -> Any:
     """Spend by `aggregate` over `window` (`24h`, `7d`, `30d`, `month` or `start,end`), per `step`
@@ -109,7 +109,7 @@ def get_costs_csv(
     aggregate: str = "team",
     step: str | None = None,
     team: str | None = None,
-    limit: LimitQ = allocation.DEFAULT_LIMIT,
+    limit: LimitQ = costs.DEFAULT_LIMIT,
 ) -> Response:
     return _csv_response(_costs(request, session, principal, window, step, team, limit))
 
@@ -128,7 +128,7 @@ def _team_out(team: Team) -> dict[str, Any]:
 @router.get("/v1/teams")
 def list_teams(session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     """Admins see every team; a member sees their own."""
-    teams = allocation.list_teams(session, principal)
+    teams = auth.list_teams(session, principal)
     return {"object": "list", "data": [_team_out(t) for t in teams], "has_more": False}
 
 
@@ -143,19 +143,19 @@ def set_team_budget(
     name: str, body: BudgetIn, session: SessionDep, principal: PrincipalDep
 ) -> dict[str, Any]:
     """Set a team's monthly budget in dollars (null clears it); admin keys only."""
-    return allocation.set_team_budget(session, principal, name, body.monthly_budget_usd)
+    return costs.set_team_budget(session, principal, name, body.monthly_budget_usd)
 
 
 @router.get("/v1/budgets")
 def list_budgets(session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     """This month's spend against each visible team's budget."""
-    return {"object": "list", "data": allocation.list_budgets(session, principal), "has_more": False}
+    return {"object": "list", "data": costs.list_budgets(session, principal), "has_more": False}
 
 
 @router.get("/v1/queue")
 def queue_summary(session: SessionDep, principal: PrincipalDep, team: str | None = None) -> dict[str, Any]:
     """Jobs waiting and running now, by pool."""
-    return allocation.queue_summary(session, principal, team or None)
+    return queue.queue_summary(session, principal, team or None)
 
 
 def _static(name: str) -> FileResponse:

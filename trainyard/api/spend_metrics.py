@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from trainyard.platform import allocation
+from trainyard.platform import costs
 from trainyard.platform.auth import Principal
 
 _SPEND_SQL = text(
@@ -79,7 +79,7 @@ class SpendCollector(Collector):
         with self._factory() as session:
             for team, instance_type, usd in session.execute(_SPEND_SQL).all():
                 spend.add_metric([team, instance_type], float(usd or 0.0))
-            for status in allocation.list_budgets(session, _ALL):
+            for status in costs.list_budgets(session, _ALL):
                 if status["budget"] is not None:
                     budget.add_metric([status["team"]], float(status["budget"]))
                 month.add_metric([status["team"]], float(status["spent_this_month"]))

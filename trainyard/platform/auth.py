@@ -83,3 +83,21 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
 def require_admin(principal: Principal) -> None:
     if not principal.is_admin:
         raise PermissionDenied("this needs an admin key")
+
+
+def list_teams(session: Session, principal: Principal) -> list[Team]:
+    """Admins see every team; a member sees their own."""
+    query = select(Team).order_by(Team.name)
+    if not principal.is_admin:
+        query = query.where(Team.id == principal.team_id)
+    return list(session.scalars(query))
+
+
+def visible_team_id(session: Session, principal: Principal, team: str | None) -> str | None:
+    """The team a team-scoped read covers: `team` by name, or None for all teams (admins only).
+    Members are held to their own team; another team's name reads as unknown, as jobs do."""
+    if team is None or not team.strip():
+        return None if principal.is_admin else principal.team_id
+    if not principal.is_admin and team != principal.team_name:
+        raise NotFound(f"no team named {team!r}", param="team")
+    return get_team_by_name(session, team).id

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from trainyard.platform import allocation, files, jobs
+from trainyard.platform import costs, files, jobs
 from trainyard.platform.auth import Principal
 from trainyard.platform.models import Job
 from trainyard.platform.planning import Planner
@@ -104,8 +104,8 @@ def _check_budget(
     request waited here for the team row that request locked: that job is in now, and is the
     answer (the job, or the 409 for another body) rather than `budget_exhausted`."""
     try:
-        allocation.check_budget(session, principal.team_id, estimated_cost_usd)
-    except allocation.BudgetExhausted:
+        costs.check_budget(session, principal.team_id, estimated_cost_usd)
+    except costs.BudgetExhausted:
         replay = jobs.find_replay(session, principal, idempotency_key, digest)
         if replay is None:
             raise

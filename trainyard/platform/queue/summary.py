@@ -9,23 +9,13 @@ from sqlalchemy import Float, case, extract, func, select
 from sqlalchemy.orm import Session
 
 from trainyard.platform import states
-from trainyard.platform.auth import Principal, get_team_by_name
-from trainyard.platform.errors import NotFound
+from trainyard.platform.auth import Principal, visible_team_id
 from trainyard.platform.models import Job
-
-
-def _visible_team_id(session: Session, principal: Principal, team: str | None) -> str | None:
-    """Members are held to their own team; another team's name reads as unknown, as jobs do."""
-    if team is None or not team.strip():
-        return None if principal.is_admin else principal.team_id
-    if not principal.is_admin and team != principal.team_name:
-        raise NotFound(f"no team named {team!r}", param="team")
-    return get_team_by_name(session, team).id
 
 
 def queue_summary(session: Session, principal: Principal, team: str | None = None) -> dict[str, Any]:
     """Waiting and running jobs by pool, for the caller's view (admins: all teams or `team`)."""
-    team_id = _visible_team_id(session, principal, team)
+    team_id = visible_team_id(session, principal, team)
     waiting = Job.status == states.QUEUED
     running = Job.status.in_(sorted(states.ACTIVE))
     accelerators = Job.plan["accelerator_count"]

@@ -1,46 +1,14 @@
-"""Metering: what each attempt costs while it runs and after, the job's totals, and the cost
-report written next to the model. Dollars come from attempt rows (price x billable seconds)."""
+"""The cost report written next to a run's model at its end (`jobs/{id}/cost_report.json`)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from trainyard.platform import states
 from trainyard.platform.models import Job, JobAttempt, Team
-
-
-def meter(attempt: JobAttempt, until: datetime) -> None:
-    """Bill a running attempt up to `until` (its price is fixed at claim time)."""
-    attempt.billable_seconds = max(0.0, (until - attempt.started_at).total_seconds())
-    attempt.cost_usd = attempt.billable_seconds / 3600.0 * attempt.usd_per_hour
-
-
-def total_job_cost(session: Session, job: Job) -> None:
-    """Set the job's dollars and billable seconds to the sum over its attempts."""
-    session.flush()
-    rows = session.execute(
-        select(JobAttempt.cost_usd, JobAttempt.billable_seconds).where(JobAttempt.job_id == job.id)
-    ).all()
-    job.cost_usd = float(sum(r[0] for r in rows))
-    job.billable_seconds = float(sum(r[1] for r in rows))
-
-
-def projected_cost(job: Job, attempt: JobAttempt, now: datetime) -> float | None:
-    """Spend so far plus the rest of the run at the pace this attempt has shown; None until
-    there is a pace to go by."""
-    progress = job.progress or {}
-    step, total = progress.get("step"), progress.get("total_steps")
-    if not step or not total:
-        return None
-    done = step - attempt.start_step
-    elapsed = (now - attempt.started_at).total_seconds()
-    if done <= 0 or elapsed <= 0:
-        return None
-    remaining_seconds = max(0, total - step) * elapsed / done
-    return job.cost_usd + remaining_seconds / 3600.0 * attempt.usd_per_hour
 
 
 def cost_report(session: Session, job_id: str) -> dict[str, Any]:
@@ -80,7 +48,7 @@ def cost_report(session: Session, job_id: str) -> dict[str, Any]:
                 "billable_seconds": round(a.billable_seconds, 3),
                 "usd_per_hour": a.usd_per_hour,
                 "cost_usd": round(a.cost_usd, 6),
-                "outcome": a.outcome or "running",
+                "outcome": a.outcome or states.RUNNING,
                 "tokens_trained": a.tokens_trained,
             }
             for a in attempts
@@ -88,9 +56,7 @@ def cost_report(session: Session, job_id: str) -> dict[str, Any]:
         "totals": {
             "billable_seconds": round(sum(a.billable_seconds for a in attempts), 3),
             "cost_usd": round(total_usd, 6),
-            "wasted_usd": round(
-                sum(a.cost_usd for a in attempts if a.outcome not in (None, "succeeded", "cancelled")), 6
-            ),
+            "wasted_usd": round(sum(a.cost_usd for a in attempts if a.outcome in states.WASTED), 6),
             "tokens_trained": tokens,
             "usd_per_million_tokens": round(total_usd / tokens * 1e6, 6) if tokens else None,
             "on_demand_equivalent_usd": round(on_demand_equiv, 6) if on_demand_equiv is not None else None,

@@ -1,0 +1,46 @@
+"""Costs: metering, the cost report, allocation queries, CSV export and team budgets.
+
+windows      time windows and steps, and the buckets a step cuts a window into
+dimensions   what spend is grouped and filtered by, from a fixed table of SQL
+queries      the allocation statement, built by functions; every value a bound parameter
+figures      the figures each row of an answer carries
+allocation   `query_costs`: the answer of /v1/costs
+export       the same answer as CSV
+budgets      monthly team budgets and the check that gates new work
+metering     what a running attempt has cost, and the job's totals
+reports      the cost report written at the end of a run
+"""
+
+from __future__ import annotations
+
+from trainyard.platform.costs.allocation import DEFAULT_LIMIT, MAX_LIMIT, query_costs
+from trainyard.platform.costs.budgets import (
+    BudgetExhausted,
+    budget_status,
+    check_budget,
+    list_budgets,
+    set_team_budget,
+)
+from trainyard.platform.costs.export import to_csv
+from trainyard.platform.costs.figures import METRICS
+from trainyard.platform.costs.metering import meter, projected_cost, total_job_cost
+from trainyard.platform.costs.reports import cost_report
+from trainyard.platform.costs.windows import month_start
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "MAX_LIMIT",
+    "METRICS",
+    "BudgetExhausted",
+    "budget_status",
+    "check_budget",
+    "cost_report",
+    "list_budgets",
+    "meter",
+    "month_start",
+    "projected_cost",
+    "query_costs",
+    "set_team_budget",
+    "to_csv",
+    "total_job_cost",
+]
