@@ -9,7 +9,9 @@ from setuptools import find_namespace_packages, setup
 
 setup(
     packages=[
-        *find_namespace_packages(include=["trainyard*"]),
+        # trainyard.testing holds the suite's and the benchmarks' harness (moto server, local Ray
+        # cluster); it is not part of the installed platform.
+        *find_namespace_packages(include=["trainyard*"], exclude=["trainyard.testing*"]),
         "trainyard.migrations",
         "trainyard.migrations.versions",
     ],

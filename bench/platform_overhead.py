@@ -188,7 +188,7 @@ def run_direct(spec: dict[str, Any], store_uri: str, run_id: str) -> dict[str, A
 def _wait_idle(stack: Any, timeout: float = 300.0) -> float:
     """Wait until the stack's worker daemon runs no attempt; returns the seconds waited."""
     t0 = time.monotonic()
-    while stack._daemon is not None and stack._daemon.running:
+    while stack.busy:
         if time.monotonic() - t0 > timeout:
             raise TimeoutError("the worker daemon still runs an attempt")
         time.sleep(0.1)
@@ -332,7 +332,7 @@ def _summary(runs: list[dict[str, Any]], key: str) -> list[float]:
 def results(quick: bool = False, repeats: int | None = None) -> list[dict[str, Any]]:
     from trainyard.cli.local import LocalStack, free_port
     from trainyard.platform import storage
-    from trainyard.testing.tiny import make_dataset, make_tiny_model_dir
+    from trainyard.cli.tiny_model import make_dataset, make_tiny_model_dir
 
     params = QUICK if quick else FULL
     if repeats:

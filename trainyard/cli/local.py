@@ -142,6 +142,11 @@ class LocalStack:
         self._threads.append(worker)
         return self
 
+    @property
+    def busy(self) -> bool:
+        """Whether the stack's worker is running an attempt now."""
+        return self._daemon is not None and bool(self._daemon.running)
+
     def _wait_for_api(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
