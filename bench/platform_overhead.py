@@ -331,8 +331,8 @@ def _summary(runs: list[dict[str, Any]], key: str) -> list[float]:
 
 def results(quick: bool = False, repeats: int | None = None) -> list[dict[str, Any]]:
     from trainyard.cli.local import LocalStack, free_port
-    from trainyard.platform import storage
     from trainyard.cli.tiny_model import make_dataset, make_tiny_model_dir
+    from trainyard.platform import storage
 
     params = QUICK if quick else FULL
     if repeats:
