@@ -120,5 +120,7 @@ def install_error_handlers(app: FastAPI) -> None:
         error = translate(exc)
         return error_response(error.status, error.code, error.message, error.param, error.headers)
 
-    for kind in (*EXPECTED, Exception):
+    # Database errors are named so that they are answered where the expected ones are: Starlette's
+    # last-resort `Exception` handler answers and then re-raises, and the client may get nothing.
+    for kind in (*EXPECTED, *db.DATABASE_ERRORS, Exception):
         app.add_exception_handler(kind, _answer)

@@ -26,6 +26,10 @@ class DatabaseUnavailable(TrainyardError):
     code = "database_unavailable"
 
 
+# Every error the database layer raises, outage or not.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (exc.SQLAlchemyError, psycopg.Error)
+
+
 def is_outage(error: BaseException) -> bool:
     """Whether `error` says the database (or the way to it) is down, rather than that a statement
     was wrong: a refused or dropped connection, an exhausted pool, a server shutting down."""
