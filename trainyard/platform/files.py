@@ -288,7 +288,7 @@ def result_file_ids(session: Session, jobs: Sequence[Job]) -> dict[str, list[str
         file_id = ids[job_id]
         if file_id not in known:
             try:
-                size = len(storage.read_uri(uri))
+                size = storage.uri_size(uri)
             except (storage.StorageError, OSError):
                 continue  # not readable now; the next look registers it
             session.execute(

@@ -9,7 +9,8 @@ the insert. The steps, in this order:
    create is answered the same however the world moved since (budget spent, files deleted);
 2. sources: server-local paths where the deployment forbids them;
 3. `file-...` ids resolved to the storage URIs the job will read;
-4. the plan: instance type, pool, estimated time and cost;
+4. the plan: instance type, pool, estimated time and cost, refused (`quota_exceeded`) when it
+   needs more accelerators at once than the team's GPU quota allows;
 5. the team's budget, which locks the team row until commit so racing creates cannot both
    spend its last dollars;
 6. the insert, its `status` event, and the notification that wakes the pool's workers.
@@ -26,6 +27,7 @@ from trainyard.platform import costs, files, jobs
 from trainyard.platform.auth import Principal
 from trainyard.platform.models import Job
 from trainyard.platform.planning import Planner
+from trainyard.platform.queue.quotas import check_gpu_quota
 from trainyard.platform.scheduling import NoFeasibleOption
 from trainyard.platform.sources import check_sources
 from trainyard.platform.spec import JobSpec
@@ -63,6 +65,7 @@ def submit(
         return replay, False
     spec = _resolve(session, principal, spec, allow_local_paths=allow_local_paths)
     plan, pool = planner.plan(session, spec)
+    check_gpu_quota(session, principal.team_id, plan)
     replay = _check_budget(session, principal, plan.get("estimated_cost_usd"), idempotency_key, digest)
     if replay is not None:
         return replay, False
