@@ -59,6 +59,7 @@ class LocalStack:
     def _bootstrap_key(self) -> str:
         """Create a team and an admin key on first start; reuse the saved key afterwards."""
         from trainyard.platform import auth, db
+        from trainyard.sdk import save_credentials
 
         if self.credentials_file.exists():
             saved = json.loads(self.credentials_file.read_text())
@@ -81,8 +82,7 @@ class LocalStack:
                 secret = auth.create_key(s, team, role="admin", name="local admin")
         finally:
             engine.dispose()
-        self.credentials_file.write_text(json.dumps({"base_url": self.base_url, "api_key": secret}))
-        self.credentials_file.chmod(0o600)
+        save_credentials(self.base_url, secret, self.credentials_file)
         return secret
 
     def start(self) -> LocalStack:
@@ -95,7 +95,9 @@ class LocalStack:
         from trainyard.workers.daemon import WorkerDaemon, ensure_ray
 
         self.data_dir = self.data_dir.resolve()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The data directory holds the database, the store and the admin key: owner only.
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.data_dir.chmod(0o700)
         store = os.environ.get("TRAINYARD_STORAGE_URI") or f"file://{self.data_dir / 'store'}"
         self.settings = get_settings(
             database_url=self._database(),

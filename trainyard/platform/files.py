@@ -294,7 +294,7 @@ def result_file_ids(session: Session, jobs: Sequence[Job]) -> dict[str, list[str
     sizes: dict[str, int] = {}
     for job_id in unknown:
         try:
-            sizes[job_id] = len(storage.read_uri(reports[job_id][1]))
+            sizes[job_id] = storage.uri_size(reports[job_id][1])
         except (storage.StorageError, OSError):
             continue  # not readable now; the next look registers it
     for job_id, size in sizes.items():

@@ -10,7 +10,8 @@ the insert. The steps, in this order:
 2. sources: server-local paths where the deployment forbids them;
 3. `file-...` ids resolved to the storage URIs the job will read;
 4. the plan: instance type, pool, estimated time and cost (the reads of the model config and
-   the dataset from the store or the hub hold no database connection: steps 1-3 are released);
+   the dataset from the store or the hub hold no database connection: steps 1-3 are released),
+   refused (`quota_exceeded`) when it needs more accelerators at once than the team's GPU quota;
 5. the team's budget, which locks the team row until commit so racing creates cannot both
    spend its last dollars;
 6. the insert, its `status` event, and the notification that wakes the pool's workers.
@@ -27,6 +28,7 @@ from trainyard.platform import costs, db, files, jobs
 from trainyard.platform.auth import Principal
 from trainyard.platform.models import Job
 from trainyard.platform.planning import Planner
+from trainyard.platform.queue.quotas import check_gpu_quota
 from trainyard.platform.scheduling import NoFeasibleOption
 from trainyard.platform.sources import check_sources
 from trainyard.platform.spec import JobSpec
@@ -65,6 +67,7 @@ def submit(
     spec = _resolve(session, principal, spec, allow_local_paths=allow_local_paths)
     db.release(session)  # planning reads the store and the hub; the write transaction comes after
     plan, pool = planner.plan(session, spec)
+    check_gpu_quota(session, principal.team_id, plan)
     replay = _check_budget(session, principal, plan.get("estimated_cost_usd"), idempotency_key, digest)
     if replay is not None:
         return replay, False

@@ -166,7 +166,7 @@ class AttemptRunner:
             if uri is None:
                 continue
             try:
-                storage.read_uri(uri)
+                storage.uri_size(uri)  # HEAD/stat: that it is there, without reading it
             except (storage.ObjectNotFound, storage.InvalidKey, FileNotFoundError) as exc:
                 raise UserError(f"{param} {uri!r} cannot be read: {exc}") from exc
 

@@ -7,6 +7,7 @@ once another attempt owns the job.
 
     claims.py         claim queued jobs (pool capacity, team GPU quotas) and start their attempts
     leases.py         fence an attempt's writes; heartbeat renews the lease and says when to stop
+    quotas.py         team GPU quotas: the per-team claim lock, refusing a job that can never fit
     outcomes.py       end an attempt (finish, or rescue when its lease ran out): retry, fail, requeue
     notifications.py  LISTEN/NOTIFY that wakes idle workers; polling is the fallback
     summary.py        waiting and running jobs by pool
