@@ -314,6 +314,8 @@ class AttemptRunner:
         """
         try:
             self._retrying("reading the run's reports", self._drain)
+            if trained is not None and trained.tokens_trained:
+                self._progress["tokens"] = trained.tokens_trained
             self._retrying("lease renewal", self._renew)
             if trained is not None and trained.checkpoint_uris:
                 kept = list(trained.checkpoint_uris)
@@ -366,7 +368,7 @@ class AttemptRunner:
         if latest is not None:
             step = latest.step
             self._fenced(lambda s: attempts.set_start_step(s, self.attempt_id, step))
-        trained = run_training(
+        return run_training(
             spec,
             job_id=job.id,
             itype=itype,
@@ -375,9 +377,6 @@ class AttemptRunner:
             control=self.control,
             run_name=job.id,
         )
-        if trained.tokens_trained:
-            self._progress["tokens"] = trained.tokens_trained
-        return trained
 
 
 def main(argv: list[str] | None = None) -> int:
