@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     # Uploads to /v1/files (fine-tuning JSONL); OpenAI's own limit is 512 MB.
     max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     migrate_on_start: bool = True
+    # The API's connection pool: a request holds a connection only while it talks to the database.
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    # How long a request waits for a free connection before it answers 503 database_unavailable.
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
     # Whether jobs may name files on the server's own disk (file:// URIs, absolute paths). The
     # embedded stack allows it; a shared deployment should not, or any user could read any file
     # the workers can.

@@ -29,7 +29,12 @@ def create_app(settings: Settings | None = None, deployment: Deployment | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = db.make_engine(settings.database_url)
+        engine = db.make_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout_seconds,
+        )
         if settings.migrate_on_start:
             migrate.upgrade(engine)
         app.state.engine = engine

@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from trainyard.api.deps import PrincipalDep, SessionDep, bracket_params
+from trainyard.api.deps import PrincipalDep, SessionDep, UnitOfWorkRoute, bracket_params
 from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
 from trainyard.platform import jobs, submission
 from trainyard.platform.spec import JobSpec
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=UnitOfWorkRoute)
 
 LimitQ = Annotated[int, Query(ge=1, le=jobs.MAX_PAGE)]
 

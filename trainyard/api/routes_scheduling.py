@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import Field
 
-from trainyard.api.deps import PrincipalDep, SessionDep
+from trainyard.api.deps import PrincipalDep, SessionDep, UnitOfWorkRoute
 from trainyard.platform import submission
 from trainyard.platform.planning import Planner
 from trainyard.platform.spec import JobSpec, UriStr
 
-router = APIRouter(prefix="/v1", tags=["scheduling"])
+router = APIRouter(prefix="/v1", tags=["scheduling"], route_class=UnitOfWorkRoute)
 
 
 class EstimateRequest(JobSpec):

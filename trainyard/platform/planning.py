@@ -114,6 +114,8 @@ class Planner:
                 param="instance_type",
             )
         try:
+            # The store and hub reads come first, before `session` is used: `submission` releases
+            # its connection for them, and no transaction waits on the network.
             model = self._model(spec)
             tokens = self._tokens(spec)
         except EstimateInputError as exc:

@@ -9,7 +9,8 @@ the insert. The steps, in this order:
    create is answered the same however the world moved since (budget spent, files deleted);
 2. sources: server-local paths where the deployment forbids them;
 3. `file-...` ids resolved to the storage URIs the job will read;
-4. the plan: instance type, pool, estimated time and cost;
+4. the plan: instance type, pool, estimated time and cost (the reads of the model config and
+   the dataset from the store or the hub hold no database connection: steps 1-3 are released);
 5. the team's budget, which locks the team row until commit so racing creates cannot both
    spend its last dollars;
 6. the insert, its `status` event, and the notification that wakes the pool's workers.
@@ -22,7 +23,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from trainyard.platform import costs, files, jobs
+from trainyard.platform import costs, db, files, jobs
 from trainyard.platform.auth import Principal
 from trainyard.platform.models import Job
 from trainyard.platform.planning import Planner
@@ -62,6 +63,7 @@ def submit(
     if replay is not None:
         return replay, False
     spec = _resolve(session, principal, spec, allow_local_paths=allow_local_paths)
+    db.release(session)  # planning reads the store and the hub; the write transaction comes after
     plan, pool = planner.plan(session, spec)
     replay = _check_budget(session, principal, plan.get("estimated_cost_usd"), idempotency_key, digest)
     if replay is not None:
@@ -76,6 +78,7 @@ def estimate(
 ) -> EstimateResult:
     """Plan `spec` as `submit` would, and create nothing."""
     spec = _resolve(session, principal, spec, allow_local_paths=allow_local_paths)
+    db.release(session)  # planning reads the store and the hub
     planned = planner.estimate(session, spec)
     return EstimateResult(
         model_parameters=planned.model.parameters,

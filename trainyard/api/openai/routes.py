@@ -30,7 +30,7 @@ from trainyard.api.openai.objects import (
     file_object,
     job_objects,
 )
-from trainyard.platform import files, jobs, storage, submission
+from trainyard.platform import db, files, jobs, storage, submission
 from trainyard.platform.errors import InvalidRequest
 
 FILES_PATH = "/v1/files"
@@ -136,6 +136,7 @@ def delete_file(
 @router.get("/files/{file_id}/content")
 def file_content(file_id: str, session: SessionDep, principal: PrincipalDep) -> FileResponse:
     row = files.get_file(session, principal, file_id)
+    db.release(session)  # the copy from the store holds no connection
     fd, tmp = tempfile.mkstemp(prefix="trainyard-content-")
     os.close(fd)
     try:

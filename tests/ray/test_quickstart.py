@@ -6,24 +6,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 from trainyard.cli.tiny_model import make_dataset, make_tiny_model_dir
 from trainyard.sdk import Trainyard
-
-pytestmark = pytest.mark.ray
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _up(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -66,7 +58,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def test_up_runs_a_job_hands_it_back_on_ctrl_c_and_finishes_after_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "ty"
     log = tmp_path / "up.log"
-    port = _free_port()
+    port = free_port()
     model = make_tiny_model_dir(tmp_path / "model")
     dataset = make_dataset(tmp_path / "train.jsonl", 64)
 

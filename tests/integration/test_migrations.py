@@ -19,6 +19,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
+from support import ROOT
 
 from trainyard.platform import db, migrate, models_files  # noqa: F401  (File is part of the schema)
 from trainyard.platform.models import Base
@@ -48,7 +49,6 @@ def test_upgrade_from_empty_matches_models(admin_db_url: str) -> None:
         admin.dispose()
 
 
-ROOT = Path(__file__).resolve().parents[1]
 # What a wheel is built from; the build runs on a copy so the checkout gets no build/ or egg-info.
 WHEEL_SOURCES = ("pyproject.toml", "setup.py", "README.md", "trainyard", "migrations")
 

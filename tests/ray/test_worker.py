@@ -1,6 +1,6 @@
 """Workers end to end: real Postgres, moto's S3 over HTTP, a Ray cluster started with
 `ray start --head` (not ray.init in-process). Few and small: each fit costs most of a minute.
-The first test needs no Ray: its attempt ends before training starts."""
+integration/test_worker_attempt.py covers an attempt that ends before it needs Ray."""
 
 from __future__ import annotations
 
@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import headers, job_body, make_key
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
+from support import headers, make_key
 
-from trainyard.platform import queue, storage
+from trainyard.cli.tiny_model import make_dataset, make_tiny_model_dir
+from trainyard.platform import storage
 from trainyard.platform.deployment import load_deployment
-from trainyard.platform.models import Checkpoint, Job, JobAttempt, JobEvent
+from trainyard.platform.models import Checkpoint, JobAttempt, JobEvent
 from trainyard.platform.states import TERMINAL, JobStatus
-from trainyard.testing.tiny import make_dataset, make_tiny_model_dir
-from trainyard.workers.attempt import AttemptRunner
 from trainyard.workers.daemon import WorkerDaemon
 
 
@@ -90,39 +89,6 @@ def _checkpoints(client: Any, key: str, job_id: str) -> list[dict[str, Any]]:
     return client.get(f"/v1/jobs/{job_id}/checkpoints", headers=headers(key)).json()["data"]
 
 
-def test_attempt_with_unreadable_dataset_fails_at_once_with_a_cost_report(
-    client: Any, sessions: sessionmaker[Session], settings: Any, tmp_path: Path
-) -> None:
-    key = make_key(sessions)
-    missing = str(tmp_path / "nope.jsonl")
-    job = client.post("/v1/jobs", json=job_body(training_file=missing), headers=headers(key)).json()
-    with sessions() as s:
-        (claim,) = queue.claim(s, worker_id="w1")
-    assert claim.job_id == job["id"]
-    sigterm = signal.getsignal(signal.SIGTERM)
-    runner = AttemptRunner(settings, claim.attempt_id)
-    try:
-        assert runner.run() == 0
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)
-        runner.engine.dispose()
-    with sessions() as s:
-        attempt = s.get(JobAttempt, claim.attempt_id)
-        done = s.get(Job, job["id"])
-        assert attempt is not None and done is not None
-        assert (attempt.outcome, attempt.error_code) == ("failed", "user_error")
-        assert (
-            done.status == "failed" and done.error_code == "user_error" and "nope.jsonl" in done.error_message
-        )
-        cost = s.scalars(select(JobEvent).where(JobEvent.job_id == job["id"], JobEvent.type == "cost")).one()
-        assert cost.attempt_id == claim.attempt_id and cost.data["uri"] == done.result["cost_report_uri"]
-    report = json.loads(
-        storage.open_store(settings.storage_uri).get_bytes(storage.cost_report_key(job["id"]))
-    )
-    assert [a["outcome"] for a in report["attempts"]] == ["failed"]
-
-
-@pytest.mark.ray
 def test_job_runs_to_checkpoints_final_model_and_cost_report(
     client: Any, sessions: sessionmaker[Session], daemon: WorkerDaemon, assets: dict[str, str], tmp_path: Path
 ) -> None:
@@ -160,7 +126,6 @@ def test_job_runs_to_checkpoints_final_model_and_cost_report(
     assert {"status", "checkpoint", "metrics", "cost"} <= set(types)
 
 
-@pytest.mark.ray
 def test_pause_resume_cancel_budget_stop_and_missing_dataset(
     client: Any, sessions: sessionmaker[Session], daemon: WorkerDaemon, assets: dict[str, str]
 ) -> None:
@@ -214,7 +179,6 @@ def test_pause_resume_cancel_budget_stop_and_missing_dataset(
     assert capped["attempts"] == 1, "a budget stop is not retried"
 
 
-@pytest.mark.ray
 def test_sigkill_mid_run_resumes_from_last_checkpoint(
     client: Any,
     sessions: sessionmaker[Session],

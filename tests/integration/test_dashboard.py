@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import make_key
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
+from support import ROOT, make_key
 
 from trainyard.platform.models import ApiKey, Job, JobAttempt, Team
 
-ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 STATIC = ROOT / "trainyard" / "api" / "static"
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -322,42 +320,6 @@ def browser(browser_binary: str) -> Iterator[Browser]:
             b.close()
 
 
-# --- the server -----------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def live_server(sessions: sessionmaker[Session], settings: Any) -> Iterator[str]:
-    import uvicorn
-
-    from trainyard.api import routes_costs
-    from trainyard.api.app import create_app
-
-    app = create_app(settings)
-    # Until app.py mounts the router itself; then this is a no-op.
-    if not any(getattr(r, "path", None) == "/v1/costs" for r in app.routes):
-        app.include_router(routes_costs.router)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the API server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-
-
 # --- data -----------------------------------------------------------------------------------
 
 
@@ -573,13 +535,13 @@ def test_dashboard_asks_for_a_key_and_a_member_sees_their_team(
 # --- without a browser ----------------------------------------------------------------------
 
 
-def test_dashboard_files_are_local_and_small(client_dash: Any) -> None:
-    page = client_dash.get("/dashboard")
+def test_dashboard_files_are_local_and_small(client: Any) -> None:
+    page = client.get("/dashboard")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "connect-src 'self'" in csp
     for name in re.findall(r'(?:src|href)="/dashboard/static/([^"]+)"', page.text):
-        r = client_dash.get(f"/dashboard/static/{name}")
+        r = client.get(f"/dashboard/static/{name}")
         assert r.status_code == 200, name
     chart = STATIC / "chart.umd.min.js"
     assert chart.stat().st_size < 300_000
@@ -592,21 +554,7 @@ def test_dashboard_files_are_local_and_small(client_dash: Any) -> None:
 
 
 @pytest.mark.parametrize("name", ["..%2Fapp.py", "../routes_costs.py", ".hidden", "nope.js", "%2e%2e"])
-def test_static_files_refuse_anything_else(client_dash: Any, name: str) -> None:
-    r = client_dash.get(f"/dashboard/static/{name}")
+def test_static_files_refuse_anything_else(client: Any, name: str) -> None:
+    r = client.get(f"/dashboard/static/{name}")
     assert r.status_code == 404
     assert r.json()["error"]["code"] in ("not_found",)
-
-
-@pytest.fixture
-def client_dash(sessions: sessionmaker[Session], settings: Any) -> Iterator[Any]:
-    from fastapi.testclient import TestClient
-
-    from trainyard.api import routes_costs
-    from trainyard.api.app import create_app
-
-    app = create_app(settings)
-    if not any(getattr(r, "path", None) == "/v1/costs" for r in app.routes):
-        app.include_router(routes_costs.router)
-    with TestClient(app, raise_server_exceptions=False) as c:
-        yield c

@@ -40,11 +40,6 @@ REQUIRED = {
 }
 
 
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return load_catalog()
-
-
 @functools.cache
 def _shipped_rows() -> tuple[dict, ...]:
     return tuple(yaml.safe_load(DEFAULT_CATALOG_PATH.read_text())["instance_types"])

@@ -3,30 +3,22 @@ else, so a retried create is answered with its job however the world moved since
 
 from __future__ import annotations
 
-import ast
 import io
 import json
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from factories import headers, job_body, make_key
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from support import headers, job_body
 
-import trainyard.api
 from trainyard.platform import auth
 from trainyard.platform.models import Job
 
 CHAT = [{"messages": [{"role": "user", "content": "2+2"}, {"role": "assistant", "content": "4"}]}]
 OPENAI_FIELDS: dict[str, Any] = {"model_parameters": 2_000_000, "instance_type": "local-cpu"}
-
-
-@pytest.fixture
-def key(sessions: sessionmaker[Session]) -> str:
-    return make_key(sessions, "research")
 
 
 def set_budget(sessions: sessionmaker[Session], usd: float) -> None:
@@ -119,22 +111,3 @@ def test_an_estimate_creates_nothing(client: Any, sessions: sessionmaker[Session
     r = client.post("/v1/estimates", json=job_body(), headers=headers(key))
     assert r.status_code == 200 and r.json()["chosen"]["instance_type"] == "local-cpu"
     assert job_count(sessions) == 0
-
-
-# Calls a route must leave to `trainyard.platform.submission`.
-SERVICE_ONLY = {"plan", "estimate", "plan_dict", "option_dict", "check_budget", "create_job"}
-
-
-def test_routes_leave_planning_budgets_and_the_insert_to_the_submission_service() -> None:
-    root = Path(trainyard.api.__file__).parent
-    offenders = []
-    for path in sorted(root.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
-                continue
-            owner = node.func.value
-            if node.func.attr in SERVICE_ONLY and not (
-                isinstance(owner, ast.Name) and owner.id == "submission"
-            ):
-                offenders.append(f"{path.relative_to(root)}:{node.lineno} .{node.func.attr}(...)")
-    assert offenders == []

@@ -26,7 +26,6 @@ from trainyard.platform.scheduling import (
     count_parameters,
     estimate,
     estimate_all,
-    load_catalog,
     model_info_from_config,
     read_model_config,
     resolve_dataset_tokens,
@@ -83,11 +82,6 @@ QWEN25_05B = {
     "tie_word_embeddings": True,
 }
 MISTRAL_7B = LLAMA3_8B | {"model_type": "mistral", "vocab_size": 32000}
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return load_catalog()
 
 
 def model(config: dict[str, Any]) -> ModelInfo:

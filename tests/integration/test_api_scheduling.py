@@ -5,16 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-from factories import headers, job_body, make_key
 from sqlalchemy.orm import Session, sessionmaker
+from support import headers, job_body
 
 from trainyard.platform import queue
-
-
-@pytest.fixture
-def key(sessions: sessionmaker[Session]) -> str:
-    return make_key(sessions, "research")
 
 
 def _estimate(client: Any, key: str, **body: Any) -> dict[str, Any]:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import httpx
 import pytest
-from factories import job_body
 from sqlalchemy.orm import Session, sessionmaker
+from support import free_port, job_body
 from typer.testing import CliRunner
 
 from trainyard.cli import app
@@ -34,17 +33,11 @@ def test_migrate_create_team_and_key(sessions: sessionmaker[Session], env: str) 
     assert runner.invoke(app, ["admin", "create-key", "--team", "nope"]).exit_code == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_trainyard_api_serves_the_job_api(sessions: sessionmaker[Session], env: str) -> None:
     runner = CliRunner()
     runner.invoke(app, ["admin", "create-team", "served"])
     key = runner.invoke(app, ["admin", "create-key", "--team", "served"]).output.strip()
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainyard.cli", "api", "--port", str(port)],
         env={**os.environ, "TRAINYARD_DATABASE_URL": env},  # local paths stay refused by default

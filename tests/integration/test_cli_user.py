@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,30 +13,19 @@ import httpx
 import pytest
 import typer
 import yaml
-from factories import job_body, make_key
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-from test_sdk import AppTransport, make_sdk, mount_costs, run_job
+from support import AppTransport, job_body, make_sdk, run_job
 from typer.testing import CliRunner, Result
 
 from trainyard.cli import client as cli_client
-from trainyard.cli import rendering
 from trainyard.cli import user as cli_user
-from trainyard.cli.jobfile import load_job_file
 from trainyard.platform.models import Job as JobRow
-from trainyard.platform.states import JobStatus
 from trainyard.sdk import Trainyard
 
 Invoke = Callable[..., Result]
 
-
-@pytest.fixture(autouse=True)
-def _isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("TRAINYARD_BASE_URL", raising=False)
-    monkeypatch.delenv("TRAINYARD_API_KEY", raising=False)
-    monkeypatch.setenv("TRAINYARD_CREDENTIALS", str(tmp_path / "no-credentials.json"))
-    # Wide enough that tables never truncate ids.
-    monkeypatch.setenv("COLUMNS", "200")
+pytestmark = pytest.mark.usefixtures("isolated_config")
 
 
 def _runner_for(factory: Callable[[], Trainyard], monkeypatch: pytest.MonkeyPatch) -> Invoke:
@@ -51,11 +38,6 @@ def _runner_for(factory: Callable[[], Trainyard], monkeypatch: pytest.MonkeyPatc
         return runner.invoke(app, list(args))
 
     return invoke
-
-
-@pytest.fixture
-def key(sessions: sessionmaker[Session]) -> str:
-    return make_key(sessions, "research")
 
 
 @pytest.fixture
@@ -102,34 +84,6 @@ def worker(sessions: sessionmaker[Session]) -> Iterator[Callable[..., None]]:
     yield start
     for thread in threads:
         thread.join(timeout=30)
-
-
-def test_user_commands_need_no_server_packages() -> None:
-    code = (
-        "import sys, typer, trainyard.cli.user as c\n"
-        "c.register(typer.Typer())\n"
-        "top = ('fastapi', 'sqlalchemy', 'psycopg', 'ray', 'torch')\n"
-        "ours = ('trainyard.platform', 'trainyard.api', 'trainyard.workers')\n"
-        "bad = [m for m in sys.modules if m.split('.')[0] in top or m.startswith(ours)]\n"
-        "print(','.join(sorted(bad)))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-    assert out.stdout.strip() == ""
-
-
-def test_the_main_app_has_every_command_once() -> None:
-    from trainyard.cli import app as main_app
-
-    names = [c.name or c.callback.__name__ for c in main_app.registered_commands] + [
-        g.name for g in main_app.registered_groups
-    ]
-    ours = {"submit", "estimate", "costs", "instance-types", "jobs"}
-    assert ours <= set(names)
-    assert {"up", "demo", "api", "worker", "migrate", "admin"} <= set(names)
-    assert len(names) == len(set(names)), "no command registered twice"
-    probe = typer.Typer()
-    cli_user.register(probe)
-    assert {c.name for c in probe.registered_commands} | {g.name for g in probe.registered_groups} == ours
 
 
 def test_submit_list_get_events_cancel(cli: Invoke, job_file: Path) -> None:
@@ -271,8 +225,7 @@ def test_estimate(cli: Invoke, job_file: Path, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "relax one of them" in r.stderr
 
 
-def test_costs(cli: Invoke, client: Any, job_file: Path, sessions: sessionmaker[Session]) -> None:
-    mount_costs(client.app)
+def test_costs(cli: Invoke, job_file: Path, sessions: sessionmaker[Session]) -> None:
     r = cli("costs")
     assert r.exit_code == 0 and "no spend" in r.stderr
     cli("submit", str(job_file))
@@ -297,21 +250,3 @@ def test_instance_types(cli: Invoke) -> None:
     assert "local-cpu" in [t["name"] for t in types] and len(types) > 1
     only = _json(cli("instance-types", "--available", "--json"))
     assert [t["name"] for t in only] == ["local-cpu"]
-
-
-def test_relative_local_paths_in_a_job_file_become_absolute(tmp_path: Path) -> None:
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "train.jsonl").write_text('{"text": "hi"}\n')
-    job = tmp_path / "job.yaml"
-    job.write_text(
-        "name: j\nbase_model: gpt2\ntraining_file: data/train.jsonl\nvalidation_file: s3://b/v.jsonl\n"
-    )
-    data = load_job_file(job)
-    assert data["training_file"] == str(tmp_path / "data" / "train.jsonl")
-    assert data["base_model"] == "gpt2", "a hub id is not a path"
-    assert data["validation_file"] == "s3://b/v.jsonl"
-
-
-def test_every_job_status_has_a_colour() -> None:
-    assert set(rendering.STATUS_STYLE) == {str(s) for s in JobStatus}
-    assert rendering.status("paused") == "[bright_black]paused[/bright_black]"

@@ -14,20 +14,19 @@ from typing import Any
 
 import pytest
 import yaml
+from support import ROOT
 
 from trainyard.platform.scheduling import (
     Catalog,
     ModelInfo,
     choose,
     estimate_all,
-    load_catalog,
     parse_pools,
     resolve_dataset_tokens,
     resolve_model_info,
 )
 from trainyard.platform.spec import Hyperparameters, JobSpec
 
-ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
 EXAMPLES = ROOT / "examples"
 COMPOSE = INFRA / "compose.yaml"
@@ -76,11 +75,6 @@ def _compose_ray_resources(command: list[str]) -> dict[str, float]:
 
 def _pool_entries() -> list[dict[str, Any]]:
     return json.loads(POOLS.read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return load_catalog()
 
 
 @pytest.fixture(scope="module")

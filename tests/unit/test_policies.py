@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import shipped_catalog
 
 from trainyard.platform.scheduling import (
-    Catalog,
     Decision,
     Estimate,
     ModelInfo,
@@ -19,7 +18,6 @@ from trainyard.platform.scheduling import (
     choose,
     choose_many,
     estimate_all,
-    load_catalog,
 )
 from trainyard.platform.spec import JobSpec
 
@@ -41,23 +39,13 @@ LLAMA_70B = ModelInfo(
 )
 
 
-@functools.cache
-def shipped() -> Catalog:
-    return load_catalog()
-
-
-@pytest.fixture(scope="module")
-def catalog() -> Catalog:
-    return shipped()
-
-
 def job(**overrides: Any) -> JobSpec:
     fields: dict[str, Any] = {"name": "t", "base_model": "org/model", "training_file": "s3://b/train.jsonl"}
     return JobSpec(**(fields | overrides))
 
 
 def options_for(spec: JobSpec, model: ModelInfo, tokens: int) -> list[Estimate]:
-    return estimate_all(spec, shipped(), model, tokens, now=NOW)
+    return estimate_all(spec, shipped_catalog(), model, tokens, now=NOW)
 
 
 def decide_now(
@@ -351,7 +339,7 @@ def test_cheapest_is_never_dearer_than_any_eligible_option(case: tuple[JobSpec, 
 @PROPERTY
 @given(st.lists(jobs(), min_size=1, max_size=8))
 def test_choose_many_agrees_with_choose(cases: list[tuple[JobSpec, ModelInfo, int]]) -> None:
-    batch = choose_many(cases, shipped(), now=NOW)
+    batch = choose_many(cases, shipped_catalog(), now=NOW)
     for (spec, model, tokens), got in zip(cases, batch, strict=True):
         try:
             decision = choose(spec, options_for(spec, model, tokens))
@@ -381,7 +369,7 @@ def test_choose_many_agrees_with_choose_among_pools_and_pins(
         (spec.model_copy(update={"instance_type": pin}), model, tokens)
         for (spec, model, tokens), pin in zip(cases, pins, strict=False)
     ]
-    batch = choose_many(pinned, shipped(), now=NOW, available=available)
+    batch = choose_many(pinned, shipped_catalog(), now=NOW, available=available)
     for (spec, model, tokens), got in zip(pinned, batch, strict=True):
         try:
             decision = decide_now(spec, model, tokens, available=available)

@@ -7,13 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from factories import headers, job_body, make_key
 from sqlalchemy.orm import Session, sessionmaker
-
-
-@pytest.fixture
-def key(sessions: sessionmaker[Session]) -> str:
-    return make_key(sessions, "research")
+from support import headers, job_body, make_key
 
 
 def test_create_get_and_list(client: Any, key: str) -> None:

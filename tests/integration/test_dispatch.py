@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
-import pytest
-from factories import job_body, make_key, principal_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from support import TWO_POOLS, job_body, make_key, principal_for
 
 from trainyard.platform import jobs, queue
-from trainyard.platform.deployment import DeploymentConfigError, load_deployment
+from trainyard.platform.deployment import load_deployment
 from trainyard.platform.models import Job, JobEvent
 from trainyard.platform.planning import Planner
 from trainyard.platform.spec import JobSpec
 from trainyard.settings import get_settings
-
-POOLS = json.dumps(
-    [
-        {"instance_type": "local-cpu", "max_concurrent": 1},
-        {"instance_type": "c7i.2xlarge", "max_concurrent": 1},
-    ]
-)
 
 
 def _submit(sessions: sessionmaker[Session], planner: Planner, **overrides: object) -> str:
@@ -34,7 +24,7 @@ def _submit(sessions: sessionmaker[Session], planner: Planner, **overrides: obje
 
 
 def test_waiting_job_moves_to_a_pool_with_room_and_pinned_jobs_stay(sessions: sessionmaker[Session]) -> None:
-    planner = Planner(load_deployment(get_settings(catalog_path=None, pools=POOLS)))
+    planner = Planner(load_deployment(get_settings(catalog_path=None, pools=TWO_POOLS)))
     first = _submit(sessions, planner)
     waiting = _submit(sessions, planner)
     pinned = _submit(sessions, planner, instance_type="local-cpu")
@@ -60,16 +50,7 @@ def test_waiting_job_moves_to_a_pool_with_room_and_pinned_jobs_stay(sessions: se
 
 
 def test_nothing_moves_while_the_pool_has_room(sessions: sessionmaker[Session]) -> None:
-    planner = Planner(load_deployment(get_settings(catalog_path=None, pools=POOLS)))
+    planner = Planner(load_deployment(get_settings(catalog_path=None, pools=TWO_POOLS)))
     _submit(sessions, planner)
     with sessions() as s:
         assert planner.redispatch(s, waited_seconds=0) == []
-
-
-def test_a_worker_serves_the_pools_it_names_and_refuses_unknown_ones() -> None:
-    deployment = load_deployment(get_settings(catalog_path=None, pools=POOLS))
-    assert deployment.served() == ["local-cpu", "c7i.2xlarge"]
-    assert deployment.served(["c7i.2xlarge"]) == ["c7i.2xlarge"]
-    assert deployment.capacity == {"local-cpu": 1, "c7i.2xlarge": 1}
-    with pytest.raises(DeploymentConfigError, match="not configured"):
-        deployment.served(["g5.xlarge"])

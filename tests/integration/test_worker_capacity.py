@@ -22,15 +22,14 @@ from typing import Any
 
 import pytest
 import yaml
-from factories import headers, job_body, make_key
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from support import ROOT, headers, job_body, make_key
 
 from trainyard.platform import states
 from trainyard.platform.models import Job, JobAttempt
-from trainyard.platform.scheduling import load_catalog, parse_pools
+from trainyard.platform.scheduling import Catalog, parse_pools
 
-ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "infra" / "compose.yaml"
 CONCURRENCY = 3  # more attempts than the pool allows, so only the pool's capacity can hold it back
 
@@ -124,9 +123,10 @@ def test_trainyard_worker_runs_no_more_than_the_pools_max_concurrent(
     sessions: sessionmaker[Session],
     start_worker: Callable[[], subprocess.Popen[bytes]],
     tmp_path: Path,
+    catalog: Catalog,
 ) -> None:
     _, compose_env = compose_worker()
-    [pool] = parse_pools(compose_env["TRAINYARD_POOLS"], load_catalog())
+    [pool] = parse_pools(compose_env["TRAINYARD_POOLS"], catalog)
     assert pool.max_concurrent == 1 < CONCURRENCY
     log = tmp_path / "worker.log"
 

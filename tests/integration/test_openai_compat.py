@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from factories import headers, job_body, make_key, principal_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from support import CHAT, headers, job_body, jsonl, make_key, principal_for
 
 from trainyard.api.app import create_app
 from trainyard.api.openai import fine_tuning
 from trainyard.api.openai import routes as routes_openai
-from trainyard.platform import attempts, files, queue, records, states, storage
-from trainyard.platform.errors import InvalidRequest, NotFound
+from trainyard.platform import attempts, files, queue, states, storage
+from trainyard.platform.errors import NotFound
 from trainyard.platform.models import Job
 from trainyard.platform.models_files import File
 from trainyard.platform.spec import JobSpec
@@ -31,38 +30,6 @@ from trainyard.platform.spec import JobSpec
 MODEL = "file:///models/tiny-gpt2"
 # Planning reads the model's size from these instead of the (absent) model files.
 TRAINYARD_FIELDS: dict[str, Any] = {"model_parameters": 2_000_000, "instance_type": "local-cpu"}
-
-CHAT = [
-    {
-        "messages": [
-            {"role": "user", "content": f"What is {i}+{i}?"},
-            {"role": "assistant", "content": f"{2 * i}"},
-        ]
-    }
-    for i in range(8)
-]
-
-
-def jsonl(records: list[dict[str, Any]]) -> bytes:
-    return b"".join(json.dumps(r).encode() + b"\n" for r in records)
-
-
-@pytest.fixture
-def app(sessions: sessionmaker[Session], settings: Any) -> Any:
-    return create_app(settings)
-
-
-@pytest.fixture
-def client(app: Any) -> Iterator[Any]:
-    from fastapi.testclient import TestClient
-
-    with TestClient(app, raise_server_exceptions=False) as c:
-        yield c
-
-
-@pytest.fixture
-def key(sessions: sessionmaker[Session]) -> str:
-    return make_key(sessions, "research")
 
 
 def make_openai(client: Any, key: str) -> openai.OpenAI:
@@ -323,43 +290,6 @@ def test_malformed_file_is_refused_naming_the_first_bad_line(
     assert r.status_code == 404 and set(r.json()["error"]) == {"code", "message", "param"}
 
 
-@pytest.mark.parametrize(
-    ("records", "problem"),
-    [
-        (
-            [{"messages": [{"role": "user", "content": "hi"}]}],
-            "line 1: a conversation needs at least one assistant",
-        ),
-        ([{"messages": [{"role": "robot", "content": "hi"}]}], "line 1: messages[0]: role must be one of"),
-        ([{"messages": []}], "line 1: 'messages' must be a non-empty list"),
-        ([CHAT[0], {"text": "plain"}], "line 2 is a text record, but line 1 was a chat record"),
-        ([{"prompt": "a", "completion": 3}], "line 1: 'prompt' and 'completion' must both be strings"),
-        ([{"input": {}, "preferred_output": []}], "line 1: preference (DPO) records are not supported"),
-        ([{"label": 1}], "line 1: a record needs 'messages' (chat)"),
-        ([], "holds no records"),
-    ],
-)
-def test_validation_names_the_problem(records: list[dict[str, Any]], problem: str) -> None:
-    with pytest.raises(InvalidRequest) as exc:
-        files.validate_jsonl(io.BytesIO(jsonl(records)), filename="f.jsonl")
-    assert problem in exc.value.message
-
-
-def test_validation_accepts_every_training_format() -> None:
-    assert files.validate_jsonl(io.BytesIO(b"\xef\xbb\xbf" + jsonl(CHAT) + b"\n\r\n")) == len(CHAT)
-    assert files.validate_jsonl(io.BytesIO(jsonl([{"prompt": "2+2=", "completion": "4"}]))) == 1
-    assert files.validate_jsonl(io.BytesIO(jsonl([{"text": "a", "label": "pos"}]))) == 1
-    tool_call = {
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "weather?"}]},
-            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function"}]},
-        ]
-    }
-    assert files.validate_jsonl(io.BytesIO(jsonl([tool_call]))) == 1
-    with pytest.raises(InvalidRequest, match="line 1 is not valid UTF-8"):
-        files.validate_jsonl(io.BytesIO(b'{"text": "\xff"}\n'))
-
-
 def test_oversized_upload_gets_413_and_the_larger_cap_applies_to_uploads_only(
     oai: openai.OpenAI, client: Any, key: str, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -516,35 +446,6 @@ def test_a_refused_create_leaves_no_job(oai: openai.OpenAI, sessions: sessionmak
         oai.fine_tuning.jobs.create(model=MODEL, training_file=file_id, extra_body={"instance_type": "nope"})
     with sessions() as s:
         assert s.scalars(select(Job)).all() == []
-
-
-# ---------------------------------------------------------------------------------------- rendering
-
-
-class _Tokenizer:
-    eos_token = "</s>"
-    chat_template: str | None = None
-
-    def apply_chat_template(self, messages: list[dict[str, str]], **kwargs: Any) -> str:
-        assert kwargs["tokenize"] is False
-        return "".join(f"<|{m['role']}|>{m['content']}" for m in messages)
-
-
-def test_render_chat_uses_the_template_when_there_is_one() -> None:
-    record = {
-        "messages": [
-            {"role": "system", "content": "be brief"},
-            {"role": "user", "content": [{"type": "text", "text": "2+2"}]},
-            {"role": "assistant", "content": "4"},
-        ]
-    }
-    plain = _Tokenizer()
-    assert records.render_chat(record, plain) == "system: be brief\nuser: 2+2\nassistant: 4</s>"
-    templated = _Tokenizer()
-    templated.chat_template = "{{ messages }}"
-    assert records.render_chat(record, templated) == "<|system|>be brief<|user|>2+2<|assistant|>4"
-    assert records.render_record({"prompt": "2+2=", "completion": "4"}, plain) == "2+2=4"
-    assert records.render_record({"text": "t"}, plain) == "t"
 
 
 def test_server_paths_are_refused_where_disabled_but_uploaded_files_work(

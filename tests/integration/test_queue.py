@@ -7,9 +7,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from factories import job_body, make_key, principal_for
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
+from support import job_body, make_key, principal_for
 
 from trainyard.platform import jobs, queue, states
 from trainyard.platform.errors import Conflict, LeaseLost, NotFound
