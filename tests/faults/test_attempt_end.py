@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import job_body, make_key, principal_for
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
+from support import job_body, make_key, principal_for
 
 from trainyard.platform import attempts, jobs, queue, storage
 from trainyard.platform.auth import Principal

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import job_body, make_key, principal_for
+from live import OwnPostgres
 from sqlalchemy.orm import Session, sessionmaker
+from support import job_body, make_key, principal_for
 
-from trainyard.platform import db, embedded_pg, jobs, migrate, queue, storage
+from trainyard.platform import db, jobs, queue, storage
 from trainyard.platform.deployment import load_deployment
 from trainyard.platform.models import Job
 from trainyard.platform.spec import JobSpec
@@ -35,39 +34,24 @@ from trainyard.workers.outcome import TrainingOutcome
 OUTAGE_SECONDS = 10.0
 
 
-class OwnPostgres:
-    def __init__(self, data_dir: Path) -> None:
-        self.url, self.server = embedded_pg.start(data_dir, cleanup="stop")
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def start(self) -> None:
-        # The same data directory and socket: what a restarted production server looks like.
-        self.server.ensure_postgres_running()
+@pytest.fixture(scope="module")
+def pg() -> Iterator[OwnPostgres]:
+    own = OwnPostgres()
+    try:
+        yield own
+    finally:
+        own.close()
 
 
 @pytest.fixture(scope="module")
-def pg() -> Iterator[OwnPostgres]:
-    # Not under pytest's tmp dir: as root, the server runs as its own user, which must reach the
-    # data directory again when it restarts.
-    root = Path(tempfile.mkdtemp(prefix="trainyard-own-pg-"))
-    root.chmod(0o755)
-    own = OwnPostgres(root / "pg")
-    try:
-        engine = db.make_engine(own.url, pool_size=1, max_overflow=0)
-        migrate.upgrade(engine)
-        engine.dispose()
-        yield own
-    finally:
-        own.server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
+def pg_url(pg: OwnPostgres) -> str:
+    return pg.create_database()
 
 
 @pytest.fixture
-def own(pg: OwnPostgres, tmp_path: Path) -> Iterator[tuple[Any, sessionmaker[Session]]]:
+def own(pg_url: str, tmp_path: Path) -> Iterator[tuple[Any, sessionmaker[Session]]]:
     settings = get_settings(
-        database_url=pg.url,
+        database_url=pg_url,
         storage_uri=f"file://{tmp_path}/store",
         data_dir=str(tmp_path),
         allow_local_paths=True,
@@ -76,7 +60,7 @@ def own(pg: OwnPostgres, tmp_path: Path) -> Iterator[tuple[Any, sessionmaker[Ses
         heartbeat_seconds=1.0,
         retry_backoff_seconds=0.0,
     )
-    engine = db.make_engine(pg.url, pool_size=2, max_overflow=2)
+    engine = db.make_engine(pg_url, pool_size=2, max_overflow=2)
     yield settings, db.make_sessionmaker(engine)
     engine.dispose()
 
@@ -114,13 +98,11 @@ def test_the_daemon_survives_its_database_going_away_and_claims_afterwards(
     try:
         before = _enqueue(sessions, tmp_path, "before")
         assert _wait_terminal(sessions, before).error_code == "user_error"
-        uri = pg.server.get_uri()
         pg.stop()
         t0 = time.monotonic()
         time.sleep(OUTAGE_SECONDS)
         assert thread.is_alive(), "the daemon outlived the outage"
         pg.start()
-        assert pg.server.get_uri() == uri
         after = _enqueue(sessions, tmp_path, "after")
         job = _wait_terminal(sessions, after)
         took = time.monotonic() - t0

@@ -10,10 +10,10 @@ import time
 
 import psycopg
 import pytest
-from factories import job_body, make_key, principal_for
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
+from support import job_body, make_key, principal_for
 
 from trainyard.platform import attempts, events, jobs, queue
 from trainyard.platform.errors import LeaseLost
