@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from factories import headers, job_body
 from live import LiveApi, OwnPostgres, SlowProxy, error_code, live_api, team_key
 from sqlalchemy import text
+from support import headers, job_body
 
 from trainyard.platform import db
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import job_body
+from support import job_body
 
 from trainyard.platform import storage
 from trainyard.platform.deployment import load_deployment

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from factories import headers, job_body, make_key, principal_for
+from support import headers, job_body, make_key, principal_for
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from factories import headers, job_body, make_key
+from support import headers, job_body, make_key
 from sqlalchemy.orm import Session, sessionmaker
 
 import trainyard

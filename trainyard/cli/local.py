@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainyard.platform.outages import keep_running
 from trainyard.settings import Settings, get_settings
 
 log = logging.getLogger("trainyard.local")
@@ -139,7 +140,14 @@ class LocalStack:
         self._wait_for_api()
 
         self._daemon = WorkerDaemon(self.settings, deployment, ray_address=ray_address)
-        worker = threading.Thread(target=self._daemon.run, name="worker", daemon=True)
+        daemon = self._daemon
+        worker = threading.Thread(
+            target=keep_running,
+            args=(log, "the embedded worker", daemon.run),
+            kwargs={"stopping": lambda: daemon.stopping},
+            name="worker",
+            daemon=True,
+        )
         worker.start()
         self._threads.append(worker)
         return self
