@@ -21,9 +21,9 @@ from factories import headers, job_body, make_key
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from trainyard.platform import queue, storage
+from trainyard.platform import auth, queue, storage
 from trainyard.platform.deployment import load_deployment
-from trainyard.platform.models import Checkpoint, Job, JobAttempt, JobEvent
+from trainyard.platform.models import Checkpoint, Job, JobAttempt, JobEvent, SourceGrant
 from trainyard.platform.states import TERMINAL, JobStatus
 from trainyard.testing.tiny import make_dataset, make_tiny_model_dir
 from trainyard.workers.attempt import AttemptRunner
@@ -74,6 +74,12 @@ def _body(assets: dict[str, str], **overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+def _grant_assets(sessions: sessionmaker[Session], team: str = "research") -> None:
+    """Let the team's jobs read the assets bucket: the API and every attempt check sources."""
+    with sessions.begin() as s:
+        s.add(SourceGrant(team_id=auth.get_team_by_name(s, team).id, uri="s3://assets"))
 
 
 def _wait(client: Any, key: str, job_id: str, until: Any, timeout: float = 240.0) -> dict[str, Any]:
@@ -129,6 +135,7 @@ def test_job_runs_to_checkpoints_final_model_and_cost_report(
     from transformers import AutoModelForCausalLM
 
     key = make_key(sessions)
+    _grant_assets(sessions)
     job = client.post("/v1/jobs", json=_body(assets), headers=headers(key)).json()
     assert job["plan"]["instance_type"] == "local-cpu"
     job = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL)
@@ -165,6 +172,7 @@ def test_pause_resume_cancel_budget_stop_and_missing_dataset(
     client: Any, sessions: sessionmaker[Session], daemon: WorkerDaemon, assets: dict[str, str]
 ) -> None:
     key = make_key(sessions)
+    _grant_assets(sessions)
     missing = client.post(
         "/v1/jobs", json=_body(assets, training_file="s3://assets/datasets/nope.jsonl"), headers=headers(key)
     ).json()
@@ -223,6 +231,7 @@ def test_sigkill_mid_run_resumes_from_last_checkpoint(
     assets: dict[str, str],
 ) -> None:
     key = make_key(sessions)
+    _grant_assets(sessions)
     body = _body(assets, hyperparameters={"max_steps": 60, "batch_size": 4, "seq_len": 32})
     job = client.post("/v1/jobs", json=body, headers=headers(key)).json()
     env = {

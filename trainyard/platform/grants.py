@@ -80,12 +80,16 @@ def list_grants(session: Session, principal: Principal, team_name: str) -> tuple
     require_admin(principal)
     team = get_team_by_name(session, team_name)
     rows = session.scalars(
-        select(SourceGrant).where(SourceGrant.team_id == team.id).order_by(SourceGrant.created_at, SourceGrant.id)
+        select(SourceGrant)
+        .where(SourceGrant.team_id == team.id)
+        .order_by(SourceGrant.created_at, SourceGrant.id)
     )
     return list(rows), team
 
 
-def revoke_source(session: Session, principal: Principal, team_name: str, uri: str) -> tuple[SourceGrant, Team]:
+def revoke_source(
+    session: Session, principal: Principal, team_name: str, uri: str
+) -> tuple[SourceGrant, Team]:
     """Take a grant back (404 when the team does not hold it); admin keys only. Jobs already
     queued with it are refused when their attempt checks its sources."""
     require_admin(principal)
@@ -95,7 +99,9 @@ def revoke_source(session: Session, principal: Principal, team_name: str, uri: s
         select(SourceGrant).where(SourceGrant.team_id == team.id, SourceGrant.uri == source.uri)
     )
     if row is None:
-        raise NotFound(f"team {team.name!r} holds no grant for {source.uri}", code="grant_not_found", param="uri")
+        raise NotFound(
+            f"team {team.name!r} holds no grant for {source.uri}", code="grant_not_found", param="uri"
+        )
     session.delete(row)
     session.flush()
     return row, team

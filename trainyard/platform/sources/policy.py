@@ -207,4 +207,6 @@ def _check_tree(top: str, roots: list[str], uri: str, param: str) -> None:
                 )
             path = os.path.join(dirpath, name)
             if os.path.islink(path) and not any(_inside(os.path.realpath(path), r) for r in roots):
-                raise SourceRefused(f"{param}: {uri} holds a link that leads out of the local roots", param=param)
+                raise SourceRefused(
+                    f"{param}: {uri} holds a link that leads out of the local roots", param=param
+                )
