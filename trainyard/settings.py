@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import json
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -31,6 +34,12 @@ class Settings(BaseSettings):
     # embedded stack allows it; a shared deployment should not, or any user could read any file
     # the workers can.
     allow_local_paths: bool = False
+    # Where those local paths may be, when they are allowed: directories (symlinks resolved) as a
+    # JSON list or comma-separated. None configured means no local path is allowed at all.
+    local_roots: Annotated[list[str], NoDecode] = []
+    # s3:// buckets or prefixes every team may read (a model mirror, shared datasets); grants to
+    # one team are in the database (`trainyard admin grant-source`). Same format as local_roots.
+    shared_sources: Annotated[list[str], NoDecode] = []
 
     lease_seconds: float = Field(default=60.0, gt=0)
     heartbeat_seconds: float = Field(default=10.0, gt=0)
@@ -39,6 +48,16 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(default=5.0, gt=0)
     worker_concurrency: int = Field(default=1, ge=1)
     ray_address: str | None = Field(default=None, validation_alias=AliasChoices("ray_address", "RAY_ADDRESS"))
+
+    @field_validator("local_roots", "shared_sources", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -37,6 +37,8 @@ def test_trainyard_api_serves_the_job_api(sessions: sessionmaker[Session], env: 
     runner = CliRunner()
     runner.invoke(app, ["admin", "create-team", "served"])
     key = runner.invoke(app, ["admin", "create-key", "--team", "served"]).output.strip()
+    for prefix in ("s3://models", "s3://data"):
+        assert runner.invoke(app, ["admin", "grant-source", "served", prefix]).exit_code == 0
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "trainyard.cli", "api", "--port", str(port)],
@@ -56,7 +58,7 @@ def test_trainyard_api_serves_the_job_api(sessions: sessionmaker[Session], env: 
             pytest.fail("API did not come up")
         auth = {"Authorization": f"Bearer {key}"}
         local = httpx.post(f"{base}/v1/jobs", json=job_body(), headers=auth, timeout=10)
-        assert local.status_code == 400 and local.json()["error"]["code"] == "local_paths_disabled"
+        assert local.status_code == 400 and local.json()["error"]["code"] == "source_not_allowed"
         body = job_body(base_model="s3://models/tiny-gpt2")
         created = httpx.post(f"{base}/v1/jobs", json=body, headers=auth, timeout=10)
         assert created.status_code == 201, created.text

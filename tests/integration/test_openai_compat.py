@@ -468,4 +468,4 @@ def test_server_paths_are_refused_where_disabled_but_uploaded_files_work(
         ):
             with pytest.raises(openai.BadRequestError) as exc:
                 oai.fine_tuning.jobs.create(**kwargs, extra_body=TRAINYARD_FIELDS)
-            assert exc.value.code == "local_paths_disabled"
+            assert exc.value.code == "source_not_allowed"

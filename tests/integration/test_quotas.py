@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from support import headers, job_body, make_key, principal_for
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
+from support import headers, job_body, make_key, principal_for
 
 from trainyard.platform import jobs, queue, states
 from trainyard.platform.models import Job, JobAttempt, JobEvent

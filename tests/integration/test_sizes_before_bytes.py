@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
-from support import headers, job_body, make_key
 from sqlalchemy.orm import Session, sessionmaker
+from support import headers, job_body, make_key
 
 import trainyard
 from trainyard.platform.planning import DATASET_SAMPLE_BYTES

@@ -81,6 +81,9 @@ def start_worker(db_url: str, tmp_path: Path) -> Iterator[Callable[[], subproces
         # A crashed attempt's job waits an hour before its retry, so its slot goes to the next job.
         "TRAINYARD_RETRY_BACKOFF_SECONDS": "3600",
         "TRAINYARD_POLL_SECONDS": "0.2",
+        # The attempts check sources as the API does: the job's pipe and job_body's model path.
+        "TRAINYARD_ALLOW_LOCAL_PATHS": "true",
+        "TRAINYARD_LOCAL_ROOTS": f"{tmp_path},/models",
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     }
     log = (tmp_path / "worker.log").open("wb")

@@ -21,6 +21,7 @@ from trainyard.sdk import Trainyard
 def _up(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINYARD_", "RAY_ADDRESS"))}
     env["TRAINYARD_CREDENTIALS"] = str(data_dir / "sdk-credentials.json")
+    env["TRAINYARD_LOCAL_ROOTS"] = str(data_dir.parent)  # the test's model and dataset sit beside it
     return subprocess.Popen(
         [sys.executable, "-m", "trainyard.cli", "up", "--data-dir", str(data_dir), "--port", str(port)],
         env=env,

@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from support import headers, make_key
 
 from trainyard.cli.tiny_model import make_dataset, make_tiny_model_dir
-from trainyard.platform import storage
+from trainyard.platform import auth, storage
 from trainyard.platform.deployment import load_deployment
-from trainyard.platform.models import Checkpoint, JobAttempt, JobEvent
+from trainyard.platform.models import Checkpoint, JobAttempt, JobEvent, SourceGrant
 from trainyard.platform.states import TERMINAL, JobStatus
 from trainyard.workers.daemon import WorkerDaemon
 
@@ -75,6 +75,12 @@ def _body(assets: dict[str, str], **overrides: Any) -> dict[str, Any]:
     return body
 
 
+def _grant_assets(sessions: sessionmaker[Session], team: str = "research") -> None:
+    """Let the team's jobs read the assets bucket: the API and every attempt check sources."""
+    with sessions.begin() as s:
+        s.add(SourceGrant(team_id=auth.get_team_by_name(s, team).id, uri="s3://assets"))
+
+
 def _wait(client: Any, key: str, job_id: str, until: Any, timeout: float = 240.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -95,6 +101,7 @@ def test_job_runs_to_checkpoints_final_model_and_cost_report(
     from transformers import AutoModelForCausalLM
 
     key = make_key(sessions)
+    _grant_assets(sessions)
     job = client.post("/v1/jobs", json=_body(assets), headers=headers(key)).json()
     assert job["plan"]["instance_type"] == "local-cpu"
     job = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL)
@@ -130,6 +137,7 @@ def test_pause_resume_cancel_budget_stop_and_missing_dataset(
     client: Any, sessions: sessionmaker[Session], daemon: WorkerDaemon, assets: dict[str, str]
 ) -> None:
     key = make_key(sessions)
+    _grant_assets(sessions)
     missing = client.post(
         "/v1/jobs", json=_body(assets, training_file="s3://assets/datasets/nope.jsonl"), headers=headers(key)
     ).json()
@@ -187,6 +195,7 @@ def test_sigkill_mid_run_resumes_from_last_checkpoint(
     assets: dict[str, str],
 ) -> None:
     key = make_key(sessions)
+    _grant_assets(sessions)
     body = _body(assets, hyperparameters={"max_steps": 60, "batch_size": 4, "seq_len": 32})
     job = client.post("/v1/jobs", json=body, headers=headers(key)).json()
     env = {

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from trainyard.api import routes_costs, routes_jobs, routes_scheduling
+from trainyard.api import routes_costs, routes_grants, routes_jobs, routes_scheduling
 from trainyard.api.errors import error_response, install_error_handlers
 from trainyard.api.metrics import latency_middleware, make_registry
 from trainyard.api.openai import routes as routes_openai
@@ -19,6 +19,7 @@ from trainyard.api.spend_metrics import register_spend_metrics
 from trainyard.platform import db, migrate
 from trainyard.platform.deployment import Deployment, load_deployment
 from trainyard.platform.planning import Planner
+from trainyard.platform.sources import SourcePolicy
 from trainyard.settings import Settings, get_settings
 
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, deployment: Deployment | None =
     # Load the catalog and pools when the app is built, so a bad file stops start-up loudly.
     app.state.deployment = deployment or load_deployment(settings)
     app.state.planner = Planner(app.state.deployment)
+    app.state.sources = SourcePolicy.from_settings(settings)
     install_error_handlers(app)
 
     @app.middleware("http")
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None, deployment: Deployment | None =
     app.include_router(routes_jobs.router)
     app.include_router(routes_scheduling.router)
     app.include_router(routes_costs.router)
+    app.include_router(routes_grants.router)
     app.include_router(routes_openai.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -34,7 +34,7 @@ def create_job(
         principal,
         spec,
         planner=request.app.state.planner,
-        allow_local_paths=request.app.state.settings.allow_local_paths,
+        sources=request.app.state.sources,
         idempotency_key=idempotency_key,
     )
     if not created:

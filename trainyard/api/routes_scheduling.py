@@ -36,7 +36,7 @@ def create_estimate(
         principal,
         body,
         planner=_planner(request),
-        allow_local_paths=request.app.state.settings.allow_local_paths,
+        sources=request.app.state.sources,
     )
     error = result.error
     return {

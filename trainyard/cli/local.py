@@ -3,6 +3,8 @@ embedded Postgres, a `file://` object store, a local Ray, the API and a worker.
 
 `TRAINYARD_DATABASE_URL`, `TRAINYARD_STORAGE_URI` and `RAY_ADDRESS` switch each part to an
 external one. Data lives under `--data-dir` (default `./.trainyard`), so a restart finds its jobs.
+Jobs may read local files under the data directory, the directory the stack started in, and
+any directory `TRAINYARD_LOCAL_ROOTS` adds.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class LocalStack:
             api_host=self.host,
             api_port=self.port,
             allow_local_paths=True,  # one user, one machine: their own files are fair game
+            local_roots=[str(self.data_dir), os.getcwd(), *get_settings().local_roots],
             heartbeat_seconds=float(os.environ.get("TRAINYARD_HEARTBEAT_SECONDS", "2")),
             poll_seconds=float(os.environ.get("TRAINYARD_POLL_SECONDS", "2")),
         )
@@ -122,6 +125,9 @@ class LocalStack:
         os.environ["TRAINYARD_DATABASE_URL"] = self.settings.database_url
         os.environ["TRAINYARD_STORAGE_URI"] = self.settings.storage_uri
         os.environ["TRAINYARD_HEARTBEAT_SECONDS"] = str(self.settings.heartbeat_seconds)
+        # ... and check sources as the API does.
+        os.environ["TRAINYARD_ALLOW_LOCAL_PATHS"] = "true"
+        os.environ["TRAINYARD_LOCAL_ROOTS"] = json.dumps(self.settings.local_roots)
         self._own_ray = not self.settings.ray_address
         ray_address = ensure_ray(self.settings, num_cpus=self.num_cpus)
         os.environ["RAY_ADDRESS"] = ray_address

@@ -31,8 +31,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from trainyard.platform import attempts, db, events, queue, storage
 from trainyard.platform.deployment import load_deployment
 from trainyard.platform.errors import LeaseLost
-from trainyard.platform.models import Job, JobAttempt
+from trainyard.platform.models import ApiKey, Job, JobAttempt
 from trainyard.platform.outages import Outage
+from trainyard.platform.sources import Reader, SourcePolicy, SourceRefused
 from trainyard.platform.spec import JobSpec
 from trainyard.platform.states import AttemptOutcome
 from trainyard.settings import Settings, get_settings
@@ -52,6 +53,10 @@ T = TypeVar("T")
 
 class UserError(Exception):
     """The job cannot run as specified (missing dataset, unreadable model): no retry."""
+
+    def __init__(self, message: str, code: str = "user_error") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class AttemptRunner:
@@ -240,6 +245,18 @@ class AttemptRunner:
             self.lease.renewed(started, float(left))
             return job, attempt, JobSpec.model_validate(job.spec)
 
+    def _check_sources(self, job: Job, spec: JobSpec) -> JobSpec:
+        """The source policy again, as the job's team, before any byte is read: a grant revoked
+        or a link changed since submit stops the job here. Returns the spec as checked."""
+        policy = SourcePolicy.from_settings(self.settings)
+        with self.sessions() as s:
+            key = s.get(ApiKey, job.api_key_id) if job.api_key_id else None
+            reader = Reader(job.team_id, is_admin=key is not None and key.role == "admin")
+            try:
+                return policy.check_spec(s, reader, spec)
+            except SourceRefused as exc:
+                raise UserError(exc.message, code=exc.code) from None
+
     def _preflight(self, spec: JobSpec) -> None:
         for param in ("training_file", "validation_file"):
             uri = getattr(spec, param)
@@ -268,6 +285,7 @@ class AttemptRunner:
         retryable = True
         trained: TrainingOutcome | None = None
         try:
+            spec = self._check_sources(job, spec)
             self._preflight(spec)
             trained = self._train(job, spec)
             # A stop asked for after the run had already finished changes nothing.
@@ -285,7 +303,7 @@ class AttemptRunner:
             else:
                 outcome, code = AttemptOutcome.SUCCEEDED, None
         except UserError as exc:
-            outcome, code, message, retryable = AttemptOutcome.FAILED, "user_error", str(exc), False
+            outcome, code, message, retryable = AttemptOutcome.FAILED, exc.code, str(exc), False
         except Exception as exc:
             outcome, code, message = AttemptOutcome.CRASHED, "training_error", f"{type(exc).__name__}: {exc}"
             log.error("attempt %s failed:\n%s", self.attempt_id, traceback.format_exc())

@@ -175,7 +175,7 @@ def create_fine_tuning_job(
         principal,
         to_job_spec(body),
         planner=request.app.state.planner,
-        allow_local_paths=request.app.state.settings.allow_local_paths,
+        sources=request.app.state.sources,
         idempotency_key=idempotency_key,
     )
     return job_objects(session, [job])[0]
