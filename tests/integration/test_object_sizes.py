@@ -125,18 +125,14 @@ def test_a_line_longer_than_the_sample_gives_no_count(tmp_path: Path) -> None:
 
 
 def test_preflight_sizes_the_files_without_reading_them(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, db_url: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from trainyard.workers.attempt import AttemptRunner, UserError
+    from trainyard.workers.preflight import UserError, check_readable
 
     big = tmp_path / "big.jsonl"
     with big.open("wb") as fh:
         fh.truncate(4 * 1024 * MB)  # sparse: 4 GB on paper
     _forbid_whole_reads(monkeypatch)
-    runner = AttemptRunner(get_settings(database_url=db_url, storage_uri=f"file://{tmp_path}/store"), "att-x")
-    try:
-        runner._preflight(_spec(str(big)))
-        with pytest.raises(UserError, match="validation_file"):
-            runner._preflight(_spec(str(big), validation_file=str(tmp_path / "absent.jsonl")))
-    finally:
-        runner.engine.dispose()
+    check_readable(_spec(str(big)))
+    with pytest.raises(UserError, match="validation_file"):
+        check_readable(_spec(str(big), validation_file=str(tmp_path / "absent.jsonl")))

@@ -2,9 +2,10 @@
 `max_concurrent` jobs at once, however many attempts it may run itself.
 
 No Ray is needed: every attempt process here is real (the daemon spawns it, it heartbeats its
-lease), but its training file is a named pipe nobody writes, so it waits in its preflight read,
-holding its job `running`, before it would ever reach Ray. A running job therefore stays running
-exactly as long as the test wants, and the daemon keeps trying to claim beside it.
+lease), but its training file lives on an object store that accepts connections and never
+answers, so the attempt waits in its preflight (a HEAD request, read timeout 60 s), holding its
+job `running`, before it would ever reach Ray. A running job therefore stays running exactly as
+long as the test wants, and the daemon keeps trying to claim beside it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import contextlib
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -68,7 +71,32 @@ def _attempt_pids(worker: subprocess.Popen[bytes]) -> list[int]:
 
 
 @pytest.fixture
-def start_worker(db_url: str, tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+def silent_store() -> Iterator[str]:
+    """An S3 endpoint that accepts every connection and never answers a byte."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError, OSError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(timeout=5)
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+@pytest.fixture
+def start_worker(
+    db_url: str, tmp_path: Path, silent_store: str
+) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     """Start `trainyard worker` with the compose worker's arguments and environment, pointed at
     this test's database and a local store; stop it and its attempts afterwards."""
     args, compose_env = compose_worker()
@@ -81,9 +109,13 @@ def start_worker(db_url: str, tmp_path: Path) -> Iterator[Callable[[], subproces
         # A crashed attempt's job waits an hour before its retry, so its slot goes to the next job.
         "TRAINYARD_RETRY_BACKOFF_SECONDS": "3600",
         "TRAINYARD_POLL_SECONDS": "0.2",
-        # The attempts check sources as the API does: the job's pipe and job_body's model path.
+        # The attempts check sources as the API does: the shared data bucket, job_body's model path.
         "TRAINYARD_ALLOW_LOCAL_PATHS": "true",
-        "TRAINYARD_LOCAL_ROOTS": f"{tmp_path},/models",
+        "TRAINYARD_LOCAL_ROOTS": "/models",
+        "TRAINYARD_SHARED_SOURCES": "s3://data",
+        "AWS_ENDPOINT_URL_S3": silent_store,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
     }
     log = (tmp_path / "worker.log").open("wb")
@@ -98,7 +130,7 @@ def start_worker(db_url: str, tmp_path: Path) -> Iterator[Callable[[], subproces
 
     yield start
     for proc in procs:
-        # Attempts run in sessions of their own and block on the pipe: stop them first, then
+        # Attempts run in sessions of their own and wait on the store: stop them first, then
         # let the daemon record their end and exit.
         for pid in _attempt_pids(proc):
             with contextlib.suppress(ProcessLookupError):
@@ -133,11 +165,9 @@ def test_trainyard_worker_runs_no_more_than_the_pools_max_concurrent(
     assert pool.max_concurrent == 1 < CONCURRENCY
     log = tmp_path / "worker.log"
 
-    blocked = tmp_path / "train.jsonl"
-    os.mkfifo(blocked)
     key = make_key(sessions)
     body = job_body(
-        instance_type=pool.instance_type, training_file=f"file://{blocked}", dataset_tokens=10_000
+        instance_type=pool.instance_type, training_file="s3://data/silent.jsonl", dataset_tokens=10_000
     )
     ids = []
     for _ in range(CONCURRENCY):

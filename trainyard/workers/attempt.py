@@ -31,14 +31,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from trainyard.platform import attempts, db, events, queue, storage
 from trainyard.platform.deployment import load_deployment
 from trainyard.platform.errors import LeaseLost
-from trainyard.platform.models import ApiKey, Job, JobAttempt
+from trainyard.platform.models import Job, JobAttempt
 from trainyard.platform.outages import Outage
-from trainyard.platform.sources import Reader, SourcePolicy, SourceRefused
 from trainyard.platform.spec import JobSpec
 from trainyard.platform.states import AttemptOutcome
 from trainyard.settings import Settings, get_settings
 from trainyard.workers.lease import LocalLease, retrying
 from trainyard.workers.outcome import TrainingOutcome
+from trainyard.workers.preflight import UserError, check_readable, check_sources
 
 if TYPE_CHECKING:
     # Ray is imported once the attempt trains, not when the process starts.
@@ -49,14 +49,6 @@ log = logging.getLogger("trainyard.attempt")
 EXIT_LEASE_LOST = 3
 
 T = TypeVar("T")
-
-
-class UserError(Exception):
-    """The job cannot run as specified (missing dataset, unreadable model): no retry."""
-
-    def __init__(self, message: str, code: str = "user_error") -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class AttemptRunner:
@@ -245,28 +237,6 @@ class AttemptRunner:
             self.lease.renewed(started, float(left))
             return job, attempt, JobSpec.model_validate(job.spec)
 
-    def _check_sources(self, job: Job, spec: JobSpec) -> JobSpec:
-        """The source policy again, as the job's team, before any byte is read: a grant revoked
-        or a link changed since submit stops the job here. Returns the spec as checked."""
-        policy = SourcePolicy.from_settings(self.settings)
-        with self.sessions() as s:
-            key = s.get(ApiKey, job.api_key_id) if job.api_key_id else None
-            reader = Reader(job.team_id, is_admin=key is not None and key.role == "admin")
-            try:
-                return policy.check_spec(s, reader, spec)
-            except SourceRefused as exc:
-                raise UserError(exc.message, code=exc.code) from None
-
-    def _preflight(self, spec: JobSpec) -> None:
-        for param in ("training_file", "validation_file"):
-            uri = getattr(spec, param)
-            if uri is None:
-                continue
-            try:
-                storage.uri_size(uri)  # HEAD/stat: that it is there, without reading it
-            except (storage.ObjectNotFound, storage.InvalidKey, FileNotFoundError) as exc:
-                raise UserError(f"{param} {uri!r} cannot be read: {exc}") from exc
-
     def run(self) -> int:
         try:
             return self._run()
@@ -285,8 +255,8 @@ class AttemptRunner:
         retryable = True
         trained: TrainingOutcome | None = None
         try:
-            spec = self._check_sources(job, spec)
-            self._preflight(spec)
+            spec = check_sources(self.settings, self.sessions, job, spec)
+            check_readable(spec)
             trained = self._train(job, spec)
             # A stop asked for after the run had already finished changes nothing.
             stopped = trained.stopped_early
