@@ -118,7 +118,7 @@ def settings(db_url: str, tmp_path: Any) -> Any:
         data_dir=str(tmp_path),
         max_body_bytes=64 * 1024,
         allow_local_paths=True,
-        # Any local path and the made-up buckets of factories.job_body, as before sources were
+        # Any local path and the made-up buckets of support.job_body, as before sources were
         # checked; tests/integration/test_sources.py checks the policy with its own settings.
         local_roots=["/"],
         shared_sources=["s3://data", "s3://models"],

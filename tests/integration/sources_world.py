@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from factories import headers, make_key
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from support import headers, make_key
 
 from trainyard.api.app import create_app
 from trainyard.platform.models import Job

@@ -7,7 +7,6 @@ import signal
 from typing import Any
 
 import pytest
-from factories import headers, make_key
 from sources_world import (
     RECORDS,
     OpenAudit,
@@ -17,6 +16,7 @@ from sources_world import (
 )
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
+from support import headers, make_key
 from typer.testing import CliRunner
 
 from trainyard.platform import queue

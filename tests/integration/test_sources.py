@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import pytest
-from factories import headers
 from fastapi.testclient import TestClient
 from sources_world import (
     ENDPOINTS,
@@ -24,6 +23,7 @@ from sources_world import (
     world_fixture,  # noqa: F401  (the `world` fixture)
 )
 from sqlalchemy.orm import Session, sessionmaker
+from support import headers
 
 from trainyard.api.app import create_app
 
