@@ -148,8 +148,9 @@ def test_a_cancel_during_the_report_write_is_what_the_report_says(
                 jobs.cancel_job(s, principal, claim.job_id)
 
     store.before_put = cancel_once
-    # A crash would be retried, but the cancel that came in meanwhile ends the job instead.
-    assert runner.end(AttemptOutcome.CRASHED, code="training_error", message="boom") == 0
+    # The attempt fails the job, but the cancel that came in while its report was written ends
+    # it as cancelled: the report in the store says so.
+    assert runner.end(AttemptOutcome.FAILED, code="user_error", message="bad data", retryable=False) == 0
     assert len(store.seen) == 2, "the first report went stale and was written again"
     with sessions() as s:
         job = s.get(Job, claim.job_id)
@@ -188,3 +189,17 @@ def test_an_attempt_past_its_local_deadline_writes_nothing(
     with sessions() as s:
         job = s.get(Job, claim.job_id)
         assert job is not None and job.status == "running", "the database still holds its lease"
+
+
+def test_a_job_queued_again_has_no_report_until_it_ends(
+    sessions: sessionmaker[Session], runner: AttemptRunner, claimed: Any, tmp_path: Path
+) -> None:
+    _, claim = claimed
+    store = _watch(runner, sessions, claim.job_id, tmp_path)
+    # A crash with attempts left sends the job back to the queue: it has not ended yet.
+    assert runner.end(AttemptOutcome.CRASHED, code="training_error", message="boom") == 0
+    assert store.seen == []
+    with sessions() as s:
+        job = s.get(Job, claim.job_id)
+        assert job is not None and job.status == "queued"
+        assert "cost_report_uri" not in (job.result or {})

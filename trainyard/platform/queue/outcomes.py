@@ -6,7 +6,7 @@ rescues it (`rescue`); both go through `_end_attempt`, and both lock the job row
 row (`leases.lock`), the one lock order of the queue.
 
 Given a store, the end is settled in two steps (`_settle`) so that the job's cost report is in
-the store before the job reaches its new state, with no transaction open while it is written:
+the store before the job ends (or pauses), with no transaction open while it is written:
 the end is computed and rolled back, the report it gives is published, then the same end (at the
 same instant) is computed again and committed, provided it still gives the same report.
 """
@@ -126,6 +126,7 @@ def _end_attempt(
 
 
 Lock = Callable[[], tuple[Job, JobAttempt] | None]
+REPORTED = states.TERMINAL | {states.PAUSED}
 End = Callable[[Job, JobAttempt, datetime], JobStatus | None]
 
 
@@ -148,7 +149,8 @@ def _settle(session: Session, lock_rows: Lock, end: End, store: ObjectStore | No
             at = session.scalar(select(func.now()))
             assert at is not None
         dst = end(job, attempt, at)
-        if store is None or dst is None:
+        # A job going back to the queue has not ended: its report comes when it does.
+        if store is None or dst is None or dst not in REPORTED:
             session.commit()
             return dst
         session.flush()
