@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from sqlalchemy.orm import Session
 
-from trainyard.platform import auth
+from trainyard.platform import auth, jobs
 from trainyard.platform.errors import InvalidRequest
 
 
@@ -36,6 +36,16 @@ def get_principal(
 
 
 PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
+
+# Parameters that the services check themselves, their limits stated in the schema
+# (json_schema_extra) so that the services' own answers stay as they are.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key", json_schema_extra={"minLength": 1, "maxLength": jobs.MAX_IDEMPOTENCY_KEY}
+    ),
+]
+OrderQ = Annotated[str, Query(json_schema_extra={"enum": ["asc", "desc"]})]
 
 
 def bracket_params(request: Request, name: str, example: str) -> dict[str, str]:
