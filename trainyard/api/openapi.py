@@ -90,7 +90,7 @@ def _ref(name: str) -> dict[str, Any]:
 
 def _operations(app: FastAPI) -> Iterator[tuple[str, str, Any]]:
     for context in iter_route_contexts(app.routes):
-        if isinstance(context.original_route, APIRoute) and context.include_in_schema:
+        if isinstance(context.original_route, APIRoute) and context.include_in_schema and context.path:
             for method in sorted(context.methods or ()):
                 yield context.path, method.lower(), context
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import JsonDict
 
 Task = Literal["causal_lm", "sequence_classification"]
 Method = Literal["full", "lora"]
@@ -42,7 +43,7 @@ MaxCostUsd = Annotated[float, Field(gt=0, le=10_000_000)]
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 Metadata = dict[Annotated[str, Field(min_length=1, max_length=64)], Annotated[str, Field(max_length=512)]]
 # The pair limit is checked with the spec (`JobSpec._limits`); the schema states it as well.
-METADATA_SCHEMA = {"maxProperties": MAX_METADATA_PAIRS}
+METADATA_SCHEMA: JsonDict = {"maxProperties": MAX_METADATA_PAIRS}
 
 
 class _Strict(BaseModel):
