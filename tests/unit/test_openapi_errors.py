@@ -4,6 +4,7 @@ API key is a bearer security scheme; limits the services enforce are in the sche
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -105,3 +106,10 @@ def test_limits_the_services_enforce_are_in_the_schema(document: dict[str, Any])
     assert param("/v1/jobs/{job_id}/events", "get", "order")["enum"] == ["asc", "desc"]
     assert param("/v1/fine_tuning/jobs", "get", "limit")["minimum"] == 1
     assert param("/v1/costs", "get", "format")["enum"] == ["json", "csv"]
+    aggregate = re.compile(param("/v1/costs", "get", "aggregate")["pattern"])
+    assert aggregate.match("team, label:project") and not aggregate.match("bogus")
+    # What only this deployment knows: the names in its catalog.
+    assert "local-cpu" in spec["instance_type"]["anyOf"][0]["enum"]
+    assert "local-cpu" in ft["instance_type"]["anyOf"][0]["enum"]
+    assert ft["method"]["properties"]["type"]["enum"] == ["supervised", "lora"]
+    assert ft["integrations"]["maxItems"] == 0

@@ -134,6 +134,19 @@ def document_errors(app: FastAPI, schema: dict[str, Any]) -> None:
             responses[str(status)] = {"description": DESCRIPTIONS[status], "content": _ref(envelope)}
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
+    _instance_types(app, components)
+
+
+def _instance_types(app: FastAPI, components: dict[str, Any]) -> None:
+    """`instance_type` takes a name from this deployment's catalog (else `instance_type_unknown`)."""
+    names = [itype.name for itype in app.state.deployment.catalog.types]
+    for model in components.values():
+        prop = model.get("properties", {}).get("instance_type")
+        if prop is None:
+            continue
+        for branch in [prop, *prop.get("anyOf", ())]:
+            if branch.get("type") == "string":
+                branch["enum"] = names
 
 
 def install_openapi(app: FastAPI) -> None:

@@ -19,6 +19,7 @@ from trainyard.api.deps import PrincipalDep, SessionDep, bracket_params
 from trainyard.api.openapi import errors
 from trainyard.api.schemas import ts
 from trainyard.platform import auth, costs, queue
+from trainyard.platform.costs.dimensions import DIMENSIONS, LABEL_PREFIX, MAX_DIMENSIONS
 from trainyard.platform.errors import InvalidRequest, NotFound
 from trainyard.platform.models import Team
 
@@ -40,6 +41,14 @@ _CSP = (
 )
 
 LimitQ = Annotated[int, Query(ge=1, le=costs.MAX_LIMIT)]
+# `costs.parse_aggregate` checks the dimensions (a 400); the schema states them.
+_DIMENSION = "(?:{}|{}[A-Za-z0-9_.\\-/]{{1,64}})".format("|".join(DIMENSIONS), LABEL_PREFIX)
+AggregateQ = Annotated[
+    str,
+    Query(
+        json_schema_extra={"pattern": f"^ *{_DIMENSION} *(?:, *{_DIMENSION} *){{0,{MAX_DIMENSIONS - 1}}}$"}
+    ),
+]
 
 
 def _filters(request: Request) -> dict[str, str]:
@@ -87,7 +96,7 @@ def get_costs(
     session: SessionDep,
     principal: PrincipalDep,
     window: str = "7d",
-    aggregate: str = "team",
+    aggregate: AggregateQ = "team",
     step: str | None = None,
     team: str | None = None,
     limit: LimitQ = costs.DEFAULT_LIMIT,
@@ -107,7 +116,7 @@ def get_costs_csv(
     session: SessionDep,
     principal: PrincipalDep,
     window: str = "7d",
-    aggregate: str = "team",
+    aggregate: AggregateQ = "team",
     step: str | None = None,
     team: str | None = None,
     limit: LimitQ = costs.DEFAULT_LIMIT,

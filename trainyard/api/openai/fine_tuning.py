@@ -52,11 +52,15 @@ class FineTuningJobRequest(BaseModel):
     training_file: UriStr
     validation_file: UriStr | None = None
     hyperparameters: dict[str, Any] | None = None
-    method: dict[str, Any] | None = None
+    # Checked by `_method` (400 `unsupported_method`); the schema states the choices.
+    method: dict[str, Any] | None = Field(
+        default=None,
+        json_schema_extra={"properties": {"type": {"enum": list(METHOD_TYPES)}}, "required": ["type"]},
+    )
     suffix: str | None = Field(default=None, min_length=1, max_length=64)
     seed: Seed | None = None
     metadata: Metadata | None = Field(default=None, json_schema_extra=METADATA_SCHEMA)
-    integrations: list[Any] | None = None
+    integrations: list[Any] | None = Field(default=None, json_schema_extra={"maxItems": 0})  # unsupported
     # Trainyard's fields, which the openai client sends through `extra_body`.
     method_type: Literal["supervised", "lora"] | None = None
     task: Task | None = None
