@@ -63,11 +63,14 @@ def _free_port() -> int:
 
 def _make_key(url: str) -> str:
     from trainyard.platform import auth, db
+    from trainyard.platform.models import SourceGrant
 
     engine = db.make_engine(url, pool_size=1, max_overflow=0)
     try:
         with db.make_sessionmaker(engine).begin() as s:
             team = auth.create_team(s, "bench")
+            # The made-up buckets JOB_BODY names: refused unless granted, as on any deployment.
+            s.add_all(SourceGrant(team_id=team.id, uri=uri) for uri in ("s3://models", "s3://data"))
             return auth.create_key(s, team, role="member", name="bench")
     finally:
         engine.dispose()

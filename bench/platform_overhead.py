@@ -351,6 +351,7 @@ def results(quick: bool = False, repeats: int | None = None) -> list[dict[str, A
         os.environ["TRAINYARD_DATABASE_URL"] = db_url
         store_uri = os.environ.get("TRAINYARD_STORAGE_URI") or f"file://{work / 'store'}"
         os.environ["TRAINYARD_STORAGE_URI"] = store_uri
+        os.environ["TRAINYARD_LOCAL_ROOTS"] = str(work)  # the model below is read where it is made
         store = storage.open_store(store_uri)
         model_dir = make_tiny_model_dir(
             work / "model", n_embd=params.n_embd, n_layer=params.n_layer, n_head=params.n_head

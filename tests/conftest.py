@@ -1,21 +1,29 @@
-"""Shared fixtures: a real Postgres per test session, emptied per test; the app; API keys."""
+"""Shared fixtures: a real Postgres per test session, emptied per test; the app, a live server
+and API keys; the shipped catalog; a real S3 server (moto over HTTP). Factories and helpers that
+are not fixtures live in support.py."""
 
 from __future__ import annotations
 
 import os
 import secrets
 import tempfile
+import threading
+import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from fixtures_s3 import *  # noqa: F403
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+from support import free_port, make_key, shipped_catalog
 
 from trainyard.platform import db, embedded_pg, migrate
+from trainyard.platform.scheduling import Catalog
+from trainyard.testing.moto import start_moto_server
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Ray 2.60 turns token auth on for local clusters when a token exists, and caches the mode the
@@ -110,6 +118,10 @@ def settings(db_url: str, tmp_path: Any) -> Any:
         data_dir=str(tmp_path),
         max_body_bytes=64 * 1024,
         allow_local_paths=True,
+        # Any local path and the made-up buckets of support.job_body, as before sources were
+        # checked; tests/integration/test_sources.py checks the policy with its own settings.
+        local_roots=["/"],
+        shared_sources=["s3://data", "s3://models"],
     )
 
 
@@ -123,11 +135,114 @@ def client(sessions: sessionmaker[Session], settings: Any) -> Iterator[Any]:
         yield c
 
 
-@pytest.fixture(scope="session")
-def ray_address(s3_env: Any) -> Iterator[str]:
-    """One Ray cluster for the session, started with `ray start --head` so workers connect by
-    address. It inherits the S3 test environment."""
-    from trainyard.testing.ray_cluster import ray_cluster
+@pytest.fixture
+def key(sessions: sessionmaker[Session]) -> str:
+    """A member key of the team `research`."""
+    return make_key(sessions, "research")
 
-    with ray_cluster(num_cpus=2) as address:
-        yield address
+
+@pytest.fixture
+def live_server(sessions: sessionmaker[Session], settings: Any) -> Iterator[str]:
+    """The app served by uvicorn over real HTTP on a free port, in a thread; yields its URL."""
+    import uvicorn
+
+    from trainyard.api.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture
+def isolated_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Never read the developer's own SDK credentials or environment (use with `usefixtures`)."""
+    monkeypatch.delenv("TRAINYARD_BASE_URL", raising=False)
+    monkeypatch.delenv("TRAINYARD_API_KEY", raising=False)
+    monkeypatch.setenv("TRAINYARD_CREDENTIALS", str(tmp_path / "no-credentials.json"))
+    # Wide enough that CLI tables never truncate ids.
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    """The shipped catalog."""
+    return shipped_catalog()
+
+
+# --- S3 ---------------------------------------------------------------------------------------
+# - `s3_server` (session): starts `moto.server` in a subprocess on 127.0.0.1 and a free port and
+#   yields its endpoint URL. A subprocess, so that Ray workers and pyarrow's S3 client in other
+#   processes reach it like any S3 endpoint.
+# - `s3_env` (session): points the standard AWS variables at that server for the whole session
+#   (restored at the end) and yields them. Session scope on purpose: a Ray instance shared by the
+#   session inherits the environment it was started with, so the variables must not change under
+#   it. It also hides ~/.aws files and disables the EC2 metadata lookup so a developer's profile
+#   can neither leak in nor stall pyarrow.
+# - `s3_client` (session): a boto3 S3 client for that server, to set up or inspect objects directly.
+# - `s3_bucket` (function): creates a fresh bucket and returns `s3://<bucket>/<prefix>`.
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    server = start_moto_server("127.0.0.1")
+    try:
+        yield server.endpoint_url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_env(s3_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    no_aws_files = tmp_path_factory.mktemp("aws") / "absent"
+    values = {
+        "AWS_ENDPOINT_URL_S3": s3_server,
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": str(no_aws_files),
+        "AWS_SHARED_CREDENTIALS_FILE": str(no_aws_files),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    patch = pytest.MonkeyPatch()
+    try:
+        for name in (
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_SECURITY_TOKEN",
+            "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+        ):
+            patch.delenv(name, raising=False)
+        for name, value in values.items():
+            patch.setenv(name, value)
+        yield values
+    finally:
+        patch.undo()
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3_env: dict[str, str]) -> Any:
+    import boto3
+
+    return boto3.session.Session().client("s3")
+
+
+@pytest.fixture
+def s3_bucket(s3_client: Any) -> str:
+    name = f"trainyard-test-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name)
+    return f"s3://{name}/store"

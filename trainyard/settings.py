@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import json
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -22,10 +25,21 @@ class Settings(BaseSettings):
     # Uploads to /v1/files (fine-tuning JSONL); OpenAI's own limit is 512 MB.
     max_file_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
     migrate_on_start: bool = True
+    # The API's connection pool: a request holds a connection only while it talks to the database.
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    # How long a request waits for a free connection before it answers 503 database_unavailable.
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
     # Whether jobs may name files on the server's own disk (file:// URIs, absolute paths). The
     # embedded stack allows it; a shared deployment should not, or any user could read any file
     # the workers can.
     allow_local_paths: bool = False
+    # Where those local paths may be, when they are allowed: directories (symlinks resolved) as a
+    # JSON list or comma-separated. None configured means no local path is allowed at all.
+    local_roots: Annotated[list[str], NoDecode] = []
+    # s3:// buckets or prefixes every team may read (a model mirror, shared datasets); grants to
+    # one team are in the database (`trainyard admin grant-source`). Same format as local_roots.
+    shared_sources: Annotated[list[str], NoDecode] = []
 
     lease_seconds: float = Field(default=60.0, gt=0)
     heartbeat_seconds: float = Field(default=10.0, gt=0)
@@ -34,6 +48,16 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(default=5.0, gt=0)
     worker_concurrency: int = Field(default=1, ge=1)
     ray_address: str | None = Field(default=None, validation_alias=AliasChoices("ray_address", "RAY_ADDRESS"))
+
+    @field_validator("local_roots", "shared_sources", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 import schemathesis
-from factories import headers, job_body, make_key
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 from sqlalchemy.orm import Session, sessionmaker
+from support import headers, job_body, make_key
 
 EXAMPLES = 25
 OPENAI_PREFIXES = ("/v1/files", "/v1/fine_tuning")

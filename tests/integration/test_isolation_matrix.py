@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from factories import headers, job_body, make_key
 from fastapi.routing import iter_route_contexts
 from sqlalchemy.orm import Session, sessionmaker
+from support import headers, job_body, make_key
 
 TEAM_A = "research"
 PRINCIPALS = ("own", "other", "admin", "none", "bad")
@@ -46,6 +46,8 @@ class Route:
     # For listings: which of A's values must (not) show in the answer.
     marker: Callable[[Ids], str] | None = None
     upload: bool = False
+    # Team A holds the grant `GRANT` before the request (an admin granted it), so revoking finds it.
+    granted: bool = False
 
 
 def _job_with_a_file(ids: Ids) -> dict[str, Any]:
@@ -76,6 +78,7 @@ def _team(ids: Ids) -> str:
 
 
 TEAM_Q = {"team": TEAM_A}
+GRANT = "s3://granted-data/datasets"
 ROUTES: dict[str, Route] = {
     "GET /openapi.json": Route("public"),
     "GET /docs": Route("public"),
@@ -99,6 +102,9 @@ ROUTES: dict[str, Route] = {
     "PUT /v1/teams/{name}/budget": Route("admin", body=lambda ids: {"monthly_budget_usd": 100.0}),
     "GET /v1/budgets": Route("listing", marker=_team),
     "GET /v1/queue": Route("owned", query=TEAM_Q),
+    "PUT /v1/teams/{name}/grants": Route("admin", body=lambda ids: {"uri": GRANT}),
+    "GET /v1/teams/{name}/grants": Route("admin"),
+    "DELETE /v1/teams/{name}/grants": Route("admin", query={"uri": GRANT}, granted=True),
     "POST /v1/files": Route("any_key", upload=True),
     "GET /v1/files": Route("listing", marker=_file),
     "GET /v1/files/{file_id}": Route("owned"),
@@ -138,12 +144,15 @@ def _upload(client: Any, key: str) -> str:
     return str(r.json()["id"])
 
 
-def _world(client: Any, key: str) -> Ids:
+def _world(client: Any, keys: dict[str, str], route: Route) -> Ids:
     """Team A's objects, fresh for each request so that one caller's cancel or delete does not
     change what the next one meets. The job does not use the file, so the file can be deleted."""
-    job = client.post("/v1/jobs", json=job_body(), headers=headers(key))
+    job = client.post("/v1/jobs", json=job_body(), headers=headers(keys["own"]))
     assert job.status_code == 201, job.text
-    return Ids(job_id=job.json()["id"], file_id=_upload(client, key))
+    if route.granted:
+        r = client.put(f"/v1/teams/{TEAM_A}/grants", json={"uri": GRANT}, headers=headers(keys["admin"]))
+        assert r.status_code == 200, r.text
+    return Ids(job_id=job.json()["id"], file_id=_upload(client, keys["own"]))
 
 
 def _request(client: Any, label: str, route: Route, ids: Ids, auth: dict[str, str]) -> Any:
@@ -186,9 +195,9 @@ def _expect(route: Route, principal: str, ids: Ids, r: Any, label: str) -> None:
 
 
 @pytest.fixture
-def keys(sessions: sessionmaker[Session]) -> dict[str, str]:
+def keys(sessions: sessionmaker[Session], key: str) -> dict[str, str]:
     return {
-        "own": make_key(sessions, TEAM_A),
+        "own": key,  # conftest's member key of team A
         "other": make_key(sessions, "vision"),
         "admin": make_key(sessions, "ops", role="admin"),
     }
@@ -210,7 +219,7 @@ def test_isolation_matrix(client: Any, keys: dict[str, str], capsys: pytest.Capt
     for label in app_routes(client.app):
         route = ROUTES[label]
         for principal in PRINCIPALS:
-            ids = _world(client, keys["own"])
+            ids = _world(client, keys, route)
             r = _request(client, label, route, ids, auths[principal])
             _expect(route, principal, ids, r, label)
             checked[route.kind] = checked.get(route.kind, 0) + 1

@@ -9,20 +9,11 @@ from __future__ import annotations
 import io
 import json
 import socket
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
-import uvicorn
-from factories import headers, job_body, make_key
-from sqlalchemy.orm import Session, sessionmaker
-
-
-@pytest.fixture
-def key(sessions: sessionmaker[Session]) -> str:
-    return make_key(sessions, "research")
+from support import headers, job_body
 
 
 @pytest.fixture
@@ -185,26 +176,6 @@ def test_long_values_are_a_4xx(client: Any, key: str, what: str, path: str, body
 # ------------------------------------------------------------------------- over one live connection
 
 
-@pytest.fixture
-def live(client: Any) -> Iterator[int]:
-    """The app (already started by `client`) behind uvicorn on a free port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(client.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield port
-    server.should_exit = True
-    thread.join(10)
-
-
 def _exchange(sock: socket.socket, buf: bytearray, request: bytes) -> tuple[int, bytes, bytes]:
     """Send one request, read one response (by Content-Length); returns status, headers, body."""
     sock.sendall(request)
@@ -226,7 +197,8 @@ def _exchange(sock: socket.socket, buf: bytearray, request: bytes) -> tuple[int,
     return int(head.split(b" ")[1]), head, rest[:length]
 
 
-def test_hostile_requests_keep_the_connection_usable(live: int, key: str) -> None:
+def test_hostile_requests_keep_the_connection_usable(live_server: str, key: str) -> None:
+    live = urlsplit(live_server)
     auth = f"Authorization: Bearer {key}\r\n".encode()
     big = json.dumps(job_body(base_model="a" * 256, model_parameters=None))
     hostile = [
@@ -244,7 +216,7 @@ def test_hostile_requests_keep_the_connection_usable(live: int, key: str) -> Non
             + data
         )
     ok = b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\n" + auth + b"\r\n"
-    with socket.create_connection(("127.0.0.1", live), timeout=10) as sock:
+    with socket.create_connection((live.hostname, live.port), timeout=10) as sock:
         buf = bytearray()
         for request in hostile:
             status, head, body = _exchange(sock, buf, request)

@@ -31,7 +31,7 @@ def _operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]
 
 def test_every_operation_documents_its_errors_in_the_envelope(document: dict[str, Any]) -> None:
     operations = _operations(document)
-    assert len(operations) >= 27
+    assert len(operations) >= 30
     for path, method, op in operations:
         errors = {int(s): r for s, r in op["responses"].items() if int(s) >= 400}
         assert {400, 401, 503} <= set(errors), (method, path, sorted(errors))
@@ -58,6 +58,16 @@ def test_statuses_that_only_some_routes_answer(document: dict[str, Any]) -> None
     assert 409 in statuses("/v1/jobs/{job_id}/cancel", "post")
     assert 409 in statuses("/v1/files/{file_id}", "delete")
     assert 404 in statuses("/v1/costs", "get") and 404 in statuses("/v1/queue", "get")
+    for method in ("put", "get", "delete"):
+        assert {401, 403, 404, 503} <= statuses("/v1/teams/{name}/grants", method), method
+
+
+def test_every_operation_documents_a_database_outage(document: dict[str, Any]) -> None:
+    # Every operation authenticates, which reads the database: an outage is a 503 in the envelope.
+    for path, method, op in _operations(document):
+        outage = op["responses"]["503"]
+        assert "`database_unavailable`" in outage["description"], (method, path)
+        assert outage["headers"]["Retry-After"]["schema"] == {"type": "integer"}, (method, path)
 
 
 def test_no_fastapi_validation_shape(document: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from trainyard.api import routes_costs, routes_jobs, routes_scheduling
+from trainyard.api import routes_costs, routes_grants, routes_jobs, routes_scheduling
 from trainyard.api.deps import PrincipalDep
 from trainyard.api.errors import error_response, install_error_handlers
 from trainyard.api.hygiene import refuse_bad_text
@@ -22,6 +22,7 @@ from trainyard.api.spend_metrics import register_spend_metrics
 from trainyard.platform import auth, db, migrate
 from trainyard.platform.deployment import Deployment, load_deployment
 from trainyard.platform.planning import Planner
+from trainyard.platform.sources import SourcePolicy
 from trainyard.settings import Settings, get_settings
 
 
@@ -32,7 +33,12 @@ def create_app(settings: Settings | None = None, deployment: Deployment | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = db.make_engine(settings.database_url)
+        engine = db.make_engine(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout_seconds,
+        )
         if settings.migrate_on_start:
             migrate.upgrade(engine)
         app.state.engine = engine
@@ -53,6 +59,7 @@ def create_app(settings: Settings | None = None, deployment: Deployment | None =
     # Load the catalog and pools when the app is built, so a bad file stops start-up loudly.
     app.state.deployment = deployment or load_deployment(settings)
     app.state.planner = Planner(app.state.deployment)
+    app.state.sources = SourcePolicy.from_settings(settings)
     install_error_handlers(app)
     install_openapi(app)
 
@@ -71,6 +78,7 @@ def create_app(settings: Settings | None = None, deployment: Deployment | None =
     app.include_router(routes_jobs.router)
     app.include_router(routes_scheduling.router)
     app.include_router(routes_costs.router)
+    app.include_router(routes_grants.router)
     app.include_router(routes_openai.router)
 
     @app.get("/healthz", include_in_schema=False)

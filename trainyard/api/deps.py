@@ -1,38 +1,45 @@
-"""Request-scoped dependencies: a database session (one unit of work) and the caller."""
+"""Request-scoped dependencies and the route class every router uses.
+
+A request's unit of work: the caller is authenticated in a short session of its own (a
+`Principal` is a plain dataclass), so no connection is held while the route streams an upload or
+reads the store; the route's own session takes a connection only when it first talks to the
+database; `UnitOfWorkRoute` commits it after the route function returns and before the response is
+sent, so a 2xx means the write is durable, and a commit that fails answers 503
+`database_unavailable` instead.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Header, Query, Request, Response
+from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from trainyard.platform import auth, jobs
+from trainyard.platform import auth, db, jobs
 from trainyard.platform.errors import InvalidRequest
 
 
 def get_session(request: Request) -> Iterator[Session]:
     session = request.app.state.sessionmaker()
-    # Kept on the request so that a route class answering an error itself can roll it back.
+    # Kept on the request for `UnitOfWorkRoute`, which commits it, and for a route class answering
+    # an error itself, which rolls it back.
     request.state.session = session
     try:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
     finally:
-        session.close()
+        session.close()  # rolls back whatever was not committed
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# Function scope: the session closes before the response is sent, not after.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def get_principal(
-    session: SessionDep, authorization: Annotated[str | None, Header()] = None
-) -> auth.Principal:
-    return auth.authenticate(session, authorization)
+def get_principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> auth.Principal:
+    with request.app.state.sessionmaker() as session:
+        return auth.authenticate(session, authorization)
 
 
 PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
@@ -46,6 +53,24 @@ IdempotencyKey = Annotated[
     ),
 ]
 OrderQ = Annotated[str, Query(json_schema_extra={"enum": ["asc", "desc"]})]
+
+
+class UnitOfWorkRoute(APIRoute):
+    """Commits the request's session once the route function has returned, before the response is
+    sent (FastAPI ends even function-scoped dependencies outside the route handler, where an error
+    could no longer be answered in the route's envelope)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            response = await handler(request)
+            session: Session | None = getattr(request.state, "session", None)
+            if session is not None:
+                await run_in_threadpool(db.commit, session)
+            return response
+
+        return route
 
 
 def bracket_params(request: Request, name: str, example: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from trainyard.platform import db
 from trainyard.platform.errors import TrainyardError
 
 log = logging.getLogger("trainyard.api")
@@ -83,6 +84,8 @@ EXPECTED: tuple[type[Exception], ...] = (
 def translate(exc: Exception) -> ApiError:
     """The one mapping from an exception to what the client is told. Anything unexpected is a
     500 that says nothing of its cause."""
+    if db.is_outage(exc):
+        exc = db.DatabaseUnavailable("the database is unavailable; retry shortly")
     if isinstance(exc, TrainyardError):
         headers = {"Retry-After": "1"} if exc.status in (429, 503) else None
         return ApiError(exc.status, exc.code, exc.message, exc.param, headers)
@@ -97,7 +100,9 @@ def translate(exc: Exception) -> ApiError:
 
 
 def log_unexpected(request: Request, exc: Exception) -> None:
-    if not isinstance(exc, EXPECTED):
+    if db.is_outage(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    elif not isinstance(exc, EXPECTED):
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
 
 
@@ -115,5 +120,7 @@ def install_error_handlers(app: FastAPI) -> None:
         error = translate(exc)
         return error_response(error.status, error.code, error.message, error.param, error.headers)
 
-    for kind in (*EXPECTED, Exception):
+    # Database errors are named so that they are answered where the expected ones are: Starlette's
+    # last-resort `Exception` handler answers and then re-raises, and the client may get nothing.
+    for kind in (*EXPECTED, *db.DATABASE_ERRORS, Exception):
         app.add_exception_handler(kind, _answer)

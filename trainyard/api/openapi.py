@@ -3,8 +3,8 @@ can answer, each with the envelope it answers in (`ErrorResponse`, or `OpenAIErr
 OpenAI routes), in place of FastAPI's default 422 `HTTPValidationError`, which this API never sends.
 
 What every route of a kind can answer is derived from the route itself (a key -> 401, a path id
--> 404, a body -> 413 and 422, ...); what only some routes answer (403, 404 for a named team,
-409) they declare with `responses=errors(...)`.
+-> 404, a body -> 413 and 422, the database -> 503, ...); what only some routes answer (403, 404
+for a named team, 409) they declare with `responses=errors(...)`.
 """
 
 from __future__ import annotations
@@ -17,19 +17,23 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import BaseModel, Field
 
-from trainyard.api.deps import get_principal
+from trainyard.api.deps import get_principal, get_session
 from trainyard.api.openai.errors import OpenAIRoute
 
 DESCRIPTIONS = {
-    400: "Invalid request: a bad value, malformed JSON, or text holding a NUL character or an unpaired "
-    "surrogate (`invalid_text`)",
+    400: "Invalid request: a bad value, malformed JSON, a source the team may not read "
+    "(`source_not_allowed`), or text holding a NUL character or an unpaired surrogate (`invalid_text`)",
     401: "Missing or invalid API key (`unauthenticated`, `invalid_api_key`)",
-    403: "The key may not do this (`permission_denied`) or may not read this source",
+    403: "The key may not do this (`permission_denied`)",
     404: "No such object visible to this key (another team's objects are not found)",
     409: "Conflicts with the object's state, a reused Idempotency-Key or the team's budget",
     413: "Request body or file over the size limit (`payload_too_large`)",
     422: "A parameter failed validation; `param` names it",
-    503: "A backing service (database, object store) is unavailable; retry after `Retry-After`",
+    503: "The database is unavailable (`database_unavailable`), or the object store where the route "
+    "reads or writes files (`storage_unavailable`); nothing was written; retry after `Retry-After`",
+}
+RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
 }
 ERROR_STATUSES = tuple(DESCRIPTIONS)
 SECURITY = "apiKey"
@@ -71,9 +75,13 @@ def _dependants(dependant: Dependant) -> Iterator[Dependant]:
 def statuses(route: Any) -> set[int]:
     """The error statuses `route` (an APIRoute or its route context) can answer."""
     every = list(_dependants(route.dependant))
-    out = {400, 503}
+    out = {400}
     if any(d.call is get_principal for d in every):
         out.add(401)
+    # Authenticating reads the database, as does the request's own session (committed before the
+    # response): either way an outage answers 503 `database_unavailable`.
+    if any(d.call in (get_principal, get_session) for d in every):
+        out.add(503)
     if any(d.path_params for d in every):
         out |= {404, 422}
     if any(d.query_params or d.header_params for d in every):
@@ -132,6 +140,8 @@ def document_errors(app: FastAPI, schema: dict[str, Any]) -> None:
         responses = operation["responses"]
         for status in sorted(statuses(route)):
             responses[str(status)] = {"description": DESCRIPTIONS[status], "content": _ref(envelope)}
+            if status == 503:
+                responses[str(status)]["headers"] = RETRY_AFTER
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     _instance_types(app, components)

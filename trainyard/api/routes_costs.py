@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainyard.api.deps import PrincipalDep, SessionDep, bracket_params
+from trainyard.api.deps import PrincipalDep, SessionDep, UnitOfWorkRoute, bracket_params
 from trainyard.api.openapi import errors
 from trainyard.api.schemas import ts
 from trainyard.platform import auth, costs, queue
@@ -23,7 +23,7 @@ from trainyard.platform.costs.dimensions import DIMENSIONS, LABEL_PREFIX, MAX_DI
 from trainyard.platform.errors import InvalidRequest, NotFound
 from trainyard.platform.models import Team
 
-router = APIRouter(tags=["costs"])
+router = APIRouter(tags=["costs"], route_class=UnitOfWorkRoute)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _STATIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")

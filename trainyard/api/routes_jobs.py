@@ -6,13 +6,20 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from trainyard.api.deps import IdempotencyKey, OrderQ, PrincipalDep, SessionDep, bracket_params
+from trainyard.api.deps import (
+    IdempotencyKey,
+    OrderQ,
+    PrincipalDep,
+    SessionDep,
+    UnitOfWorkRoute,
+    bracket_params,
+)
 from trainyard.api.openapi import errors
 from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
 from trainyard.platform import jobs, states, submission
 from trainyard.platform.spec import JobSpec
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=UnitOfWorkRoute)
 
 LimitQ = Annotated[int, Query(ge=1, le=jobs.MAX_PAGE)]
 # `jobs.list_jobs` checks the status (a 400); the schema states the choices.
@@ -37,7 +44,7 @@ def create_job(
         principal,
         spec,
         planner=request.app.state.planner,
-        allow_local_paths=request.app.state.settings.allow_local_paths,
+        sources=request.app.state.sources,
         idempotency_key=idempotency_key,
     )
     if not created:

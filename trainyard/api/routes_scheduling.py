@@ -7,13 +7,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import Field
 
-from trainyard.api.deps import PrincipalDep, SessionDep
+from trainyard.api.deps import PrincipalDep, SessionDep, UnitOfWorkRoute
 from trainyard.api.openapi import errors
 from trainyard.platform import submission
 from trainyard.platform.planning import Planner
 from trainyard.platform.spec import JobSpec, UriStr
 
-router = APIRouter(prefix="/v1", tags=["scheduling"])
+router = APIRouter(prefix="/v1", tags=["scheduling"], route_class=UnitOfWorkRoute)
 
 
 class EstimateRequest(JobSpec):
@@ -37,7 +37,7 @@ def create_estimate(
         principal,
         body,
         planner=_planner(request),
-        allow_local_paths=request.app.state.settings.allow_local_paths,
+        sources=request.app.state.sources,
     )
     error = result.error
     return {

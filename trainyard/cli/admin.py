@@ -1,4 +1,5 @@
-"""Commands that talk to the database directly: `migrate` and `admin create-team|create-key`.
+"""Commands that talk to the database directly: `migrate` and `admin create-team|create-key|
+grant-source|revoke-source|list-sources`.
 
 They run where the server runs (they need `TRAINYARD_DATABASE_URL`), not on a user's laptop.
 """
@@ -15,7 +16,11 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
     from sqlalchemy.orm import Session, sessionmaker
 
-admin_app = typer.Typer(no_args_is_help=True, help="Teams and API keys (talks to the database directly).")
+    from trainyard.platform.auth import Principal
+
+admin_app = typer.Typer(
+    no_args_is_help=True, help="Teams, API keys and source grants (talks to the database directly)."
+)
 
 
 @contextlib.contextmanager
@@ -78,3 +83,56 @@ def create_key(
             typer.echo(f"error: {exc.message}", err=True)
             raise typer.Exit(2) from None
     typer.echo(secret)
+
+
+@contextlib.contextmanager
+def _as_admin() -> Iterator[tuple[Session, Principal]]:
+    """A transaction and the principal of the operator at the console, who acts as an admin."""
+    from trainyard.platform.auth import Principal
+    from trainyard.platform.errors import TrainyardError
+
+    with _database() as (_, sessions):
+        try:
+            with sessions.begin() as s:
+                yield s, Principal(key_id="console", team_id="", team_name="", role="admin")
+        except TrainyardError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(2) from None
+
+
+@admin_app.command("grant-source")
+def grant_source(
+    team: str = typer.Argument(..., help="Team name"),
+    uri: str = typer.Argument(..., help="s3://bucket or s3://bucket/prefix"),
+) -> None:
+    """Let a team's jobs read an s3:// bucket or prefix outside the platform store."""
+    from trainyard.platform import grants
+    from trainyard.settings import get_settings
+
+    with _as_admin() as (s, admin):
+        row, _ = grants.grant_source(s, admin, team, uri, storage_uri=get_settings().storage_uri)
+        typer.echo(f"granted {row.uri} to team {team}")
+
+
+@admin_app.command("revoke-source")
+def revoke_source(
+    team: str = typer.Argument(..., help="Team name"),
+    uri: str = typer.Argument(..., help="The granted s3:// bucket or prefix"),
+) -> None:
+    """Take a grant back; the team's queued jobs that need it are refused when they start."""
+    from trainyard.platform import grants
+
+    with _as_admin() as (s, admin):
+        row, _ = grants.revoke_source(s, admin, team, uri)
+        typer.echo(f"revoked {row.uri} from team {team}")
+
+
+@admin_app.command("list-sources")
+def list_sources(team: str = typer.Argument(..., help="Team name")) -> None:
+    """The s3:// buckets and prefixes granted to a team, one a line."""
+    from trainyard.platform import grants
+
+    with _as_admin() as (s, admin):
+        rows, _ = grants.list_grants(s, admin, team)
+        for row in rows:
+            typer.echo(row.uri)

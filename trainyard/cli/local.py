@@ -3,6 +3,8 @@ embedded Postgres, a `file://` object store, a local Ray, the API and a worker.
 
 `TRAINYARD_DATABASE_URL`, `TRAINYARD_STORAGE_URI` and `RAY_ADDRESS` switch each part to an
 external one. Data lives under `--data-dir` (default `./.trainyard`), so a restart finds its jobs.
+Jobs may read local files under the data directory, the directory the stack started in, and
+any directory `TRAINYARD_LOCAL_ROOTS` adds.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainyard.platform.outages import keep_running
 from trainyard.settings import Settings, get_settings
 
 log = logging.getLogger("trainyard.local")
@@ -59,6 +62,7 @@ class LocalStack:
     def _bootstrap_key(self) -> str:
         """Create a team and an admin key on first start; reuse the saved key afterwards."""
         from trainyard.platform import auth, db
+        from trainyard.sdk import save_credentials
 
         if self.credentials_file.exists():
             saved = json.loads(self.credentials_file.read_text())
@@ -81,8 +85,7 @@ class LocalStack:
                 secret = auth.create_key(s, team, role="admin", name="local admin")
         finally:
             engine.dispose()
-        self.credentials_file.write_text(json.dumps({"base_url": self.base_url, "api_key": secret}))
-        self.credentials_file.chmod(0o600)
+        save_credentials(self.base_url, secret, self.credentials_file)
         return secret
 
     def start(self) -> LocalStack:
@@ -95,7 +98,9 @@ class LocalStack:
         from trainyard.workers.daemon import WorkerDaemon, ensure_ray
 
         self.data_dir = self.data_dir.resolve()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # The data directory holds the database, the store and the admin key: owner only.
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.data_dir.chmod(0o700)
         store = os.environ.get("TRAINYARD_STORAGE_URI") or f"file://{self.data_dir / 'store'}"
         self.settings = get_settings(
             database_url=self._database(),
@@ -104,6 +109,7 @@ class LocalStack:
             api_host=self.host,
             api_port=self.port,
             allow_local_paths=True,  # one user, one machine: their own files are fair game
+            local_roots=[str(self.data_dir), os.getcwd(), *get_settings().local_roots],
             heartbeat_seconds=float(os.environ.get("TRAINYARD_HEARTBEAT_SECONDS", "2")),
             poll_seconds=float(os.environ.get("TRAINYARD_POLL_SECONDS", "2")),
         )
@@ -119,6 +125,9 @@ class LocalStack:
         os.environ["TRAINYARD_DATABASE_URL"] = self.settings.database_url
         os.environ["TRAINYARD_STORAGE_URI"] = self.settings.storage_uri
         os.environ["TRAINYARD_HEARTBEAT_SECONDS"] = str(self.settings.heartbeat_seconds)
+        # ... and check sources as the API does.
+        os.environ["TRAINYARD_ALLOW_LOCAL_PATHS"] = "true"
+        os.environ["TRAINYARD_LOCAL_ROOTS"] = json.dumps(self.settings.local_roots)
         self._own_ray = not self.settings.ray_address
         ray_address = ensure_ray(self.settings, num_cpus=self.num_cpus)
         os.environ["RAY_ADDRESS"] = ray_address
@@ -137,7 +146,14 @@ class LocalStack:
         self._wait_for_api()
 
         self._daemon = WorkerDaemon(self.settings, deployment, ray_address=ray_address)
-        worker = threading.Thread(target=self._daemon.run, name="worker", daemon=True)
+        daemon = self._daemon
+        worker = threading.Thread(
+            target=keep_running,
+            args=(log, "the embedded worker", daemon.run),
+            kwargs={"stopping": lambda: daemon.stopping},
+            name="worker",
+            daemon=True,
+        )
         worker.start()
         self._threads.append(worker)
         return self

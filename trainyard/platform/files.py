@@ -22,7 +22,7 @@ from sqlalchemy import Select, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from trainyard.platform import records, states, storage
+from trainyard.platform import db, records, states, storage
 from trainyard.platform.auth import Principal
 from trainyard.platform.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge
 from trainyard.platform.models import Job
@@ -193,10 +193,11 @@ def _uri_in_use(session: Session, uri: str) -> Job | None:
 
 def delete_file(session: Session, principal: Principal, store: storage.ObjectStore, file_id: str) -> File:
     """Forget a file and remove its object. A file an unfinished job still needs is kept (409):
-    deleting it would only make that job fail later, far from the mistake."""
-    row = session.scalar(_visible(principal).where(File.id == file_id).with_for_update())
-    if row is None:
-        raise NotFound(f"no file {file_id!r}", code="file_not_found", param="file_id")
+    deleting it would only make that job fail later, far from the mistake.
+
+    The object goes first, with no transaction open, and the row after: a delete that fails
+    between the two leaves the file listed, and the same delete, retried, finishes the job."""
+    row = get_file(session, principal, file_id)
     user = _uri_in_use(session, row.uri)
     if user is not None:
         raise Conflict(
@@ -204,12 +205,16 @@ def delete_file(session: Session, principal: Principal, store: storage.ObjectSto
             code="file_in_use",
             param="file_id",
         )
-    row.deleted_at = datetime.now(UTC)
+    db.release(session)
     # Result files point at a job's own report, which stays with the job.
     if row.purpose == PURPOSE_FINE_TUNE:
         store.delete_prefix(storage.safe_key("files", row.id))
+    locked = session.scalar(_visible(principal).where(File.id == file_id).with_for_update())
+    if locked is None:  # a concurrent delete got there first
+        raise NotFound(f"no file {file_id!r}", code="file_not_found", param="file_id")
+    locked.deleted_at = datetime.now(UTC)
     session.flush()
-    return row
+    return locked
 
 
 def copy_content(row: File, dest: str | Path) -> Path:
@@ -283,30 +288,31 @@ def result_file_ids(session: Session, jobs: Sequence[Job]) -> dict[str, list[str
         row.id: row.deleted_at is None
         for row in session.scalars(select(File).where(File.id.in_(list(ids.values()))))
     }
-    out: dict[str, list[str]] = {}
-    for job_id, (job, uri) in reports.items():
-        file_id = ids[job_id]
-        if file_id not in known:
-            try:
-                size = len(storage.read_uri(uri))
-            except (storage.StorageError, OSError):
-                continue  # not readable now; the next look registers it
-            session.execute(
-                pg_insert(File)
-                .values(
-                    id=file_id,
-                    team_id=job.team_id,
-                    api_key_id=job.api_key_id,
-                    filename=f"{job.id}-cost_report.json",
-                    purpose=PURPOSE_RESULTS,
-                    bytes=size,
-                    uri=uri,
-                    status="processed",
-                    line_count=0,
-                )
-                .on_conflict_do_nothing(index_elements=["id"])
+    unknown = [job_id for job_id, file_id in ids.items() if file_id not in known]
+    if unknown:
+        db.release(session)  # the reports are read from the store with no transaction open
+    sizes: dict[str, int] = {}
+    for job_id in unknown:
+        try:
+            sizes[job_id] = storage.uri_size(reports[job_id][1])
+        except (storage.StorageError, OSError):
+            continue  # not readable now; the next look registers it
+    for job_id, size in sizes.items():
+        job, uri = reports[job_id]
+        session.execute(
+            pg_insert(File)
+            .values(
+                id=ids[job_id],
+                team_id=job.team_id,
+                api_key_id=job.api_key_id,
+                filename=f"{job.id}-cost_report.json",
+                purpose=PURPOSE_RESULTS,
+                bytes=size,
+                uri=uri,
+                status="processed",
+                line_count=0,
             )
-            known[file_id] = True
-        if known[file_id]:
-            out[job_id] = [file_id]
-    return out
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        known[ids[job_id]] = True
+    return {job_id: [file_id] for job_id, file_id in ids.items() if known.get(file_id)}

@@ -188,3 +188,18 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (UniqueConstraint("job_id", "step", name="uq_checkpoints_job_step"),)
+
+
+class SourceGrant(Base):
+    """An s3:// bucket or prefix an admin let one team's jobs read (`trainyard.platform.grants`)."""
+
+    __tablename__ = "source_grants"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("grant"))
+    team_id: Mapped[str] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
+    # Canonical (as `sources.parse_source` spells it): s3://bucket or s3://bucket/prefix.
+    uri: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    # Also the index the policy reads a team's grants by.
+    __table_args__ = (UniqueConstraint("team_id", "uri", name="uq_source_grants_team_uri"),)

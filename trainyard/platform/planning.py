@@ -29,15 +29,15 @@ from trainyard.platform.scheduling import (
     choose,
     estimate_all,
     read_model_config,
-    resolve_dataset_tokens,
     resolve_model_info,
 )
+from trainyard.platform.scheduling.dataset_tokens import dataset_tokens_and_source
 from trainyard.platform.sources import is_local_path
 from trainyard.platform.spec import JobSpec
 
-# Datasets larger than this are not read at submit time; the estimate then needs
-# `dataset_tokens` (or `max_steps`) from the request.
-MAX_DATASET_BYTES_AT_SUBMIT = 64 * 1024 * 1024
+# At most this much of a training file is read at submit time (a ranged GET or a bounded read);
+# the tokens of a larger file are extrapolated from it by the file's size.
+DATASET_SAMPLE_BYTES = 8 * storage.MB
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class Planned:
     error: NoFeasibleOption | None
     model: ModelInfo
     tokens: int
+    # "counted", "dataset_tokens", "max_steps" or "sampled 8.0 MB of 2.0 GB, extrapolated".
+    tokens_source: str
 
 
 def _read_bytes(uri: str) -> bytes:
@@ -84,15 +86,19 @@ class Planner:
         config = read_model_config(source, read_bytes=_read_bytes, hub_timeout_s=3.0)
         return resolve_model_info(spec, config=config or {})
 
-    def _tokens(self, spec: JobSpec) -> int:
-        data = None
+    def _tokens(self, spec: JobSpec) -> tuple[int, str]:
+        """Tokens per epoch and their source. The file is sized by HEAD/stat and only its first
+        DATASET_SAMPLE_BYTES are read: a smaller file is counted whole, a larger one extrapolated."""
+        data, size = None, None
         if spec.dataset_tokens is None and spec.training_file and not spec.training_file.startswith("file-"):
             try:
-                blob = storage.read_uri(spec.training_file)
-                data = blob if len(blob) <= MAX_DATASET_BYTES_AT_SUBMIT else None
+                size = storage.uri_size(spec.training_file)
+                data = storage.read_uri_prefix(spec.training_file, DATASET_SAMPLE_BYTES)
             except Exception:
                 data = None
-        return resolve_dataset_tokens(spec, data, chars_per_token=self.catalog.constants.chars_per_token)
+        return dataset_tokens_and_source(
+            spec, data, total_bytes=size, chars_per_token=self.catalog.constants.chars_per_token
+        )
 
     def learned(self, session: Session) -> LearnedThroughput:
         return self.deployment.throughput.learned(session)
@@ -114,8 +120,10 @@ class Planner:
                 param="instance_type",
             )
         try:
+            # The store and hub reads come first, before `session` is used: `submission` releases
+            # its connection for them, and no transaction waits on the network.
             model = self._model(spec)
-            tokens = self._tokens(spec)
+            tokens, tokens_source = self._tokens(spec)
         except EstimateInputError as exc:
             raise Unprocessable(str(exc), code="estimate_input_missing", param=exc.param) from exc
         options = estimate_all(spec, self.catalog, model, tokens, learned=self.learned(session), now=now)
@@ -126,7 +134,7 @@ class Planner:
             error = None
         except NoFeasibleOption as exc:
             decision, error = None, exc
-        return Planned(decision, options, error, model, tokens)
+        return Planned(decision, options, error, model, tokens, tokens_source)
 
     def plan(self, session: Session, spec: JobSpec) -> tuple[dict[str, Any], str]:
         """The plan stored on a new job and the pool it waits in; 422 when nothing can run it."""
@@ -157,6 +165,7 @@ class Planner:
             "model_parameters": planned.model.parameters,
             "method": chosen.method,
             "tokens": planned.tokens,
+            "dataset_tokens_source": planned.tokens_source,
             "throughput_source": chosen.throughput_source,
             "objective": planned.decision.objective,
             "meets_deadline": chosen.meets_deadline,

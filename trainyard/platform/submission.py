@@ -7,9 +7,11 @@ the insert. The steps, in this order:
 1. the Idempotency-Key: a job the team already created with it is returned as it is (or the
    request is refused with 409 when its body differs), before anything below runs, so a retried
    create is answered the same however the world moved since (budget spent, files deleted);
-2. sources: server-local paths where the deployment forbids them;
-3. `file-...` ids resolved to the storage URIs the job will read;
-4. the plan: instance type, pool, estimated time and cost;
+2. `file-...` ids resolved to the storage URIs the job will read (another team's is a 404);
+3. sources: every one checked by the source policy and spelled canonically, before any is read;
+4. the plan: instance type, pool, estimated time and cost (the reads of the model config and
+   the dataset from the store or the hub hold no database connection: steps 1-3 are released),
+   refused (`quota_exceeded`) when it needs more accelerators at once than the team's GPU quota;
 5. the team's budget, which locks the team row until commit so racing creates cannot both
    spend its last dollars;
 6. the insert, its `status` event, and the notification that wakes the pool's workers.
@@ -22,12 +24,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from trainyard.platform import costs, files, jobs
+from trainyard.platform import costs, db, files, jobs
 from trainyard.platform.auth import Principal
 from trainyard.platform.models import Job
 from trainyard.platform.planning import Planner
+from trainyard.platform.queue.quotas import check_gpu_quota
 from trainyard.platform.scheduling import NoFeasibleOption
-from trainyard.platform.sources import check_sources
+from trainyard.platform.sources import Reader, SourcePolicy
 from trainyard.platform.spec import JobSpec
 
 S = TypeVar("S", bound=JobSpec)
@@ -51,7 +54,7 @@ def submit(
     spec: JobSpec,
     *,
     planner: Planner,
-    allow_local_paths: bool,
+    sources: SourcePolicy,
     idempotency_key: str | None = None,
 ) -> tuple[Job, bool]:
     """Create the job `spec` asks for; returns (job, created). `created` is False when the
@@ -61,8 +64,10 @@ def submit(
     replay = jobs.find_replay(session, principal, idempotency_key, digest)
     if replay is not None:
         return replay, False
-    spec = _resolve(session, principal, spec, allow_local_paths=allow_local_paths)
+    spec = _resolve(session, principal, spec, sources=sources)
+    db.release(session)  # planning reads the store and the hub; the write transaction comes after
     plan, pool = planner.plan(session, spec)
+    check_gpu_quota(session, principal.team_id, plan)
     replay = _check_budget(session, principal, plan.get("estimated_cost_usd"), idempotency_key, digest)
     if replay is not None:
         return replay, False
@@ -72,10 +77,11 @@ def submit(
 
 
 def estimate(
-    session: Session, principal: Principal, spec: JobSpec, *, planner: Planner, allow_local_paths: bool
+    session: Session, principal: Principal, spec: JobSpec, *, planner: Planner, sources: SourcePolicy
 ) -> EstimateResult:
     """Plan `spec` as `submit` would, and create nothing."""
-    spec = _resolve(session, principal, spec, allow_local_paths=allow_local_paths)
+    spec = _resolve(session, principal, spec, sources=sources)
+    db.release(session)  # planning reads the store and the hub
     planned = planner.estimate(session, spec)
     return EstimateResult(
         model_parameters=planned.model.parameters,
@@ -86,11 +92,10 @@ def estimate(
     )
 
 
-def _resolve(session: Session, principal: Principal, spec: S, *, allow_local_paths: bool) -> S:
-    # Sources are checked before the files are resolved: what the caller named must not be a
-    # server path, but the URIs of uploaded files are the platform's own and may be local.
-    check_sources(spec, allow_local_paths=allow_local_paths)
-    return files.resolve_spec_files(session, principal, spec)
+def _resolve(session: Session, principal: Principal, spec: S, *, sources: SourcePolicy) -> S:
+    # Files first: an uploaded file's URI is checked like any other, as the team's own upload.
+    spec = files.resolve_spec_files(session, principal, spec)
+    return sources.check_spec(session, Reader(principal.team_id, is_admin=principal.is_admin), spec)
 
 
 def _check_budget(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +18,7 @@ __all__ = [
     "load_credentials",
     "resolve",
     "save_credentials",
+    "write_private",
 ]
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
@@ -72,18 +73,28 @@ def save_credentials(base_url: str, api_key: str, path: str | os.PathLike[str] |
     target = credentials_path(path)
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     payload = json.dumps({"base_url": base_url, "api_key": api_key}, indent=2) + "\n"
-    # Write a private temporary file next to the target and rename it over, so a reader never
-    # sees half a file and the key is never world-readable, not even for a moment.
-    fd, tmp = tempfile.mkstemp(prefix=".credentials-", dir=target.parent)
+    write_private(target, payload.encode("utf-8"))
+    return target
+
+
+def write_private(target: Path, data: bytes) -> None:
+    """Write `data` to `target` readable by its owner only, from the first byte, whatever the umask.
+
+    A temporary file next to the target is created 0600 (O_EXCL, so never someone else's) and
+    renamed over it, so a reader never sees half a file and the key is never world-readable, not
+    even for a moment, as it would be between a write and a chmod.
+    """
+    tmp = target.with_name(f".{target.name}-{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(payload)
-        os.chmod(tmp, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return target
 
 
 def _same_server(a: str, b: str) -> bool:

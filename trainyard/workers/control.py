@@ -1,9 +1,10 @@
 """RunControl: the mailbox between a running training attempt and the worker daemon.
 
 Training workers and the Ray Train controller push events into it (progress, persisted
-checkpoints, messages); the daemon drains them on its own schedule and writes them to the
-database. The other direction is a single flag: the daemon asks the run to stop (cancel,
-preemption, lease loss) and rank 0 of the training loop polls for it.
+checkpoints, messages); the attempt process reads them on its own schedule (`pending`), writes
+them to the database and only then removes them (`ack`), so a failed write loses nothing.
+The other direction is a single flag: the attempt asks the run to stop (cancel, preemption,
+lease loss) and rank 0 of the training loop polls for it.
 
 The actor takes no CPU so it never competes with training workers for a placement group, and
 every method is cheap, so one single-threaded actor serves a whole run.
@@ -66,6 +67,16 @@ class RunControlState:
                 del self._events[i]
                 self._progress_backlog -= 1
                 return
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Everything reported and not yet acknowledged, oldest first; removes nothing."""
+        return list(self._events)
+
+    def ack(self, seq: int) -> None:
+        """Remove the events up to and including `seq`: their reader has stored them."""
+        while self._events and self._events[0]["seq"] <= seq:
+            if self._events.popleft()["type"] == PROGRESS:
+                self._progress_backlog -= 1
 
     def drain(self) -> list[dict[str, Any]]:
         out = list(self._events)

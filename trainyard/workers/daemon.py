@@ -7,6 +7,10 @@ The daemon holds no lease itself; each attempt process heartbeats its own lease,
 one attempt cannot take others down, and a crash of the daemon leaves its attempts to be rescued
 once their leases run out. The daemon also runs the rescuer, so any live worker recovers the
 jobs of dead ones.
+
+Its loop survives the database (or the store) going away: a failed pass is logged once per
+outage, the next one waits a jittered backoff, and an attempt that exited while the database was
+down is recorded once it is back.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.engine import make_url
 
-from trainyard.platform import db, queue
+from trainyard.platform import db, queue, storage
 from trainyard.platform.deployment import Deployment
 from trainyard.platform.errors import LeaseLost
+from trainyard.platform.outages import Outage
 from trainyard.platform.planning import Planner
 from trainyard.platform.states import AttemptOutcome
 from trainyard.settings import Settings
@@ -71,10 +76,13 @@ class WorkerDaemon:
         self.ray_address = ray_address or settings.ray_address
         self.engine = db.make_engine(settings.database_url, pool_size=2, max_overflow=2)
         self.sessions = db.make_sessionmaker(self.engine)
+        # Jobs this daemon ends (a rescue, a crashed attempt) get their cost report there.
+        self.store = storage.open_store(settings.storage_uri)
         conninfo = make_url(db.normalize_url(settings.database_url)).set(drivername="postgresql")
         self.listener = queue.Listener(conninfo.render_as_string(hide_password=False))
         self.running: dict[str, Running] = {}
         self._stopping = threading.Event()
+        self._redispatch_outage = Outage(log, f"worker {self.worker_id}: redispatch")
 
     # -- lifecycle -------------------------------------------------------------------------
     def request_stop(self, *_: object) -> None:
@@ -86,23 +94,39 @@ class WorkerDaemon:
             if r.process.poll() is None:
                 r.process.send_signal(signal.SIGTERM)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
 
     def run(self, *, max_idle_loops: int | None = None) -> None:
         idle = 0
+        outage = Outage(
+            log, f"worker {self.worker_id}: database or store", cap=max(1.0, self.settings.poll_seconds)
+        )
         try:
             while True:
-                self._reap()
-                if self._stopping.is_set():
-                    if not self.running:
-                        return
-                    time.sleep(0.5)
+                try:
+                    self._reap()
+                    if self._stopping.is_set():
+                        if not self.running:
+                            return
+                        time.sleep(0.5)
+                        continue
+                    self._rescue()
+                    self._redispatch()
+                    started = self._claim_and_start()
+                except Exception as exc:
+                    pause = outage.failed(exc)
+                    if self._stopping.is_set():
+                        time.sleep(min(pause, 0.5))  # still reaping: attempts are handing back
+                    else:
+                        self._stopping.wait(pause)
                     continue
-                self._rescue()
-                self._redispatch()
-                started = self._claim_and_start()
+                outage.recovered()
                 if started or self.running:
                     idle = 0
                 else:
@@ -122,6 +146,7 @@ class WorkerDaemon:
                 s,
                 backoff_base=self.settings.retry_backoff_seconds,
                 backoff_cap=self.settings.retry_backoff_max_seconds,
+                store=self.store,
             ):
                 log.warning("rescued job %s: its worker stopped heartbeating", job_id)
 
@@ -132,9 +157,11 @@ class WorkerDaemon:
             with self.sessions() as s:
                 for job_id in self.planner.redispatch(s):
                     log.info("job %s moved to another pool: its own was full", job_id)
-        except Exception:
+        except Exception as exc:
             # Dispatch is an optimisation; a failure must never stop claiming.
-            log.warning("redispatch failed", exc_info=True)
+            self._redispatch_outage.failed(exc)
+        else:
+            self._redispatch_outage.recovered()
 
     def _claim_and_start(self) -> int:
         free = self.settings.worker_concurrency - len(self.running)
@@ -177,11 +204,12 @@ class WorkerDaemon:
             code = r.process.poll()
             if code is None:
                 continue
-            del self.running[attempt_id]
             if code == 0:
+                del self.running[attempt_id]
                 continue
             # The attempt process died without closing its attempt: record the crash (fenced, so
-            # an attempt that did close it, or lost its lease, is left as it is).
+            # an attempt that did close it, or lost its lease, is left as it is). It stays in
+            # `running` until that is recorded, so a database outage only delays it.
             try:
                 with self.sessions() as s:
                     status = queue.finish(
@@ -192,7 +220,9 @@ class WorkerDaemon:
                         error_message=f"attempt process exited with code {code}",
                         backoff_base=self.settings.retry_backoff_seconds,
                         backoff_cap=self.settings.retry_backoff_max_seconds,
+                        store=self.store,
                     )
                 log.error("job %s attempt crashed (exit %s); job is now %s", r.claim.job_id, code, status)
             except LeaseLost:
                 pass
+            del self.running[attempt_id]

@@ -10,9 +10,9 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 
+from trainyard.api.deps import UnitOfWorkRoute
 from trainyard.api.errors import ApiError, log_unexpected, translate
 
 _ERROR_TYPES = {
@@ -37,11 +37,11 @@ def openai_error(error: ApiError) -> JSONResponse:
     )
 
 
-class OpenAIRoute(APIRoute):
-    """Answers errors in OpenAI's envelope.
+class OpenAIRoute(UnitOfWorkRoute):
+    """Answers errors in OpenAI's envelope, a commit that failed included.
 
     The error is answered here, inside the dependencies' scope, so the session dependency never
-    sees it and would commit: the session is rolled back first, so that commit writes nothing.
+    sees it: the session is rolled back first, so that nothing of the failed request is written.
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from trainyard.api.deps import PrincipalDep, SessionDep, bracket_params
+from trainyard.api.deps import IdempotencyKey, OrderQ, PrincipalDep, SessionDep, bracket_params
 from trainyard.api.limits import BodySizeLimit
 from trainyard.api.openai.errors import OpenAIRoute
 from trainyard.api.openai.fine_tuning import FineTuningJobRequest, to_job_spec
@@ -31,8 +31,7 @@ from trainyard.api.openai.objects import (
     job_objects,
 )
 from trainyard.api.openapi import errors
-from trainyard.api.routes_jobs import IdempotencyKey, OrderQ
-from trainyard.platform import files, jobs, storage, submission
+from trainyard.platform import db, files, jobs, storage, submission
 from trainyard.platform.errors import InvalidRequest
 
 FILES_PATH = "/v1/files"
@@ -141,6 +140,7 @@ def delete_file(
 @router.get("/files/{file_id}/content")
 def file_content(file_id: str, session: SessionDep, principal: PrincipalDep) -> FileResponse:
     row = files.get_file(session, principal, file_id)
+    db.release(session)  # the copy from the store holds no connection
     fd, tmp = tempfile.mkstemp(prefix="trainyard-content-")
     os.close(fd)
     try:
@@ -179,7 +179,7 @@ def create_fine_tuning_job(
         principal,
         to_job_spec(body),
         planner=request.app.state.planner,
-        allow_local_paths=request.app.state.settings.allow_local_paths,
+        sources=request.app.state.sources,
         idempotency_key=idempotency_key,
     )
     return job_objects(session, [job])[0]

@@ -1,14 +1,24 @@
-"""The cost report written next to a run's model at its end (`jobs/{id}/cost_report.json`)."""
+"""The cost report written next to a run's model at its end (`jobs/{id}/cost_report.json`).
+
+It is in the store before the job turns `succeeded` (or any other end): the queue builds it from
+the attempt's end as that end will be committed, publishes it, then commits the same end and
+records where the report is (`record_cost_report`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from trainyard.platform import states
+from trainyard.platform import events, states
 from trainyard.platform.models import Job, JobAttempt, Team
+from trainyard.platform.storage.layout import cost_report_key
+
+if TYPE_CHECKING:
+    from trainyard.platform.storage import ObjectStore
 
 
 def cost_report(session: Session, job_id: str) -> dict[str, Any]:
@@ -70,3 +80,28 @@ def cost_report(session: Session, job_id: str) -> dict[str, Any]:
             "cost_error": round((total_usd - estimated) / estimated, 4) if estimated else None,
         },
     }
+
+
+def publish_cost_report(store: ObjectStore, report: dict[str, Any]) -> str:
+    """Write the report to the job's store area; returns its URI."""
+    return store.put_bytes(
+        cost_report_key(report["job_id"]),
+        json.dumps(report, indent=2).encode(),
+        content_type="application/json",
+    )
+
+
+def record_cost_report(
+    session: Session, job: Job, attempt_id: str | None, report: dict[str, Any], uri: str
+) -> None:
+    """The cost event and the job's `result.cost_report_uri`, for a report already published."""
+    totals = report["totals"]
+    events.add(
+        session,
+        job.id,
+        events.COST,
+        f"${totals['cost_usd']:.4f} over {totals['billable_seconds']:.0f}s",
+        attempt_id=attempt_id,
+        data={"uri": uri, **totals},
+    )
+    job.result = {**(job.result or {}), "cost_report_uri": uri}

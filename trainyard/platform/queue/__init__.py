@@ -3,11 +3,13 @@
 One claim idiom: `FOR UPDATE SKIP LOCKED` in a CTE plus `UPDATE ... RETURNING`, committed at once.
 No transaction stays open while a job runs: a running attempt is a row with a lease that its
 worker keeps renewing, and every write an attempt makes goes through `fence`, which refuses it
-once another attempt owns the job.
+once another attempt owns the job or its lease has expired (by the database clock, the same test
+the rescuer makes). Every writer locks the job row, then the attempt row (`leases.lock`).
 
     claims.py         claim queued jobs (pool capacity, team GPU quotas) and start their attempts
-    leases.py         fence an attempt's writes; heartbeat renews the lease and says when to stop
-    outcomes.py       end an attempt (finish, or rescue when its lease ran out): retry, fail, requeue
+    leases.py         lock (job, then attempt); fence an attempt's writes; heartbeat renews the lease
+    quotas.py         team GPU quotas: the per-team claim lock, refusing a job that can never fit
+    outcomes.py       end an attempt (finish, or rescue when its lease ran out), its cost report first
     notifications.py  LISTEN/NOTIFY that wakes idle workers; polling is the fallback
     summary.py        waiting and running jobs by pool
 """

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from trainyard.platform import events, states
 from trainyard.platform.models import JobAttempt
+from trainyard.platform.queue import quotas
 from trainyard.platform.states import sql_list
 
 
@@ -34,7 +35,9 @@ _CLAIM_SQL = text(
         JOIN teams t ON t.id = j.team_id
         WHERE j.status = '{states.QUEUED}' AND j.run_after <= now()
           AND (CAST(:pools AS text[]) IS NULL OR j.pool = ANY(CAST(:pools AS text[])))
-          -- A team at its concurrent-GPU quota waits; other teams' jobs go ahead of it.
+          -- A team at its concurrent-GPU quota waits; other teams' jobs go ahead of it. A team
+          -- with a quota is counted only under its lock (quotas.lock_quota_teams).
+          AND (t.max_concurrent_gpus IS NULL OR j.team_id = ANY(CAST(:quota_teams AS text[])))
           AND (t.max_concurrent_gpus IS NULL OR COALESCE((j.plan->>'accelerator_count')::int, 0) = 0
                OR COALESCE((j.plan->>'accelerator_count')::int, 0) + (
                    SELECT COALESCE(sum((r.plan->>'accelerator_count')::int), 0) FROM jobs r
@@ -86,22 +89,24 @@ def claim(
     rows: list[Any] = []
     if capacity:
         wanted = {p: c for p, c in capacity.items() if pool_list is None or p in pool_list}
-        for pool, free in _pool_room(session, wanted).items():
+        room = _pool_room(session, wanted)
+        teams = quotas.lock_quota_teams(session, sorted(wanted))
+        for pool, free in room.items():
             for _ in range(min(free, n - len(rows))):
-                got = session.execute(_CLAIM_SQL, {"n": 1, "pools": [pool]}).all()
+                got = session.execute(_CLAIM_SQL, {"n": 1, "pools": [pool], "quota_teams": teams}).all()
                 if not got:
                     break
                 rows += got
-    elif session.scalar(text("SELECT EXISTS (SELECT 1 FROM teams WHERE max_concurrent_gpus IS NOT NULL)")):
+    elif teams := quotas.lock_quota_teams(session, pool_list):
         # Quotas are checked against running jobs, so claim one at a time: each statement then
         # sees the jobs this transaction already moved to running.
         for _ in range(n):
-            got = session.execute(_CLAIM_SQL, {"n": 1, "pools": pool_list}).all()
+            got = session.execute(_CLAIM_SQL, {"n": 1, "pools": pool_list, "quota_teams": teams}).all()
             if not got:
                 break
             rows += got
     else:
-        rows = list(session.execute(_CLAIM_SQL, {"n": n, "pools": pool_list}).all())
+        rows = list(session.execute(_CLAIM_SQL, {"n": n, "pools": pool_list, "quota_teams": []}).all())
     if not rows:
         session.commit()
         return []

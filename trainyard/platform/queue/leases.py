@@ -22,23 +22,57 @@ class Heartbeat:
     stop_reason: str | None = None
 
 
+def lock(
+    session: Session, attempt_id: str, *, skip_locked: bool = False
+) -> tuple[Job, JobAttempt, bool] | None:
+    """Lock the attempt's job row, then the attempt row (the one lock order of the queue), and
+    read both afresh; returns (job, attempt, whether its lease is still live by the database
+    clock), or None for an unknown attempt (or, with `skip_locked`, a job row locked elsewhere).
+
+    The rows are refreshed, not taken from the session, so a session that read them before still
+    sees what others committed since. `FOR NO KEY UPDATE` serialises every writer of the rows
+    without blocking the key-share locks that inserting an event or checkpoint takes on them.
+    """
+    job_id = session.scalar(select(JobAttempt.job_id).where(JobAttempt.id == attempt_id))
+    if job_id is None:
+        return None
+    fresh = {"populate_existing": True}
+    job = session.execute(
+        select(Job)
+        .where(Job.id == job_id)
+        .with_for_update(key_share=True, skip_locked=skip_locked)
+        .execution_options(**fresh)
+    ).scalar_one_or_none()
+    if job is None:
+        return None
+    attempt, live = session.execute(
+        select(JobAttempt, JobAttempt.lease_expires_at > func.now())
+        .where(JobAttempt.id == attempt_id)
+        .with_for_update(key_share=True)
+        .execution_options(**fresh)
+    ).one()
+    return job, attempt, bool(live)
+
+
 def fence(session: Session, attempt_id: str) -> tuple[Job, JobAttempt]:
-    """Lock the job row and check that `attempt_id` still owns it; raise LeaseLost otherwise.
+    """Lock the job row and check that `attempt_id` still owns it and that its lease has not
+    expired (by the database clock, as the rescuer sees it); raise LeaseLost otherwise.
 
     Every write an attempt makes starts here, so a worker that lost its lease can never overwrite
-    the work of the attempt that took over.
+    the work of the attempt that took over, nor renew a lease the rescuer may already act on.
     """
-    attempt = session.get(JobAttempt, attempt_id)
-    if attempt is None:
+    locked = lock(session, attempt_id)
+    if locked is None:
         raise LeaseLost(f"unknown attempt {attempt_id}")
-    job = session.execute(select(Job).where(Job.id == attempt.job_id).with_for_update()).scalar_one()
-    session.refresh(attempt)
+    job, attempt, live = locked
     if (
         job.current_attempt_id != attempt_id
         or attempt.ended_at is not None
         or job.status not in states.ACTIVE
     ):
         raise LeaseLost(f"attempt {attempt_id} no longer owns job {job.id}")
+    if not live:
+        raise LeaseLost(f"attempt {attempt_id}'s lease on job {job.id} has expired")
     return job, attempt
 
 

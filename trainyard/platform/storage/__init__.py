@@ -6,7 +6,8 @@
 - ``base``: the ObjectStore interface.
 - ``local``: LocalStore, a directory with atomic writes (the embedded default, unit tests).
 - ``s3``: S3Store, boto3 with retries, multipart transfers and one client per store.
-- ``uris``: parsing storage URIs; ``open_store``, ``read_uri``, ``download_uri_dir``.
+- ``uris``: parsing storage URIs; ``open_store``, ``read_uri``, ``uri_size``, ``read_uri_prefix``,
+  ``download_uri_dir``.
 
 Importing the package imports neither boto3 nor pyarrow; each store imports them on first use.
 """
@@ -25,7 +26,7 @@ from trainyard.platform.storage.layout import (
 )
 from trainyard.platform.storage.local import LocalStore
 from trainyard.platform.storage.s3 import S3Options, S3Store
-from trainyard.platform.storage.uris import download_uri_dir, open_store, read_uri
+from trainyard.platform.storage.uris import download_uri_dir, open_store, read_uri, read_uri_prefix, uri_size
 
 __all__ = [
     "MAX_KEY_BYTES",
@@ -46,5 +47,7 @@ __all__ = [
     "job_prefix",
     "open_store",
     "read_uri",
+    "read_uri_prefix",
     "safe_key",
+    "uri_size",
 ]

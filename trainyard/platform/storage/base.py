@@ -45,6 +45,16 @@ class ObjectStore(ABC):
         """Return the object at ``key``; raise ObjectNotFound when there is none."""
 
     @abstractmethod
+    def size(self, key: str) -> int:
+        """The size in bytes of the object at ``key``, from its metadata (HEAD, stat), reading none
+        of it; raise ObjectNotFound when there is none."""
+
+    @abstractmethod
+    def read_prefix(self, key: str, max_bytes: int) -> bytes:
+        """The first ``max_bytes`` bytes of the object at ``key`` (all of it when shorter), without
+        reading the rest; raise ObjectNotFound when there is none."""
+
+    @abstractmethod
     def put_file(self, key: str, path: str | Path) -> str:
         """Upload the local file ``path`` to ``key``; return its URI."""
 

@@ -9,6 +9,7 @@ import builtins
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,21 +29,40 @@ from trainyard.platform.storage.keys import (
 if TYPE_CHECKING:
     import pyarrow.fs
 
-__all__ = ["LocalStore", "local_errors"]
+__all__ = ["LocalStore", "file_size", "local_errors", "private_dirs", "read_file_prefix"]
+
+
+def private_dirs(path: Path) -> Path:
+    """``mkdir -p path`` where every directory it creates is 0700 (owner only); returns ``path``.
+
+    ``Path.mkdir(parents=True, mode=...)`` applies the mode to the last directory only. Directories
+    that exist already are left as they are.
+    """
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by a concurrent writer
+            directory.mkdir(mode=0o700)
+    return path
 
 
 def _atomic_write(dest: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``dest`` through a temporary file in the same directory, then rename it into place.
 
     The rename is atomic on POSIX, so readers see the old object or the new one, never a part;
-    the fsync before it keeps a power loss from leaving a renamed but empty file.
+    the fsync before it keeps a power loss from leaving a renamed but empty file. mkstemp creates
+    the file 0600, so an object (a dataset, a model, a key) is never readable by others, not even
+    while it is being written.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    private_dirs(dest.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as tmp:
-            # mkstemp makes 0600 files; stored objects and downloads should read like ordinary files.
-            os.fchmod(tmp.fileno(), 0o644)
             write(tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
@@ -70,6 +90,25 @@ def local_errors(uri: str) -> Iterator[None]:
         raise ObjectNotFound(f"no object at {uri}") from exc
     except OSError as exc:
         raise StorageError(f"{uri}: {exc}") from exc
+
+
+def file_size(path: Path) -> int:
+    """The size of the regular file ``path``, by stat; a directory is IsADirectoryError."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise IsADirectoryError(f"not a regular file: {path}")
+    return info.st_size
+
+
+def read_file_prefix(path: Path, max_bytes: int) -> bytes:
+    """The first ``max_bytes`` bytes of the regular file ``path``; anything else is IsADirectoryError."""
+    # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer; on a regular file
+    # it changes nothing.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(f"not a regular file: {path}")
+        return fh.read(max(0, max_bytes))
 
 
 @contextlib.contextmanager
@@ -111,6 +150,14 @@ class LocalStore(ObjectStore):
         path = self._path(key)
         with local_errors(self.uri_for(key)):
             return path.read_bytes()
+
+    def size(self, key: str) -> int:
+        with local_errors(self.uri_for(key)):
+            return file_size(self._path(key))
+
+    def read_prefix(self, key: str, max_bytes: int) -> bytes:
+        with local_errors(self.uri_for(key)):
+            return read_file_prefix(self._path(key), max_bytes)
 
     def put_file(self, key: str, path: str | Path) -> str:
         dest = self._path(key)
@@ -173,6 +220,5 @@ class LocalStore(ObjectStore):
     def ray_storage(self, prefix: str) -> tuple[str, pyarrow.fs.FileSystem]:
         import pyarrow.fs
 
-        path = self._dir(prefix)
-        path.mkdir(parents=True, exist_ok=True)
+        path = private_dirs(self._dir(prefix))
         return str(path), pyarrow.fs.LocalFileSystem()

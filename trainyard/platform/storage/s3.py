@@ -179,6 +179,33 @@ class S3Store(ObjectStore):
             with contextlib.closing(response["Body"]) as body:
                 return bytes(body.read())
 
+    def size(self, key: str) -> int:
+        full = self._key(key)
+        with _s3_errors(self.uri_for(key)):
+            return int(self.client.head_object(Bucket=self.bucket, Key=full)["ContentLength"])
+
+    def read_prefix(self, key: str, max_bytes: int) -> bytes:
+        from botocore.exceptions import ClientError
+
+        full = self._key(key)
+        if max_bytes < 1:
+            self.size(key)  # still ObjectNotFound for a missing object
+            return b""
+        with _s3_errors(self.uri_for(key)):
+            try:
+                response = self.client.get_object(
+                    Bucket=self.bucket, Key=full, Range=f"bytes=0-{max_bytes - 1}"
+                )
+            except ClientError as exc:
+                # An empty object has no byte 0 to start a range at.
+                if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                    return b""
+                raise
+            # read(max_bytes) and closing the body bound the read even against a server that ignores
+            # Range and sends the whole object.
+            with contextlib.closing(response["Body"]) as body:
+                return bytes(body.read(max_bytes))
+
     def put_file(self, key: str, path: str | Path) -> str:
         full = self._key(key)
         uri = self.uri_for(key)

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 from trainyard.platform.storage.base import ObjectStore
 from trainyard.platform.storage.errors import InvalidKey, InvalidURI
 from trainyard.platform.storage.keys import has_control_character
-from trainyard.platform.storage.local import LocalStore, local_errors
+from trainyard.platform.storage.local import LocalStore, file_size, local_errors, read_file_prefix
 from trainyard.platform.storage.s3 import S3Options, S3Store, shared_store
 
-__all__ = ["download_uri_dir", "open_store", "parse_uri", "read_uri"]
+__all__ = ["download_uri_dir", "open_store", "parse_uri", "read_uri", "read_uri_prefix", "uri_size"]
 
 
 def parse_uri(uri: str) -> tuple[Literal["s3"], str, str] | tuple[Literal["file"], str, None]:
@@ -61,6 +61,12 @@ def open_store(uri: str, *, options: S3Options | None = None) -> ObjectStore:
     return LocalStore(parsed[1])
 
 
+def _s3_object(uri: str, bucket: str, key: str, options: S3Options | None) -> tuple[S3Store, str]:
+    if not key:
+        raise InvalidURI(f"no key in {uri!r}")
+    return (S3Store(bucket, options=options) if options else shared_store(bucket)), key
+
+
 def read_uri(uri: str, *, options: S3Options | None = None) -> bytes:
     """Read one object or file: ``s3://bucket/key``, ``file:///path`` or a local path.
 
@@ -68,12 +74,33 @@ def read_uri(uri: str, *, options: S3Options | None = None) -> bytes:
     """
     parsed = parse_uri(uri)
     if parsed[0] == "s3":
-        if not parsed[2]:
-            raise InvalidURI(f"no key in {uri!r}")
-        store = S3Store(parsed[1], options=options) if options else shared_store(parsed[1])
-        return store.get_bytes(parsed[2])
+        store, key = _s3_object(uri, parsed[1], parsed[2], options)
+        return store.get_bytes(key)
     with local_errors(uri):
         return Path(parsed[1]).read_bytes()
+
+
+def uri_size(uri: str, *, options: S3Options | None = None) -> int:
+    """The size in bytes of one object or file, by HEAD or stat: nothing of it is read.
+
+    ObjectNotFound when there is none (a directory, or a bucket without a key, is none).
+    """
+    parsed = parse_uri(uri)
+    if parsed[0] == "s3":
+        store, key = _s3_object(uri, parsed[1], parsed[2], options)
+        return store.size(key)
+    with local_errors(uri):
+        return file_size(Path(parsed[1]))
+
+
+def read_uri_prefix(uri: str, max_bytes: int, *, options: S3Options | None = None) -> bytes:
+    """The first ``max_bytes`` bytes of one object or file (a ranged GET, or a bounded read)."""
+    parsed = parse_uri(uri)
+    if parsed[0] == "s3":
+        store, key = _s3_object(uri, parsed[1], parsed[2], options)
+        return store.read_prefix(key, max_bytes)
+    with local_errors(uri):
+        return read_file_prefix(Path(parsed[1]), max_bytes)
 
 
 def download_uri_dir(uri: str, local_dir: str | Path, *, options: S3Options | None = None) -> Path:

@@ -1,0 +1,271 @@
+"""Workers end to end: real Postgres, moto's S3 over HTTP, a Ray cluster started with
+`ray start --head` (not ray.init in-process). Few and small: each fit costs most of a minute.
+integration/test_worker_attempt.py covers an attempt that ends before it needs Ray."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
+from support import headers, make_key
+
+from trainyard.cli.tiny_model import make_dataset, make_tiny_model_dir
+from trainyard.platform import auth, storage
+from trainyard.platform.deployment import load_deployment
+from trainyard.platform.models import Checkpoint, JobAttempt, JobEvent, SourceGrant
+from trainyard.platform.states import TERMINAL, JobStatus
+from trainyard.workers.daemon import WorkerDaemon
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory, s3_env: Any, s3_client: Any) -> dict[str, str]:
+    """A tiny GPT-2 and a JSONL dataset, both in S3 (nothing downloaded)."""
+    root = tmp_path_factory.mktemp("worker-assets")
+    s3_client.create_bucket(Bucket="assets")
+    store = storage.open_store("s3://assets")
+    model_dir = make_tiny_model_dir(root / "model")
+    model_uri = store.upload_dir("models/tiny-gpt2", model_dir)
+    data_uri = store.put_file("datasets/train.jsonl", make_dataset(root / "train.jsonl", 200))
+    return {"model": model_uri, "train": data_uri}
+
+
+@pytest.fixture
+def worker_settings(settings: Any, s3_bucket: str) -> Any:
+    settings.storage_uri = s3_bucket
+    settings.heartbeat_seconds = 1.0
+    settings.lease_seconds = 20.0
+    settings.poll_seconds = 0.5
+    settings.retry_backoff_seconds = 0.0
+    return settings
+
+
+@pytest.fixture
+def daemon(worker_settings: Any, ray_address: str) -> Iterator[WorkerDaemon]:
+    d = WorkerDaemon(
+        worker_settings, load_deployment(worker_settings), pools=["local-cpu"], ray_address=ray_address
+    )
+    t = threading.Thread(target=d.run, daemon=True)
+    t.start()
+    yield d
+    d.request_stop()
+    t.join(timeout=120)
+
+
+def _body(assets: dict[str, str], **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": "tiny-e2e",
+        "base_model": assets["model"],
+        "training_file": assets["train"],
+        "hyperparameters": {"max_steps": 24, "batch_size": 4, "seq_len": 32, "learning_rate": 1e-3},
+        "checkpoint": {"every_steps": 6, "keep": 2},
+    }
+    body.update(overrides)
+    return body
+
+
+def _grant_assets(sessions: sessionmaker[Session], team: str = "research") -> None:
+    """Let the team's jobs read the assets bucket: the API and every attempt check sources."""
+    with sessions.begin() as s:
+        s.add(SourceGrant(team_id=auth.get_team_by_name(s, team).id, uri="s3://assets"))
+
+
+def _wait(client: Any, key: str, job_id: str, until: Any, timeout: float = 240.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}", headers=headers(key)).json()
+        if until(job):
+            return job
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting on {job_id}: {job}")
+
+
+def _checkpoints(client: Any, key: str, job_id: str) -> list[dict[str, Any]]:
+    return client.get(f"/v1/jobs/{job_id}/checkpoints", headers=headers(key)).json()["data"]
+
+
+def test_job_runs_to_checkpoints_final_model_and_cost_report(
+    client: Any, sessions: sessionmaker[Session], daemon: WorkerDaemon, assets: dict[str, str], tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    key = make_key(sessions)
+    _grant_assets(sessions)
+    job = client.post("/v1/jobs", json=_body(assets), headers=headers(key)).json()
+    assert job["plan"]["instance_type"] == "local-cpu"
+    job = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL)
+    assert job["status"] == "succeeded", job
+    assert job["progress"]["step"] == 24 and job["progress"]["tokens"] > 0
+    assert job["cost"]["usd"] > 0 and job["cost"]["billable_seconds"] > 0
+
+    ckpts = client.get(f"/v1/jobs/{job['id']}/checkpoints", headers=headers(key)).json()["data"]
+    assert [c["step"] for c in ckpts] == [24, 18], "keep: 2, and the API lists what the store holds"
+    store = storage.open_store(daemon.settings.storage_uri)
+    for c in ckpts:
+        prefix = c["uri"].removeprefix(store.root_uri.rstrip("/") + "/")
+        assert store.list(prefix), f"{c['uri']} is in the store"
+
+    final = job["result"]["final_model_uri"]
+    model = AutoModelForCausalLM.from_pretrained(storage.download_uri_dir(final, tmp_path / "final"))
+    assert model.config.n_layer == 2
+
+    report = json.loads(store.get_bytes(storage.cost_report_key(job["id"])))
+    assert report["job_id"] == job["id"] and report["instance_type"] == "local-cpu"
+    assert [a["outcome"] for a in report["attempts"]] == ["succeeded"]
+    assert report["totals"]["cost_usd"] == pytest.approx(job["cost"]["usd"], rel=1e-3)
+    assert report["totals"]["tokens_trained"] == job["progress"]["tokens"]
+    assert report["estimate"]["estimated_cost_usd"] == job["plan"]["estimated_cost_usd"]
+    types = [
+        e["type"]
+        for e in client.get(f"/v1/jobs/{job['id']}/events?limit=100", headers=headers(key)).json()["data"]
+    ]
+    assert {"status", "checkpoint", "metrics", "cost"} <= set(types)
+
+
+def test_pause_resume_cancel_budget_stop_and_missing_dataset(
+    client: Any, sessions: sessionmaker[Session], daemon: WorkerDaemon, assets: dict[str, str]
+) -> None:
+    key = make_key(sessions)
+    _grant_assets(sessions)
+    missing = client.post(
+        "/v1/jobs", json=_body(assets, training_file="s3://assets/datasets/nope.jsonl"), headers=headers(key)
+    ).json()
+    missing = _wait(client, key, missing["id"], lambda j: j["status"] in TERMINAL)
+    assert missing["status"] == "failed" and missing["error"]["code"] == "user_error"
+    assert "nope.jsonl" in missing["error"]["message"] and missing["attempts"] == 1
+
+    long = {"max_steps": 400, "batch_size": 4, "seq_len": 32}
+    job = client.post("/v1/jobs", json=_body(assets, hyperparameters=long), headers=headers(key)).json()
+    _wait(client, key, job["id"], lambda j: j["progress"]["step"] >= 8)
+    # Pause: the worker checkpoints and hands the job back; resume continues from there.
+    client.post(f"/v1/fine_tuning/jobs/{job['id']}/pause", headers=headers(key))
+    paused = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL | {JobStatus.PAUSED})
+    assert paused["status"] == "paused", paused
+    paused_at = max(c["step"] for c in _checkpoints(client, key, job["id"]))
+    client.post(f"/v1/fine_tuning/jobs/{job['id']}/resume", headers=headers(key))
+    _wait(client, key, job["id"], lambda j: j["attempts"] == 2 and j["progress"]["step"] > paused_at)
+    assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=headers(key)).json()["status"] == "cancelling"
+    job = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL)
+    assert job["status"] == "cancelled"
+    with sessions() as s:
+        outcomes = s.scalars(
+            select(JobAttempt.outcome).where(JobAttempt.job_id == job["id"]).order_by(JobAttempt.number)
+        ).all()
+        start = s.scalar(
+            select(JobAttempt.start_step).where(JobAttempt.job_id == job["id"], JobAttempt.number == 2)
+        )
+    assert outcomes == ["handed_back", "cancelled"]
+    assert start == paused_at, "the resumed attempt started from the pause's checkpoint"
+
+    capped = client.post(
+        "/v1/jobs",
+        json=_body(assets, hyperparameters=long, policy={"max_cost_usd": 1.0}),
+        headers=headers(key),
+    ).json()
+    # A local CPU run costs fractions of a cent: lower the cap under what this run will spend,
+    # as if the estimate had been far too low, and the worker must stop it.
+    with sessions.begin() as s:
+        s.execute(
+            text(
+                "UPDATE jobs SET spec = jsonb_set(spec, '{policy,max_cost_usd}', '0.000001') WHERE id = :id"
+            ),
+            {"id": capped["id"]},
+        )
+    capped = _wait(client, key, capped["id"], lambda j: j["status"] in TERMINAL)
+    assert capped["status"] == "failed" and capped["error"]["code"] == "budget_exceeded"
+    assert capped["attempts"] == 1, "a budget stop is not retried"
+
+
+def test_sigkill_mid_run_resumes_from_last_checkpoint(
+    client: Any,
+    sessions: sessionmaker[Session],
+    worker_settings: Any,
+    ray_address: str,
+    assets: dict[str, str],
+) -> None:
+    key = make_key(sessions)
+    _grant_assets(sessions)
+    body = _body(assets, hyperparameters={"max_steps": 60, "batch_size": 4, "seq_len": 32})
+    job = client.post("/v1/jobs", json=body, headers=headers(key)).json()
+    env = {
+        **os.environ,
+        "TRAINYARD_DATABASE_URL": worker_settings.database_url,
+        "TRAINYARD_STORAGE_URI": worker_settings.storage_uri,
+        "TRAINYARD_HEARTBEAT_SECONDS": "1",
+        "TRAINYARD_LEASE_SECONDS": "20",
+        "TRAINYARD_RETRY_BACKOFF_SECONDS": "0",
+        "RAY_ADDRESS": ray_address,
+    }
+    # The first worker runs as its own process group: `trainyard worker` and its attempt.
+    first = subprocess.Popen(
+        [sys.executable, "-m", "trainyard.cli", "worker"], env=env, start_new_session=True
+    )
+    try:
+        _wait(client, key, job["id"], lambda j: j["status"] == "running")
+        with sessions() as s:
+            deadline = time.monotonic() + 180
+            while not s.scalar(select(Checkpoint.step).where(Checkpoint.job_id == job["id"]).limit(1)):
+                assert time.monotonic() < deadline, "no checkpoint recorded"
+                time.sleep(0.5)
+                s.expire_all()
+        attempt_pids = subprocess.run(
+            ["pgrep", "-P", str(first.pid), "-f", "trainyard.workers.attempt"], capture_output=True, text=True
+        ).stdout.split()
+        os.killpg(first.pid, signal.SIGKILL)
+        assert attempt_pids, "the attempt runs in a process of its own"
+        for pid in attempt_pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        killed_at = time.time()
+    finally:
+        first.wait(timeout=30)
+
+    second = WorkerDaemon(
+        worker_settings, load_deployment(worker_settings), pools=["local-cpu"], ray_address=ray_address
+    )
+    t = threading.Thread(target=second.run, daemon=True)
+    t.start()
+    try:
+        done = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL, timeout=300)
+    finally:
+        second.request_stop()
+        t.join(timeout=120)
+    assert done["status"] == "succeeded", done
+    with sessions() as s:
+        attempts = s.scalars(
+            select(JobAttempt).where(JobAttempt.job_id == job["id"]).order_by(JobAttempt.number)
+        ).all()
+        assert [a.outcome for a in attempts] == ["lost", "succeeded"]
+        assert attempts[1].start_step > 0, "attempt 2 resumed from a checkpoint"
+        # The rescuer records attempt 1's end; nothing else may carry attempt 1's id afterwards.
+        after_death = text("to_timestamp(:t)").bindparams(t=killed_at + 1)
+        stale = s.execute(
+            select(JobEvent.type, JobEvent.message).where(
+                JobEvent.attempt_id == attempts[0].id,
+                JobEvent.created_at > after_death,
+                JobEvent.type != "status",
+            )
+        ).all()
+        assert stale == [], "the killed attempt wrote nothing after its death"
+        stale_ckpts = s.scalars(
+            select(Checkpoint.step).where(
+                Checkpoint.attempt_id == attempts[0].id, Checkpoint.created_at > after_death
+            )
+        ).all()
+        assert stale_ckpts == []
+    report = json.loads(
+        storage.open_store(worker_settings.storage_uri).get_bytes(storage.cost_report_key(job["id"]))
+    )
+    assert [a["outcome"] for a in report["attempts"]] == ["lost", "succeeded"]
+    assert report["totals"]["wasted_usd"] > 0
