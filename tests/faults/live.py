@@ -95,6 +95,8 @@ class LiveApi:
             "TRAINYARD_STORAGE_URI": f"file://{workdir}/store",
             "TRAINYARD_DATA_DIR": str(workdir),
             "TRAINYARD_MIGRATE_ON_START": "false",
+            # The made-up buckets of support.job_body, as the conftest settings allow them.
+            "TRAINYARD_SHARED_SOURCES": "s3://data,s3://models",
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None

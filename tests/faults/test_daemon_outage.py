@@ -49,12 +49,19 @@ def pg_url(pg: OwnPostgres) -> str:
 
 
 @pytest.fixture
-def own(pg_url: str, tmp_path: Path) -> Iterator[tuple[Any, sessionmaker[Session]]]:
+def own(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Any, sessionmaker[Session]]]:
+    # Any local path, as the conftest settings allow; the daemon's attempt processes read the
+    # policy from the environment.
+    monkeypatch.setenv("TRAINYARD_ALLOW_LOCAL_PATHS", "true")
+    monkeypatch.setenv("TRAINYARD_LOCAL_ROOTS", "/")
     settings = get_settings(
         database_url=pg_url,
         storage_uri=f"file://{tmp_path}/store",
         data_dir=str(tmp_path),
         allow_local_paths=True,
+        local_roots=["/"],
         poll_seconds=0.5,
         lease_seconds=30.0,
         heartbeat_seconds=1.0,

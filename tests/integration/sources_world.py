@@ -265,6 +265,8 @@ def verdict_of(r: Any, endpoint: str, field: str) -> str | None:
         return "refused"
     if r.status_code in (404, 422):  # the spec refuses control characters; an unknown file id
         return "other 4xx"
+    if r.status_code == 400 and error.get("code") == "invalid_text":  # a NUL, refused at the boundary
+        return "other 4xx"
     return None
 
 

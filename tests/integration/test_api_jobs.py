@@ -209,10 +209,13 @@ def test_validation_error_names_the_parameter(client: Any, key: str) -> None:
     assert r.json()["error"]["param"] == "hyperparameters.batch_size"
 
 
-def test_healthz_and_metrics(client: Any, key: str) -> None:
+def test_healthz_and_metrics(client: Any, sessions: sessionmaker[Session], key: str) -> None:
     assert client.get("/healthz").json() == {"status": "ok", "database": "ok"}
     client.post("/v1/jobs", json=job_body(), headers=headers(key))
-    text = client.get("/metrics").text
+    # Metrics name every team: an admin key reads them, nobody else.
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=headers(key)).status_code == 403
+    text = client.get("/metrics", headers=headers(make_key(sessions, "ops", role="admin"))).text
     assert 'trainyard_jobs{state="queued"} 1.0' in text
     assert "trainyard_queue_depth" in text
     assert "trainyard_claim_latency_seconds" in text

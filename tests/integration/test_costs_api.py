@@ -579,7 +579,7 @@ def test_budget_routes(client: Any, sessions: sessionmaker[Session], seeded: See
 def test_metrics_spend_counter(client: Any, seeded: Seeded) -> None:
     with client.app.state.sessionmaker.begin() as s:
         s.get(Team, seeded.ids["research"]).monthly_budget_usd = 50.0  # type: ignore[union-attr]
-    body = client.get("/metrics").text
+    body = client.get("/metrics", headers=headers(seeded.admin)).text
     # research on g5.xlarge: A1 $6, A2 $6, J5 $6; vision's running A4 as metered ($30).
     assert 'trainyard_spend_usd_total{instance_type="g5.xlarge",team="research"} 18.0' in body
     assert 'trainyard_spend_usd_total{instance_type="c7i.2xlarge",team="research"} 2.0' in body

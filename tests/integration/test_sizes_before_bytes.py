@@ -78,6 +78,7 @@ def api(
         "TRAINYARD_STORAGE_URI": f"file://{tmp_path}/store",
         "TRAINYARD_DATA_DIR": str(tmp_path),
         "TRAINYARD_ALLOW_LOCAL_PATHS": "true",
+        "TRAINYARD_LOCAL_ROOTS": str(tmp_path),
         "TRAINYARD_MIGRATE_ON_START": "false",
     }
     command = [sys.executable, "-m", "uvicorn", "--factory", "trainyard.api.app:create_app"]
@@ -151,9 +152,13 @@ def test_a_large_s3_training_file_is_sampled_not_read(
     bucket = s3_bucket.removeprefix("s3://").split("/")[0]
     _upload_repeated(s3_client, bucket, "data/big.jsonl", S3_OBJECT_BYTES)
     s3_client.put_object(Bucket=bucket, Key="data/small.jsonl", Body=LINE * 10)
+    member = make_key(sessions)
+    admin = headers(make_key(sessions, "ops", role="admin"))
+    grant = httpx.put(f"{base}/v1/teams/research/grants", json={"uri": f"s3://{bucket}/data"}, headers=admin)
+    assert grant.status_code == 200, grant.text
     body = job_body(base_model="sshleifer/tiny-gpt2", hyperparameters={"batch_size": 4, "seq_len": 512})
     try:
-        with httpx.Client(base_url=base, headers=headers(make_key(sessions)), timeout=60) as client:
+        with httpx.Client(base_url=base, headers=headers(member), timeout=60) as client:
             # Warm up: the first request imports boto3 and makes the bucket's client.
             small = client.post(
                 "/v1/estimates", json={**body, "training_file": f"s3://{bucket}/data/small.jsonl"}

@@ -170,7 +170,7 @@ def test_hostile_sources_are_refused_before_any_read(
         OpenAudit.watched = ()
     print(
         f"\n{endpoint}: {tried} tried, {verdicts['refused']} refused as source_not_allowed, "
-        f"{verdicts['other 4xx']} refused otherwise (422 malformed, 404 unknown file id); "
+        f"{verdicts['other 4xx']} refused otherwise (422 malformed, 400 invalid_text, 404 unknown file id); "
         f"{len(cases)} hostile values"
     )
     assert not wrong, "\n".join(wrong)

@@ -6,17 +6,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from trainyard.api import routes_costs, routes_grants, routes_jobs, routes_scheduling
+from trainyard.api.deps import PrincipalDep
 from trainyard.api.errors import error_response, install_error_handlers
+from trainyard.api.hygiene import refuse_bad_text
 from trainyard.api.metrics import latency_middleware, make_registry
 from trainyard.api.openai import routes as routes_openai
+from trainyard.api.openapi import install_openapi
 from trainyard.api.spend_metrics import register_spend_metrics
-from trainyard.platform import db, migrate
+from trainyard.platform import auth, db, migrate
 from trainyard.platform.deployment import Deployment, load_deployment
 from trainyard.platform.planning import Planner
 from trainyard.platform.sources import SourcePolicy
@@ -48,13 +51,17 @@ def create_app(settings: Settings | None = None, deployment: Deployment | None =
         finally:
             engine.dispose()
 
-    app = FastAPI(title="Trainyard", version="0.1.0", lifespan=lifespan)
+    # Every route refuses text the platform cannot store before it reads any (api.hygiene).
+    app = FastAPI(
+        title="Trainyard", version="0.1.0", lifespan=lifespan, dependencies=[Depends(refuse_bad_text)]
+    )
     app.state.settings = settings
     # Load the catalog and pools when the app is built, so a bad file stops start-up loudly.
     app.state.deployment = deployment or load_deployment(settings)
     app.state.planner = Planner(app.state.deployment)
     app.state.sources = SourcePolicy.from_settings(settings)
     install_error_handlers(app)
+    install_openapi(app)
 
     @app.middleware("http")
     async def _latency(request: Request, call_next: Any) -> Response:
@@ -84,7 +91,9 @@ def create_app(settings: Settings | None = None, deployment: Deployment | None =
         return JSONResponse({"status": "ok", "database": "ok"})
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics(request: Request) -> Response:
+    def metrics(request: Request, principal: PrincipalDep) -> Response:
+        # Spend and budgets name every team: admin keys only (Prometheus sends one, see README).
+        auth.require_admin(principal)
         return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request, Response
+from fastapi import Depends, Header, Query, Request, Response
 from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from trainyard.platform import auth, db
+from trainyard.platform import auth, db, jobs
 from trainyard.platform.errors import InvalidRequest
 
 
@@ -43,6 +43,16 @@ def get_principal(request: Request, authorization: Annotated[str | None, Header(
 
 
 PrincipalDep = Annotated[auth.Principal, Depends(get_principal)]
+
+# Parameters that the services check themselves, their limits stated in the schema
+# (json_schema_extra) so that the services' own answers stay as they are.
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key", json_schema_extra={"minLength": 1, "maxLength": jobs.MAX_IDEMPOTENCY_KEY}
+    ),
+]
+OrderQ = Annotated[str, Query(json_schema_extra={"enum": ["asc", "desc"]})]
 
 
 class UnitOfWorkRoute(APIRoute):

@@ -17,9 +17,12 @@ class _TooLarge(HTTPException):
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    """`openai_paths`: path prefixes whose errors are in OpenAI's envelope (it adds `type`)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, *, openai_paths: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.openai_paths = openai_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -32,7 +35,7 @@ class BodySizeLimit:
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._reject(send)
+                    await self._reject(scope, send)
                     return
         seen = 0
         started = False
@@ -56,18 +59,17 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(scope, send)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": f"request body exceeds {self.max_bytes} bytes",
-                    "param": None,
-                }
-            }
-        ).encode()
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        error: dict[str, str | None] = {
+            "code": "payload_too_large",
+            "message": f"request body exceeds {self.max_bytes} bytes",
+            "param": None,
+        }
+        if str(scope.get("path", "")).startswith(self.openai_paths):
+            error["type"] = "invalid_request_error"
+        body = json.dumps({"error": error}).encode()
         await send(
             {
                 "type": "http.response.start",

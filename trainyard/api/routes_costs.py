@@ -13,11 +13,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from trainyard.api.deps import PrincipalDep, SessionDep, UnitOfWorkRoute, bracket_params
+from trainyard.api.openapi import errors
 from trainyard.api.schemas import ts
 from trainyard.platform import auth, costs, queue
+from trainyard.platform.costs.dimensions import DIMENSIONS, LABEL_PREFIX, MAX_DIMENSIONS
 from trainyard.platform.errors import InvalidRequest, NotFound
 from trainyard.platform.models import Team
 
@@ -39,6 +41,14 @@ _CSP = (
 )
 
 LimitQ = Annotated[int, Query(ge=1, le=costs.MAX_LIMIT)]
+# `costs.parse_aggregate` checks the dimensions (a 400); the schema states them.
+_DIMENSION = "(?:{}|{}[A-Za-z0-9_.\\-/]{{1,64}})".format("|".join(DIMENSIONS), LABEL_PREFIX)
+AggregateQ = Annotated[
+    str,
+    Query(
+        json_schema_extra={"pattern": f"^ *{_DIMENSION} *(?:, *{_DIMENSION} *){{0,{MAX_DIMENSIONS - 1}}}$"}
+    ),
+]
 
 
 def _filters(request: Request) -> dict[str, str]:
@@ -80,17 +90,17 @@ def _csv_response(result: dict[str, Any]) -> Response:
     )
 
 
-@router.get("/v1/costs")
+@router.get("/v1/costs", responses=errors(404))
 def get_costs(
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
     window: str = "7d",
-    aggregate: str = "team",
+    aggregate: AggregateQ = "team",
     step: str | None = None,
     team: str | None = None,
     limit: LimitQ = costs.DEFAULT_LIMIT,
-    format: str = "json",
+    format: Annotated[str, Query(json_schema_extra={"enum": ["json", "csv"]})] = "json",
 ) -> Any:
     """Spend by `aggregate` over `window` (`24h`, `7d`, `30d`, `month` or `start,end`), per `step`
     when given; `filter[dim]=value` narrows it; `format=csv` gives the same rows as CSV."""
@@ -100,13 +110,13 @@ def get_costs(
     return _csv_response(result) if format == "csv" else result
 
 
-@router.get("/v1/costs.csv")
+@router.get("/v1/costs.csv", responses=errors(404))
 def get_costs_csv(
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
     window: str = "7d",
-    aggregate: str = "team",
+    aggregate: AggregateQ = "team",
     step: str | None = None,
     team: str | None = None,
     limit: LimitQ = costs.DEFAULT_LIMIT,
@@ -135,10 +145,11 @@ def list_teams(session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
 class BudgetIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    monthly_budget_usd: float | None
+    # The bounds are `costs.set_team_budget`'s (a 400 there); the schema states them.
+    monthly_budget_usd: float | None = Field(json_schema_extra={"minimum": 0, "maximum": 1e12})
 
 
-@router.put("/v1/teams/{name}/budget")
+@router.put("/v1/teams/{name}/budget", responses=errors(403))
 def set_team_budget(
     name: str, body: BudgetIn, session: SessionDep, principal: PrincipalDep
 ) -> dict[str, Any]:
@@ -152,7 +163,7 @@ def list_budgets(session: SessionDep, principal: PrincipalDep) -> dict[str, Any]
     return {"object": "list", "data": costs.list_budgets(session, principal), "has_more": False}
 
 
-@router.get("/v1/queue")
+@router.get("/v1/queue", responses=errors(404))
 def queue_summary(session: SessionDep, principal: PrincipalDep, team: str | None = None) -> dict[str, Any]:
     """Jobs waiting and running now, by pool."""
     return queue.queue_summary(session, principal, team or None)

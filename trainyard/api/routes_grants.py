@@ -8,12 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainyard.api.deps import PrincipalDep, SessionDep
+from trainyard.api.deps import PrincipalDep, SessionDep, UnitOfWorkRoute
+from trainyard.api.openapi import errors
 from trainyard.api.schemas import ts
 from trainyard.platform import grants
 from trainyard.platform.models import SourceGrant, Team
 
-router = APIRouter(prefix="/v1/teams", tags=["teams"])
+router = APIRouter(prefix="/v1/teams", tags=["teams"], route_class=UnitOfWorkRoute)
 
 UriQ = Annotated[str, Query(min_length=1, max_length=1024)]
 
@@ -34,7 +35,7 @@ def _grant_out(row: SourceGrant, team: Team) -> dict[str, Any]:
     }
 
 
-@router.put("/{name}/grants")
+@router.put("/{name}/grants", responses=errors(403))
 def grant_source(
     name: str, body: GrantIn, session: SessionDep, principal: PrincipalDep, request: Request
 ) -> dict[str, Any]:
@@ -45,13 +46,13 @@ def grant_source(
     return _grant_out(row, team)
 
 
-@router.get("/{name}/grants")
+@router.get("/{name}/grants", responses=errors(403))
 def list_grants(name: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     rows, team = grants.list_grants(session, principal, name)
     return {"object": "list", "data": [_grant_out(r, team) for r in rows], "has_more": False}
 
 
-@router.delete("/{name}/grants")
+@router.delete("/{name}/grants", responses=errors(403))
 def revoke_source(name: str, uri: UriQ, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     """Take the grant of `uri` back; queued jobs that need it are refused when they start."""
     row, team = grants.revoke_source(session, principal, name, uri)

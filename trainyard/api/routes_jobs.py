@@ -4,30 +4,40 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from trainyard.api.deps import PrincipalDep, SessionDep, UnitOfWorkRoute, bracket_params
+from trainyard.api.deps import (
+    IdempotencyKey,
+    OrderQ,
+    PrincipalDep,
+    SessionDep,
+    UnitOfWorkRoute,
+    bracket_params,
+)
+from trainyard.api.openapi import errors
 from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
-from trainyard.platform import jobs, submission
+from trainyard.platform import jobs, states, submission
 from trainyard.platform.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=UnitOfWorkRoute)
 
 LimitQ = Annotated[int, Query(ge=1, le=jobs.MAX_PAGE)]
+# `jobs.list_jobs` checks the status (a 400); the schema states the choices.
+StatusQ = Annotated[str | None, Query(json_schema_extra={"enum": list(states.STATUSES)})]
 
 
 def _metadata_filters(request: Request) -> dict[str, str]:
     return bracket_params(request, "metadata", "metadata[key]=value")
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=errors(403, 404, 409))
 def create_job(
     spec: JobSpec,
     session: SessionDep,
     principal: PrincipalDep,
     request: Request,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     job, created = submission.submit(
         session,
@@ -47,7 +57,7 @@ def list_jobs(
     session: SessionDep,
     principal: PrincipalDep,
     request: Request,
-    status: str | None = None,
+    status: StatusQ = None,
     after: str | None = None,
     limit: LimitQ = 20,
 ) -> dict[str, Any]:
@@ -62,7 +72,7 @@ def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[s
     return job_out(jobs.get_job(session, principal, job_id))
 
 
-@router.post("/{job_id}/cancel")
+@router.post("/{job_id}/cancel", responses=errors(409))
 def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     return job_out(jobs.cancel_job(session, principal, job_id))
 
@@ -74,7 +84,7 @@ def list_events(
     principal: PrincipalDep,
     after: str | None = None,
     limit: LimitQ = 20,
-    order: str = "asc",
+    order: OrderQ = "asc",
 ) -> dict[str, Any]:
     rows, more = jobs.list_events(session, principal, job_id, after=after, limit=limit, order=order)
     return page(rows, more, event_out)

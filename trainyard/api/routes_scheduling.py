@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 
 from trainyard.api.deps import PrincipalDep, SessionDep, UnitOfWorkRoute
+from trainyard.api.openapi import errors
 from trainyard.platform import submission
 from trainyard.platform.planning import Planner
 from trainyard.platform.spec import JobSpec, UriStr
@@ -27,7 +28,7 @@ def _planner(request: Request) -> Planner:
     return request.app.state.planner  # type: ignore[no-any-return]
 
 
-@router.post("/estimates")
+@router.post("/estimates", responses=errors(403, 404))
 def create_estimate(
     body: EstimateRequest, session: SessionDep, principal: PrincipalDep, request: Request
 ) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -80,7 +79,8 @@ class Planner:
         """Size from the model's config.json (local or s3://, read once), else the request's hint.
         A hub id with a size given is not looked up: no network round trip on every submit."""
         source = spec.base_model
-        is_hub_id = not source.startswith("s3://") and not is_local_path(source) and not Path(source).exists()
+        # Told from the spelling alone: a caller's value never reaches the filesystem as a name here.
+        is_hub_id = not source.startswith("s3://") and not is_local_path(source)
         if spec.model_parameters is not None and is_hub_id:
             return resolve_model_info(spec, config={})
         config = read_model_config(source, read_bytes=_read_bytes, hub_timeout_s=3.0)

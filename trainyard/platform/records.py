@@ -17,6 +17,8 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from trainyard.platform.text import dotted, find_bad_text
+
 CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 CHAT, COMPLETION, TEXT = "chat", "completion", "text"
 _BOM = b"\xef\xbb\xbf"
@@ -116,6 +118,9 @@ def _decode(raw: bytes, lineno: int) -> tuple[dict[str, Any], str] | None:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RecordError(f"is not valid JSON ({exc.msg} at column {exc.colno})") from None
+    bad = find_bad_text(record)
+    if bad:
+        raise RecordError(f"{dotted(bad[0]) or 'the record'} {bad[1]}")
     return record, record_format(record)
 
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import JsonDict
 
 Task = Literal["causal_lm", "sequence_classification"]
 Method = Literal["full", "lora"]
@@ -26,7 +27,23 @@ def _check_uri(value: str) -> str:
     return value
 
 
-UriStr = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_check_uri)]
+# The pattern says in the schema what `_check_uri` refuses.
+UriStr = Annotated[
+    str,
+    Field(min_length=1, max_length=1024, json_schema_extra={"pattern": "^[^\\u0000-\\u001f]*$"}),
+    AfterValidator(_check_uri),
+]
+# Limits shared by every body that carries these fields (JobSpec, the OpenAI fine-tuning create).
+InstanceTypeName = Annotated[str, Field(min_length=1, max_length=64)]
+Priority = Annotated[int, Field(ge=-1000, le=1000)]
+MaxAttempts = Annotated[int, Field(ge=1, le=20)]
+ModelParameters = Annotated[int, Field(gt=0, le=10**13)]
+DatasetTokens = Annotated[int, Field(gt=0, le=10**15)]
+MaxCostUsd = Annotated[float, Field(gt=0, le=10_000_000)]
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
+Metadata = dict[Annotated[str, Field(min_length=1, max_length=64)], Annotated[str, Field(max_length=512)]]
+# The pair limit is checked with the spec (`JobSpec._limits`); the schema states it as well.
+METADATA_SCHEMA: JsonDict = {"maxProperties": MAX_METADATA_PAIRS}
 
 
 class _Strict(BaseModel):
@@ -42,7 +59,7 @@ class Hyperparameters(_Strict):
     seq_len: int = Field(default=512, ge=8, le=1_048_576)
     warmup_steps: int = Field(default=0, ge=0, le=10_000_000)
     weight_decay: float = Field(default=0.0, ge=0, le=1.0)
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: Seed = 0
     num_labels: int | None = Field(default=None, ge=2, le=100_000)
     lora_r: int = Field(default=16, ge=1, le=1024)
     lora_alpha: int = Field(default=32, ge=1, le=4096)
@@ -58,7 +75,7 @@ class Hyperparameters(_Strict):
 class Policy(_Strict):
     objective: Objective = "cheapest"
     deadline: datetime | None = None
-    max_cost_usd: float | None = Field(default=None, gt=0, le=10_000_000)
+    max_cost_usd: MaxCostUsd | None = None
     spot: SpotChoice = "auto"
     allowed_accelerators: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
         default=None, max_length=64
@@ -99,16 +116,14 @@ class JobSpec(_Strict):
     validation_file: UriStr | None = None
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     policy: Policy = Field(default_factory=Policy)
-    instance_type: str | None = Field(default=None, min_length=1, max_length=64)
+    instance_type: InstanceTypeName | None = None
     checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
-    priority: int = Field(default=0, ge=-1000, le=1000)
-    max_attempts: int = Field(default=3, ge=1, le=20)
-    metadata: dict[
-        Annotated[str, Field(min_length=1, max_length=64)], Annotated[str, Field(max_length=512)]
-    ] = Field(default_factory=dict)
+    priority: Priority = 0
+    max_attempts: MaxAttempts = 3
+    metadata: Metadata = Field(default_factory=dict, json_schema_extra=METADATA_SCHEMA)
     # Estimation hints for when the model config or the dataset cannot be read at submit time.
-    model_parameters: int | None = Field(default=None, gt=0, le=10**13)
-    dataset_tokens: int | None = Field(default=None, gt=0, le=10**15)
+    model_parameters: ModelParameters | None = None
+    dataset_tokens: DatasetTokens | None = None
     sweep: Sweep | None = None
 
     @model_validator(mode="after")

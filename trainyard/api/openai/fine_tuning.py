@@ -20,7 +20,22 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trainyard.platform.errors import InvalidRequest, Unprocessable
-from trainyard.platform.spec import Hyperparameters, JobSpec, Task
+from trainyard.platform.spec import (
+    METADATA_SCHEMA,
+    CheckpointPolicy,
+    DatasetTokens,
+    Hyperparameters,
+    InstanceTypeName,
+    JobSpec,
+    MaxAttempts,
+    MaxCostUsd,
+    Metadata,
+    ModelParameters,
+    Priority,
+    Seed,
+    Task,
+    UriStr,
+)
 
 BASE_LEARNING_RATE: float = Hyperparameters.model_fields["learning_rate"].default
 METHOD_TYPES = ("supervised", "lora")
@@ -32,26 +47,31 @@ class FineTuningJobRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, protected_namespaces=())
 
-    model: str = Field(min_length=1, max_length=1024)
-    training_file: str = Field(min_length=1, max_length=1024)
-    validation_file: str | None = Field(default=None, min_length=1, max_length=1024)
+    # The limits are the job spec's, so what the schema allows is what the spec accepts.
+    model: UriStr
+    training_file: UriStr
+    validation_file: UriStr | None = None
     hyperparameters: dict[str, Any] | None = None
-    method: dict[str, Any] | None = None
+    # Checked by `_method` (400 `unsupported_method`); the schema states the choices.
+    method: dict[str, Any] | None = Field(
+        default=None,
+        json_schema_extra={"properties": {"type": {"enum": list(METHOD_TYPES)}}, "required": ["type"]},
+    )
     suffix: str | None = Field(default=None, min_length=1, max_length=64)
-    seed: int | None = None
-    metadata: dict[str, str] | None = None
-    integrations: list[Any] | None = None
+    seed: Seed | None = None
+    metadata: Metadata | None = Field(default=None, json_schema_extra=METADATA_SCHEMA)
+    integrations: list[Any] | None = Field(default=None, json_schema_extra={"maxItems": 0})  # unsupported
     # Trainyard's fields, which the openai client sends through `extra_body`.
     method_type: Literal["supervised", "lora"] | None = None
     task: Task | None = None
     policy: dict[str, Any] | None = None
-    instance_type: str | None = None
-    max_cost_usd: float | None = None
-    model_parameters: int | None = None
-    dataset_tokens: int | None = None
-    priority: int | None = None
-    max_attempts: int | None = None
-    checkpoint: dict[str, Any] | None = None
+    instance_type: InstanceTypeName | None = None
+    max_cost_usd: MaxCostUsd | None = None
+    model_parameters: ModelParameters | None = None
+    dataset_tokens: DatasetTokens | None = None
+    priority: Priority | None = None
+    max_attempts: MaxAttempts | None = None
+    checkpoint: CheckpointPolicy | None = None
 
 
 def _method(req: FineTuningJobRequest) -> tuple[str, dict[str, Any]]:

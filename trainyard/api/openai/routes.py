@@ -13,12 +13,12 @@ import os
 import tempfile
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Header, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from trainyard.api.deps import PrincipalDep, SessionDep, bracket_params
+from trainyard.api.deps import IdempotencyKey, OrderQ, PrincipalDep, SessionDep, bracket_params
 from trainyard.api.limits import BodySizeLimit
 from trainyard.api.openai.errors import OpenAIRoute
 from trainyard.api.openai.fine_tuning import FineTuningJobRequest, to_job_spec
@@ -30,6 +30,7 @@ from trainyard.api.openai.objects import (
     file_object,
     job_objects,
 )
+from trainyard.api.openapi import errors
 from trainyard.platform import db, files, jobs, storage, submission
 from trainyard.platform.errors import InvalidRequest
 
@@ -38,6 +39,9 @@ FILES_PATH = "/v1/files"
 UPLOAD_OVERHEAD_BYTES = 64 * 1024
 DEFAULT_JOB_PAGE = 20
 DEFAULT_CHECKPOINT_PAGE = 10  # OpenAI's default for checkpoints
+# `_limit` refuses less than 1 and cuts more than a page; the schema says the first.
+LimitQ = Annotated[int, Query(json_schema_extra={"minimum": 1})]
+PurposeForm = Annotated[str, Form(json_schema_extra={"enum": list(files.UPLOAD_PURPOSES)})]
 
 
 # ------------------------------------------------------------------------------------ dependencies
@@ -86,7 +90,7 @@ def create_file(
     session: SessionDep,
     principal: PrincipalDep,
     file: Annotated[UploadFile, File()],
-    purpose: Annotated[str, Form()],
+    purpose: PurposeForm,
 ) -> dict[str, Any]:
     row = files.upload_file(
         session,
@@ -105,8 +109,8 @@ def list_files(
     session: SessionDep,
     principal: PrincipalDep,
     after: str | None = None,
-    limit: int = files.MAX_FILE_PAGE,
-    order: str = "desc",
+    limit: LimitQ = files.MAX_FILE_PAGE,
+    order: OrderQ = "desc",
     purpose: str | None = None,
 ) -> dict[str, Any]:
     rows, more = files.list_files(
@@ -125,7 +129,7 @@ def get_file(file_id: str, session: SessionDep, principal: PrincipalDep) -> dict
     return file_object(files.get_file(session, principal, file_id))
 
 
-@router.delete("/files/{file_id}")
+@router.delete("/files/{file_id}", responses=errors(409))
 def delete_file(
     file_id: str, request: Request, session: SessionDep, principal: PrincipalDep
 ) -> dict[str, Any]:
@@ -161,13 +165,13 @@ def _unlink(path: str) -> None:
 # ------------------------------------------------------------------------------- fine-tuning jobs
 
 
-@router.post("/fine_tuning/jobs")
+@router.post("/fine_tuning/jobs", responses=errors(403, 404, 409))
 def create_fine_tuning_job(
     body: FineTuningJobRequest,
     request: Request,
     session: SessionDep,
     principal: PrincipalDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     # OpenAI answers a create with 200, and so does a repeat with the same Idempotency-Key here.
     job, _created = submission.submit(
@@ -187,7 +191,7 @@ def list_fine_tuning_jobs(
     session: SessionDep,
     principal: PrincipalDep,
     after: str | None = None,
-    limit: int = DEFAULT_JOB_PAGE,
+    limit: LimitQ = DEFAULT_JOB_PAGE,
 ) -> dict[str, Any]:
     rows, more = jobs.list_jobs(
         session, principal, metadata=_metadata_filters(request), after=after, limit=_limit(limit)
@@ -200,17 +204,17 @@ def get_fine_tuning_job(job_id: str, session: SessionDep, principal: PrincipalDe
     return job_objects(session, [jobs.get_job(session, principal, job_id)])[0]
 
 
-@router.post("/fine_tuning/jobs/{job_id}/cancel")
+@router.post("/fine_tuning/jobs/{job_id}/cancel", responses=errors(409))
 def cancel_fine_tuning_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     return job_objects(session, [jobs.cancel_job(session, principal, job_id)])[0]
 
 
-@router.post("/fine_tuning/jobs/{job_id}/pause")
+@router.post("/fine_tuning/jobs/{job_id}/pause", responses=errors(409))
 def pause_fine_tuning_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     return job_objects(session, [jobs.pause_job(session, principal, job_id)])[0]
 
 
-@router.post("/fine_tuning/jobs/{job_id}/resume")
+@router.post("/fine_tuning/jobs/{job_id}/resume", responses=errors(409))
 def resume_fine_tuning_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     return job_objects(session, [jobs.resume_job(session, principal, job_id)])[0]
 
@@ -221,7 +225,7 @@ def list_fine_tuning_events(
     session: SessionDep,
     principal: PrincipalDep,
     after: str | None = None,
-    limit: int = DEFAULT_JOB_PAGE,
+    limit: LimitQ = DEFAULT_JOB_PAGE,
 ) -> dict[str, Any]:
     # OpenAI lists events newest first; `after` is the last event of the previous page.
     rows, more = jobs.list_events(
@@ -236,7 +240,7 @@ def list_fine_tuning_checkpoints(
     session: SessionDep,
     principal: PrincipalDep,
     after: str | None = None,
-    limit: int = DEFAULT_CHECKPOINT_PAGE,
+    limit: LimitQ = DEFAULT_CHECKPOINT_PAGE,
 ) -> dict[str, Any]:
     rows, more = jobs.list_checkpoints(session, principal, job_id, after=after, limit=_limit(limit))
     return _page([checkpoint_object(c) for c in rows], more)
@@ -254,8 +258,9 @@ class BodySizeLimitWithUploads:
     """`BodySizeLimit` with a larger cap for file uploads; every other request keeps `max_bytes`."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, upload_max_bytes: int) -> None:
-        self.default = BodySizeLimit(app, max_bytes=max_bytes)
-        self.uploads = BodySizeLimit(app, max_bytes=max(max_bytes, upload_max_bytes))
+        paths = (FILES_PATH, "/v1/fine_tuning")
+        self.default = BodySizeLimit(app, max_bytes=max_bytes, openai_paths=paths)
+        self.uploads = BodySizeLimit(app, max_bytes=max(max_bytes, upload_max_bytes), openai_paths=paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         upload = (
