@@ -87,7 +87,9 @@ def create_app(settings: Settings | None = None, deployment: Deployment | None =
             with request.app.state.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception as exc:
-            return error_response(503, "database_unavailable", f"database check failed: {type(exc).__name__}")
+            # Retry-After as every other 503 answers, so probes and the SDK back off alike.
+            message = f"database check failed: {type(exc).__name__}"
+            return error_response(503, "database_unavailable", message, headers={"Retry-After": "1"})
         return JSONResponse({"status": "ok", "database": "ok"})
 
     @app.get("/metrics", include_in_schema=False)
