@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     retry_backoff_seconds: float = Field(default=10.0, ge=0)
     retry_backoff_max_seconds: float = Field(default=600.0, ge=0)
     poll_seconds: float = Field(default=5.0, gt=0)
+    # How long a cancel, pause, budget stop or shutdown waits for the run to checkpoint and stop
+    # by itself before the attempt is ended and its process and Ray run killed.
+    stop_grace_seconds: float = Field(default=60.0, gt=0)
     worker_concurrency: int = Field(default=1, ge=1)
     ray_address: str | None = Field(default=None, validation_alias=AliasChoices("ray_address", "RAY_ADDRESS"))
 

@@ -92,9 +92,12 @@ def test_the_cost_report_is_in_the_store_before_the_job_succeeds(
     _, claim = claimed
     store = _watch(runner, sessions, claim.job_id, tmp_path)
     with sessions() as s:
-        for step in (5, 10):
-            attempts.record_checkpoint(s, claim.attempt_id, step=step, uri=f"file:///ckpt/{step}")
-    assert runner.end(AttemptOutcome.SUCCEEDED, trained=_trained(kept=["file:///ckpt/10"])) == 0
+        retired = [
+            attempts.record_checkpoint(s, claim.attempt_id, step=step, uri=f"file:///ckpt/{step}", keep=1)
+            for step in (5, 10)
+        ]
+    assert retired == [[], ["file:///ckpt/5"]], "keep: 1 retires the older one as the newer is recorded"
+    assert runner.end(AttemptOutcome.SUCCEEDED, trained=_trained()) == 0
 
     key = storage.cost_report_key(claim.job_id)
     assert store.seen == [(key, "running", 0)], "written while the job was running, before its cost event"

@@ -87,9 +87,31 @@ def test_up_runs_a_job_hands_it_back_on_ctrl_c_and_finishes_after_restart(tmp_pa
         assert [j.id for j in client.jobs.list()] == [job.id]
         events = [e.message for e in client.jobs.events(job.id)]
         assert any("handed back" in m for m in events), events
+        handed_back_at = max(c.step for c in client.jobs.checkpoints(job.id))
+        deadline = time.monotonic() + 240
+        while max(c.step for c in client.jobs.checkpoints(job.id)) <= handed_back_at:
+            assert time.monotonic() < deadline, "attempt 2 recorded no checkpoint"
+            time.sleep(1)
+        # Ctrl-C twice: no waiting for the run to checkpoint; the stack is down within 10 s and the
+        # job waits in the queue at its last recorded checkpoint.
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        forced = time.monotonic()
+        assert proc.wait(timeout=30) == 0
+        took = time.monotonic() - forced
+        assert took <= 10, f"a second Ctrl-C stopped the stack in {took:.1f}s"
+        print(f"second Ctrl-C: stack down in {took:.1f}s")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+    proc = _up(data_dir, port, log)
+    try:
+        client = _client(data_dir, proc, log)
         done = client.jobs.wait(job.id, poll_interval=1.0, timeout=300)
         assert done.status == "succeeded", done
-        assert done.attempts == 2 and done.progress.step == 60
+        assert done.attempts == 3 and done.progress.step == 60
         assert [c.step for c in client.jobs.checkpoints(job.id)] == [60]
     finally:
         _stop(proc)

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,79 +19,13 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 from support import headers, make_key
+from worker_support import checkpoints, grant_assets, job_body, wait_for
 
-from trainyard.cli.tiny_model import make_dataset, make_tiny_model_dir
-from trainyard.platform import auth, storage
+from trainyard.platform import storage
 from trainyard.platform.deployment import load_deployment
-from trainyard.platform.models import Checkpoint, JobAttempt, JobEvent, SourceGrant
+from trainyard.platform.models import Checkpoint, JobAttempt, JobEvent
 from trainyard.platform.states import TERMINAL, JobStatus
 from trainyard.workers.daemon import WorkerDaemon
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory: pytest.TempPathFactory, s3_env: Any, s3_client: Any) -> dict[str, str]:
-    """A tiny GPT-2 and a JSONL dataset, both in S3 (nothing downloaded)."""
-    root = tmp_path_factory.mktemp("worker-assets")
-    s3_client.create_bucket(Bucket="assets")
-    store = storage.open_store("s3://assets")
-    model_dir = make_tiny_model_dir(root / "model")
-    model_uri = store.upload_dir("models/tiny-gpt2", model_dir)
-    data_uri = store.put_file("datasets/train.jsonl", make_dataset(root / "train.jsonl", 200))
-    return {"model": model_uri, "train": data_uri}
-
-
-@pytest.fixture
-def worker_settings(settings: Any, s3_bucket: str) -> Any:
-    settings.storage_uri = s3_bucket
-    settings.heartbeat_seconds = 1.0
-    settings.lease_seconds = 20.0
-    settings.poll_seconds = 0.5
-    settings.retry_backoff_seconds = 0.0
-    return settings
-
-
-@pytest.fixture
-def daemon(worker_settings: Any, ray_address: str) -> Iterator[WorkerDaemon]:
-    d = WorkerDaemon(
-        worker_settings, load_deployment(worker_settings), pools=["local-cpu"], ray_address=ray_address
-    )
-    t = threading.Thread(target=d.run, daemon=True)
-    t.start()
-    yield d
-    d.request_stop()
-    t.join(timeout=120)
-
-
-def _body(assets: dict[str, str], **overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "name": "tiny-e2e",
-        "base_model": assets["model"],
-        "training_file": assets["train"],
-        "hyperparameters": {"max_steps": 24, "batch_size": 4, "seq_len": 32, "learning_rate": 1e-3},
-        "checkpoint": {"every_steps": 6, "keep": 2},
-    }
-    body.update(overrides)
-    return body
-
-
-def _grant_assets(sessions: sessionmaker[Session], team: str = "research") -> None:
-    """Let the team's jobs read the assets bucket: the API and every attempt check sources."""
-    with sessions.begin() as s:
-        s.add(SourceGrant(team_id=auth.get_team_by_name(s, team).id, uri="s3://assets"))
-
-
-def _wait(client: Any, key: str, job_id: str, until: Any, timeout: float = 240.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}", headers=headers(key)).json()
-        if until(job):
-            return job
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting on {job_id}: {job}")
-
-
-def _checkpoints(client: Any, key: str, job_id: str) -> list[dict[str, Any]]:
-    return client.get(f"/v1/jobs/{job_id}/checkpoints", headers=headers(key)).json()["data"]
 
 
 def test_job_runs_to_checkpoints_final_model_and_cost_report(
@@ -101,10 +34,10 @@ def test_job_runs_to_checkpoints_final_model_and_cost_report(
     from transformers import AutoModelForCausalLM
 
     key = make_key(sessions)
-    _grant_assets(sessions)
-    job = client.post("/v1/jobs", json=_body(assets), headers=headers(key)).json()
+    grant_assets(sessions)
+    job = client.post("/v1/jobs", json=job_body(assets), headers=headers(key)).json()
     assert job["plan"]["instance_type"] == "local-cpu"
-    job = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL)
+    job = wait_for(client, key, job["id"], lambda j: j["status"] in TERMINAL)
     assert job["status"] == "succeeded", job
     assert job["progress"]["step"] == 24 and job["progress"]["tokens"] > 0
     assert job["cost"]["usd"] > 0 and job["cost"]["billable_seconds"] > 0
@@ -116,7 +49,12 @@ def test_job_runs_to_checkpoints_final_model_and_cost_report(
         prefix = c["uri"].removeprefix(store.root_uri.rstrip("/") + "/")
         assert store.list(prefix), f"{c['uri']} is in the store"
 
+    # keep: 2 holds in the store too: the checkpoints retired as newer ones were recorded are gone.
+    # jobs/{id}/attempts/001/checkpoints/{run}/checkpoint_000000024/{file}
+    keys = [k.split("/") for k in store.list(f"jobs/{job['id']}/attempts/001/checkpoints/")]
+    assert {parts[6] for parts in keys if len(parts) > 7} == {"checkpoint_000000018", "checkpoint_000000024"}
     final = job["result"]["final_model_uri"]
+    assert final == store.uri_for(f"jobs/{job['id']}/attempts/001/final"), "the attempt's own prefix"
     model = AutoModelForCausalLM.from_pretrained(storage.download_uri_dir(final, tmp_path / "final"))
     assert model.config.n_layer == 2
 
@@ -137,26 +75,25 @@ def test_pause_resume_cancel_budget_stop_and_missing_dataset(
     client: Any, sessions: sessionmaker[Session], daemon: WorkerDaemon, assets: dict[str, str]
 ) -> None:
     key = make_key(sessions)
-    _grant_assets(sessions)
-    missing = client.post(
-        "/v1/jobs", json=_body(assets, training_file="s3://assets/datasets/nope.jsonl"), headers=headers(key)
-    ).json()
-    missing = _wait(client, key, missing["id"], lambda j: j["status"] in TERMINAL)
+    grant_assets(sessions)
+    nope = job_body(assets, training_file="s3://assets/datasets/nope.jsonl")
+    missing = client.post("/v1/jobs", json=nope, headers=headers(key)).json()
+    missing = wait_for(client, key, missing["id"], lambda j: j["status"] in TERMINAL)
     assert missing["status"] == "failed" and missing["error"]["code"] == "user_error"
     assert "nope.jsonl" in missing["error"]["message"] and missing["attempts"] == 1
 
     long = {"max_steps": 400, "batch_size": 4, "seq_len": 32}
-    job = client.post("/v1/jobs", json=_body(assets, hyperparameters=long), headers=headers(key)).json()
-    _wait(client, key, job["id"], lambda j: j["progress"]["step"] >= 8)
+    job = client.post("/v1/jobs", json=job_body(assets, hyperparameters=long), headers=headers(key)).json()
+    wait_for(client, key, job["id"], lambda j: j["progress"]["step"] >= 8)
     # Pause: the worker checkpoints and hands the job back; resume continues from there.
     client.post(f"/v1/fine_tuning/jobs/{job['id']}/pause", headers=headers(key))
-    paused = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL | {JobStatus.PAUSED})
+    paused = wait_for(client, key, job["id"], lambda j: j["status"] in TERMINAL | {JobStatus.PAUSED})
     assert paused["status"] == "paused", paused
-    paused_at = max(c["step"] for c in _checkpoints(client, key, job["id"]))
+    paused_at = max(c["step"] for c in checkpoints(client, key, job["id"]))
     client.post(f"/v1/fine_tuning/jobs/{job['id']}/resume", headers=headers(key))
-    _wait(client, key, job["id"], lambda j: j["attempts"] == 2 and j["progress"]["step"] > paused_at)
+    wait_for(client, key, job["id"], lambda j: j["attempts"] == 2 and j["progress"]["step"] > paused_at)
     assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=headers(key)).json()["status"] == "cancelling"
-    job = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL)
+    job = wait_for(client, key, job["id"], lambda j: j["status"] in TERMINAL)
     assert job["status"] == "cancelled"
     with sessions() as s:
         outcomes = s.scalars(
@@ -170,7 +107,7 @@ def test_pause_resume_cancel_budget_stop_and_missing_dataset(
 
     capped = client.post(
         "/v1/jobs",
-        json=_body(assets, hyperparameters=long, policy={"max_cost_usd": 1.0}),
+        json=job_body(assets, hyperparameters=long, policy={"max_cost_usd": 1.0}),
         headers=headers(key),
     ).json()
     # A local CPU run costs fractions of a cent: lower the cap under what this run will spend,
@@ -182,7 +119,7 @@ def test_pause_resume_cancel_budget_stop_and_missing_dataset(
             ),
             {"id": capped["id"]},
         )
-    capped = _wait(client, key, capped["id"], lambda j: j["status"] in TERMINAL)
+    capped = wait_for(client, key, capped["id"], lambda j: j["status"] in TERMINAL)
     assert capped["status"] == "failed" and capped["error"]["code"] == "budget_exceeded"
     assert capped["attempts"] == 1, "a budget stop is not retried"
 
@@ -195,8 +132,8 @@ def test_sigkill_mid_run_resumes_from_last_checkpoint(
     assets: dict[str, str],
 ) -> None:
     key = make_key(sessions)
-    _grant_assets(sessions)
-    body = _body(assets, hyperparameters={"max_steps": 60, "batch_size": 4, "seq_len": 32})
+    grant_assets(sessions)
+    body = job_body(assets, hyperparameters={"max_steps": 60, "batch_size": 4, "seq_len": 32})
     job = client.post("/v1/jobs", json=body, headers=headers(key)).json()
     env = {
         **os.environ,
@@ -212,7 +149,7 @@ def test_sigkill_mid_run_resumes_from_last_checkpoint(
         [sys.executable, "-m", "trainyard.cli", "worker"], env=env, start_new_session=True
     )
     try:
-        _wait(client, key, job["id"], lambda j: j["status"] == "running")
+        wait_for(client, key, job["id"], lambda j: j["status"] == "running")
         with sessions() as s:
             deadline = time.monotonic() + 180
             while not s.scalar(select(Checkpoint.step).where(Checkpoint.job_id == job["id"]).limit(1)):
@@ -237,7 +174,7 @@ def test_sigkill_mid_run_resumes_from_last_checkpoint(
     t = threading.Thread(target=second.run, daemon=True)
     t.start()
     try:
-        done = _wait(client, key, job["id"], lambda j: j["status"] in TERMINAL, timeout=300)
+        done = wait_for(client, key, job["id"], lambda j: j["status"] in TERMINAL, timeout=300)
     finally:
         second.request_stop()
         t.join(timeout=120)
@@ -248,6 +185,12 @@ def test_sigkill_mid_run_resumes_from_last_checkpoint(
         ).all()
         assert [a.outcome for a in attempts] == ["lost", "succeeded"]
         assert attempts[1].start_step > 0, "attempt 2 resumed from a checkpoint"
+        recorded = s.scalars(
+            select(JobEvent.data["step"].as_integer()).where(
+                JobEvent.attempt_id == attempts[0].id, JobEvent.type == "checkpoint"
+            )
+        ).all()
+        assert attempts[1].start_step == max(recorded), "resumed from attempt 1's last recorded checkpoint"
         # The rescuer records attempt 1's end; nothing else may carry attempt 1's id afterwards.
         after_death = text("to_timestamp(:t)").bindparams(t=killed_at + 1)
         stale = s.execute(

@@ -92,7 +92,8 @@ def test_safe_key_accepts(parts: tuple[str, ...], expected: str) -> None:
 def test_layout_helpers() -> None:
     assert job_prefix("job_1") == "jobs/job_1"
     assert checkpoints_prefix("job_1") == "jobs/job_1/checkpoints"
-    assert final_model_prefix("job_1") == "jobs/job_1/final"
+    assert final_model_prefix("job_1", 1) == "jobs/job_1/attempts/001/final"
+    assert checkpoints_prefix("job_1", 3) == "jobs/job_1/attempts/003/checkpoints"
     assert cost_report_key("job_1") == "jobs/job_1/cost_report.json"
     assert dataset_key("team_a", "train.jsonl") == "datasets/team_a/train.jsonl"
     for bad in ("a/b", "..", "", "x\n"):

@@ -173,16 +173,29 @@ class LocalStack:
             time.sleep(0.1)
         raise RuntimeError(f"the API did not start on {self.base_url} within {timeout:.0f}s")
 
-    def stop(self, grace: float = 120.0) -> None:
-        """Hand running attempts back (they checkpoint first), then stop API, Ray and Postgres."""
+    def stop(self, grace: float = 120.0, force: threading.Event | None = None) -> None:
+        """Hand running attempts back (they checkpoint first), then stop API, Ray and Postgres.
+
+        Once `force` is set (a second Ctrl-C), or after `grace`, running attempts are killed
+        instead and their jobs handed back from their last recorded checkpoints."""
         if self._daemon is not None:
             self._daemon.request_stop()
         deadline = time.monotonic() + grace
+        forced = False
         for t in self._threads[1:]:
-            t.join(timeout=max(1.0, deadline - time.monotonic()))
+            while t.is_alive():
+                if not forced and (time.monotonic() > deadline or (force is not None and force.is_set())):
+                    forced = True
+                    if self._daemon is not None:
+                        self._daemon.force_stop()
+                    # Time for the worker to record the hand-backs; the rest waits on nothing.
+                    deadline = time.monotonic() + 4.0
+                elif forced and time.monotonic() > deadline:
+                    break
+                t.join(timeout=0.2)
         if self._server is not None:
             self._server.should_exit = True
-            self._threads[0].join(timeout=15)
+            self._threads[0].join(timeout=2 if forced else 15)
         if self._own_ray:
             import ray
 

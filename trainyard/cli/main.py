@@ -83,9 +83,18 @@ def up(
 
     logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
     stack = LocalStack(data_dir=Path(data_dir), host=host, port=port)
-    stopping = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    stopping, force = threading.Event(), threading.Event()
+
+    def on_signal(*_: object) -> None:
+        # The first asks running jobs to checkpoint and hand back; the second kills them.
+        if stopping.is_set():
+            if not force.is_set():
+                typer.echo("forcing the stop: running jobs go back to their last checkpoint", err=True)
+            force.set()
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     stack.start()
     typer.echo(f"Trainyard is up at {stack.base_url}  (dashboard: {stack.base_url}/dashboard)")
     typer.echo(f"admin API key: {stack.api_key}")
@@ -93,8 +102,8 @@ def up(
     try:
         stopping.wait()
     finally:
-        typer.echo("stopping...")
-        stack.stop()
+        typer.echo("stopping: running jobs checkpoint and go back to the queue (Ctrl-C again to force)...")
+        stack.stop(force=force)
         typer.echo("stopped")
 
 

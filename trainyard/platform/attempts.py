@@ -29,12 +29,26 @@ def record_event(
 
 
 def record_checkpoint(
-    session: Session, attempt_id: str, *, step: int, uri: str, metrics: dict[str, Any] | None = None
-) -> None:
-    """Record a completed (persisted) checkpoint. A step saved again by a later attempt replaces
-    the earlier record: the URI that exists now is the one to resume from."""
+    session: Session,
+    attempt_id: str,
+    *,
+    step: int,
+    uri: str,
+    metrics: dict[str, Any] | None = None,
+    keep: int | None = None,
+) -> list[str]:
+    """Record a completed (persisted) checkpoint; from then on it is the job's, to resume from.
+
+    A step saved again by a later attempt replaces the earlier record. With `keep`, only the job's
+    `keep` latest checkpoints stay recorded, whichever attempts wrote them. Returns the URIs no
+    longer recorded (replaced or beyond `keep`), for the caller to delete from the store once this
+    is committed: a file is deleted only after no row points at it.
+    """
     job, _ = queue.fence(session, attempt_id)
     values = {"job_id": job.id, "attempt_id": attempt_id, "step": step, "uri": uri, "metrics": metrics or {}}
+    replaced = session.scalar(
+        select(Checkpoint.uri).where(Checkpoint.job_id == job.id, Checkpoint.step == step)
+    )
     stmt = pg_insert(Checkpoint).values(**values)
     session.execute(
         stmt.on_conflict_do_update(
@@ -42,6 +56,17 @@ def record_checkpoint(
             set_={"attempt_id": attempt_id, "uri": uri, "metrics": metrics or {}},
         )
     )
+    gone = [replaced] if replaced is not None and replaced != uri else []
+    if keep is not None:
+        older = session.scalars(
+            select(Checkpoint)
+            .where(Checkpoint.job_id == job.id)
+            .order_by(Checkpoint.step.desc())
+            .offset(keep)
+        ).all()
+        for ckpt in older:
+            gone.append(ckpt.uri)
+            session.delete(ckpt)
     events.add(
         session,
         job.id,
@@ -51,6 +76,7 @@ def record_checkpoint(
         data={"step": step, "uri": uri, "metrics": metrics or {}},
     )
     session.commit()
+    return [u for u in gone if u != uri]
 
 
 def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:

@@ -5,11 +5,15 @@ run reports (progress, persisted checkpoints, messages) into the database throug
 and turns a cancel, a budget overrun, a shutdown or a lost lease into a graceful stop request.
 A lost lease means another attempt owns the job: this one stops and writes nothing more.
 
-The attempt also fences itself: it keeps a local deadline (monotonic clock: its last successful
-renewal plus the lease, less a margin), every write checks it first, and a watchdog stops the
-run once it passes, so an attempt cut off from the database stops before the rescuer may act.
-Database and Ray outages are retried (logged once each) until then; the end of the run (mailbox,
-checkpoints, cost report, the fenced end) is retried the same way rather than wasting the run.
+The attempt also fences itself (`lease.Fence`): a local deadline every write checks first, and
+a watchdog that stops the run once it passes, so an attempt cut off from the database stops
+before the rescuer may act; the run itself learns the lease too (RunControl) and stops writing.
+Outages are retried (logged once) until then, the end of the run included.
+
+A stop (cancel, pause, budget, shutdown) is graceful first: the run saves a checkpoint and
+returns. One still running `stop_grace_seconds` after the request (a hung collective, a stuck
+download, a worker group that never started) is ended by the watchdog in the stop's target state,
+with its cost report; the process then exits, which ends its Ray job and every worker of the run.
 """
 
 from __future__ import annotations
@@ -22,8 +26,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from sqlalchemy import extract, func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,19 +39,18 @@ from trainyard.platform.outages import Outage
 from trainyard.platform.spec import JobSpec
 from trainyard.platform.states import AttemptOutcome
 from trainyard.settings import Settings, get_settings
-from trainyard.workers.lease import LocalLease, retrying
-from trainyard.workers.outcome import TrainingOutcome
+from trainyard.workers.cluster import InsufficientResources
+from trainyard.workers.lease import LEASE_LOST, Fence, LocalLease
+from trainyard.workers.mailbox import Mailbox
+from trainyard.workers.outcome import TrainingOutcome, stopped_outcome
 from trainyard.workers.preflight import UserError, check_readable, check_sources
 
-if TYPE_CHECKING:
-    # Ray is imported once the attempt trains, not when the process starts.
+if TYPE_CHECKING:  # Ray is imported once the attempt trains, not when the process starts
     from trainyard.workers.control import RunControlHandle
 
 log = logging.getLogger("trainyard.attempt")
 
 EXIT_LEASE_LOST = 3
-
-T = TypeVar("T")
 
 
 class AttemptRunner:
@@ -63,16 +65,30 @@ class AttemptRunner:
         self.lease_lost = threading.Event()
         self._done = threading.Event()  # training is over: the heartbeat thread stops
         self._ended = threading.Event()  # the attempt is over: the lease watchdog stops
-        self._progress: dict[str, Any] = {}
         self._last_metrics_event = 0.0
         self.lease = LocalLease(settings.lease_seconds)  # set from the database in `_load`
-        self._acked = 0  # the last mailbox report written to the database
+        self._fenced = Fence(
+            log,
+            attempt_id,
+            self.sessions,
+            self.lease,
+            lambda: self._lose_lease("lease not renewed by its local deadline"),
+        )
+        self._retrying = self._fenced.retrying
+        self.mailbox = Mailbox(attempt_id, self._fenced, self.store)
+        self._stop_at: float | None = None  # when a graceful stop was first asked for
+        self._end_lock = threading.Lock()
+        self._end_code: int | None = None  # set once the attempt has ended (or failed to)
+        self._budget: float | None = None
+        self.number = 0  # set in `_load`
 
     # -- the heartbeat side ----------------------------------------------------------------
     def _request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
             log.info("attempt %s: stop requested (%s)", self.attempt_id, reason)
+        if self._stop_at is None and reason != LEASE_LOST:
+            self._stop_at = time.monotonic()
         if self.control is not None:
             try:
                 self.control.request_stop.remote(reason)
@@ -83,87 +99,32 @@ class AttemptRunner:
         if not self.lease_lost.is_set():
             self.lease_lost.set()
             log.error("attempt %s: %s; stopping without further writes", self.attempt_id, why)
-        self._request_stop("lease_lost")
-
-    def _check_deadline(self) -> None:
-        if self.lease.passed:
-            self._lose_lease("lease not renewed by its local deadline")
-            raise LeaseLost(f"attempt {self.attempt_id} is past its local lease deadline")
-
-    def _fenced(self, write: Callable[[Session], T]) -> T:
-        """Every database write of this attempt: refused here once the local deadline has passed,
-        and by the database (`queue.fence`) once another attempt owns the job."""
-        self._check_deadline()
-        with self.sessions() as s:
-            return write(s)
-
-    def _retrying(self, what: str, step: Callable[[], T]) -> T:
-        return retrying(
-            log, f"attempt {self.attempt_id}: {what}", step, lease=self.lease, check=self._check_deadline
-        )
+        self._request_stop(LEASE_LOST)
 
     def _renew(self) -> queue.Heartbeat:
         started = time.monotonic()
         hb = self._fenced(
             lambda s: queue.heartbeat(
-                s, self.attempt_id, lease_seconds=self.settings.lease_seconds, progress=self._progress or None
+                s,
+                self.attempt_id,
+                lease_seconds=self.settings.lease_seconds,
+                progress=self.mailbox.progress or None,
             )
         )
         self.lease.renewed(started)
+        self._pass_lease_on()
         return hb
 
+    def _pass_lease_on(self) -> None:
+        """Tell the run how long the lease holds, so that it stops by itself if we go quiet."""
+        if self.control is not None:
+            try:
+                self.control.lease.remote(self.lease.left())
+            except Exception:  # Ray away: the watchdog still stops us in time
+                log.debug("could not pass the lease on to the run", exc_info=True)
+
     def _drain(self) -> None:
-        """Write what the run reported; a report leaves the mailbox only once it is written, so a
-        failed write is retried on the next call and nothing is dropped."""
-        if self.control is None:
-            return
-        import ray
-
-        reports: list[dict[str, Any]] = ray.get(self.control.pending.remote(), timeout=10)
-        written = self._acked
-        try:
-            for event in reports:
-                if int(event["seq"]) <= self._acked:
-                    continue  # written before; its acknowledgement did not arrive
-                self._store_report(event)
-                self._acked = int(event["seq"])
-        finally:
-            if self._acked > written:
-                self.control.ack.remote(self._acked)
-
-    def _store_report(self, event: dict[str, Any]) -> None:
-        from trainyard.workers.control import CHECKPOINT, MESSAGE, PROGRESS
-
-        kind = event.get("type")
-        if kind == PROGRESS:
-            self._progress = {
-                "step": int(event.get("step") or 0),
-                "total_steps": event.get("total_steps"),
-                "tokens": int(event.get("tokens_seen") or 0),
-                "loss": event.get("loss"),
-                "tokens_per_second": event.get("tokens_per_second"),
-                "epoch": event.get("epoch"),
-            }
-        elif kind == CHECKPOINT:
-            self._fenced(
-                lambda s: attempts.record_checkpoint(
-                    s,
-                    self.attempt_id,
-                    step=int(event["step"]),
-                    uri=str(event["uri"]),
-                    metrics=event.get("metrics") or {},
-                )
-            )
-        elif kind == MESSAGE:
-            self._fenced(
-                lambda s: attempts.record_event(
-                    s,
-                    self.attempt_id,
-                    events.MESSAGE,
-                    str(event.get("message", "")),
-                    level=str(event.get("level", "info")),
-                )
-            )
+        self.mailbox.drain()
 
     def beat(self) -> None:
         """One heartbeat: renew the lease first (nothing may delay it), act on what it says, then
@@ -173,8 +134,8 @@ class AttemptRunner:
             self._request_stop(hb.stop_reason)
         self._drain()
         now = time.monotonic()
-        if self._progress and now - self._last_metrics_event >= 10.0:
-            p = dict(self._progress)
+        if self.mailbox.progress and now - self._last_metrics_event >= 10.0:
+            p = dict(self.mailbox.progress)
             self._fenced(
                 lambda s: attempts.record_event(
                     s,
@@ -208,12 +169,46 @@ class AttemptRunner:
             pause = self.settings.heartbeat_seconds
 
     def _watch_lease(self) -> None:
-        """Stop the attempt once its local deadline passes, whatever the other threads wait on."""
+        """Stop the attempt once its local deadline passes, whatever the other threads wait on;
+        end it once a graceful stop has run past its grace period."""
         while not self._ended.wait(min(1.0, self.settings.heartbeat_seconds)):
             if self.lease.passed:
                 self._lose_lease("lease not renewed by its local deadline")
                 self._shutdown_hard()
                 return
+            if self._stop_overdue():
+                self._force_stop()
+                return
+
+    def _stop_overdue(self) -> bool:
+        return (
+            self._stop_at is not None
+            and not self._done.is_set()
+            and not self.lease_lost.is_set()
+            and time.monotonic() - self._stop_at > self.settings.stop_grace_seconds
+        )
+
+    def _force_stop(self) -> None:
+        reason = self.stop_reason or "shutdown"
+        grace = self.settings.stop_grace_seconds
+        log.warning(
+            "attempt %s: the run did not stop within %.0fs of the %s request; ending it",
+            self.attempt_id,
+            grace,
+            reason,
+        )
+        self._done.set()  # the heartbeat thread stops after its current beat
+        outcome, code, message, retryable = stopped_outcome(reason, self._budget)
+        killed = f"the run did not stop within {grace:.0f}s of the {reason} request and was killed"
+        exit_code = self.end(
+            outcome,
+            code=code,
+            message=f"{message}; {killed}" if message else killed,
+            retryable=retryable,
+            forced=True,
+        )
+        # Exiting ends this driver's Ray job: Ray stops every worker and actor of the run.
+        os._exit(exit_code)
 
     def _shutdown_hard(self) -> None:
         time.sleep(min(5.0, self.settings.heartbeat_seconds))
@@ -227,6 +222,10 @@ class AttemptRunner:
                 raise LeaseLost(f"unknown attempt {self.attempt_id}")
             job = s.get(Job, attempt.job_id)
             assert job is not None
+            spec = JobSpec.model_validate(job.spec)
+            self.mailbox.keep = spec.checkpoint.keep if spec.sweep is None else None
+            self._budget = spec.policy.max_cost_usd
+            self.number = attempt.number
             started = time.monotonic()
             left = s.scalar(
                 select(extract("epoch", JobAttempt.lease_expires_at - func.now())).where(
@@ -235,7 +234,7 @@ class AttemptRunner:
             )
             assert left is not None
             self.lease.renewed(started, float(left))
-            return job, attempt, JobSpec.model_validate(job.spec)
+            return job, attempt, spec
 
     def run(self) -> int:
         try:
@@ -259,21 +258,16 @@ class AttemptRunner:
             check_readable(spec)
             trained = self._train(job, spec)
             # A stop asked for after the run had already finished changes nothing.
-            stopped = trained.stopped_early
-            if stopped and self.stop_reason == "cancelled":
-                outcome = AttemptOutcome.CANCELLED
-            elif stopped and self.stop_reason == "budget_exceeded":
-                outcome, code, retryable = AttemptOutcome.FAILED, "budget_exceeded", False
-                message = f"projected spend passed max_cost_usd={spec.policy.max_cost_usd}"
-            elif stopped and self.stop_reason in ("shutdown", "paused"):
-                outcome = AttemptOutcome.HANDED_BACK
-            elif stopped:
-                outcome, code = AttemptOutcome.CRASHED, "stopped"
-                message = f"run stopped early ({self.stop_reason})"
+            if trained.stopped_early:
+                outcome, code, message, retryable = stopped_outcome(self.stop_reason, self._budget)
             else:
                 outcome, code = AttemptOutcome.SUCCEEDED, None
         except UserError as exc:
             outcome, code, message, retryable = AttemptOutcome.FAILED, exc.code, str(exc), False
+        except InsufficientResources as exc:
+            # Capacity may come back (a node restarting, an autoscaler): the job's retries decide.
+            outcome, code, message = AttemptOutcome.FAILED, "insufficient_resources", str(exc)
+            log.error("attempt %s: %s", self.attempt_id, exc)
         except Exception as exc:
             outcome, code, message = AttemptOutcome.CRASHED, "training_error", f"{type(exc).__name__}: {exc}"
             log.error("attempt %s failed:\n%s", self.attempt_id, traceback.format_exc())
@@ -292,20 +286,43 @@ class AttemptRunner:
         message: str | None = None,
         retryable: bool = True,
         trained: TrainingOutcome | None = None,
+        forced: bool = False,
     ) -> int:
         """Record what the run left, then end the attempt; returns the process's exit code.
 
-        In order: the mailbox, the last progress (renewing the lease), the checkpoints Ray Train
-        no longer keeps, then `queue.finish`, which puts the cost report in the store before the
-        fenced write that ends the job. Each step is retried through outages until the local
-        lease deadline; a finished run is not wasted on a database blip.
+        In order: the mailbox, the last progress (renewing the lease), for a sweep the checkpoints
+        Ray Train no longer keeps, then `queue.finish`, which puts the cost report in the store
+        before the fenced write that ends the job. Each step is retried through outages until the
+        local lease deadline; a finished run is not wasted on a database blip. `forced`: the run
+        is being killed, and a mailbox Ray cannot deliver now is not waited for.
+
+        Runs once: a second caller (the run returning while a forced end is under way) waits for
+        the first and gets its exit code.
         """
+        with self._end_lock:
+            if self._end_code is None:
+                self._end_code = EXIT_LEASE_LOST  # what a crash part-way leaves: nothing more written
+                self._end_code = self._end(outcome, code, message, retryable, trained, forced)
+            return self._end_code
+
+    def _end(
+        self,
+        outcome: AttemptOutcome,
+        code: str | None,
+        message: str | None,
+        retryable: bool,
+        trained: TrainingOutcome | None,
+        forced: bool,
+    ) -> int:
         try:
-            self._retrying("reading the run's reports", self._drain)
+            if forced:
+                self.mailbox.drain_or_log()
+            else:
+                self._retrying("reading the run's reports", self._drain)
             if trained is not None and trained.tokens_trained:
-                self._progress["tokens"] = trained.tokens_trained
+                self.mailbox.progress["tokens"] = trained.tokens_trained
             self._retrying("lease renewal", self._renew)
-            if trained is not None and trained.checkpoint_uris:
+            if trained is not None and trained.trials and trained.checkpoint_uris:
                 kept = list(trained.checkpoint_uris)
                 self._retrying(
                     "pruning checkpoints",
@@ -333,22 +350,18 @@ class AttemptRunner:
         return 0
 
     def _train(self, job: Job, spec: JobSpec) -> TrainingOutcome:
-        import ray
-
         from trainyard.workers.control import create_run_control
-        from trainyard.workers.launch import run_training
+        from trainyard.workers.launch import connect, run_training
 
         deployment = load_deployment(self.settings)
         itype = deployment.instance_type(job.instance_type or spec.instance_type or "local-cpu")
         pool = deployment.pool(job.pool or itype.name)
-        if not ray.is_initialized():
-            ray.init(
-                address=self.settings.ray_address or "auto", configure_logging=False, log_to_driver=False
-            )
+        connect(self.settings.ray_address)
         # ray.init installs a SIGTERM handler that exits at once; a worker shutdown must instead
         # let the run checkpoint and hand the job back.
         signal.signal(signal.SIGTERM, lambda *_: self._request_stop("shutdown"))
-        self.control = create_run_control()
+        self.control = self.mailbox.control = create_run_control()
+        self._pass_lease_on()
         if self.stop_reason:
             self._request_stop(self.stop_reason)
         with self.sessions() as s:
@@ -364,6 +377,9 @@ class AttemptRunner:
             store_uri=self.settings.storage_uri,
             control=self.control,
             run_name=job.id,
+            attempt=self.number,
+            # A sweep's trials resume through Tune's own record of its experiment.
+            resume_from=latest.uri if latest is not None and spec.sweep is None else None,
         )
 
 

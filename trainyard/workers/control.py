@@ -3,8 +3,11 @@
 Training workers and the Ray Train controller push events into it (progress, persisted
 checkpoints, messages); the attempt process reads them on its own schedule (`pending`), writes
 them to the database and only then removes them (`ack`), so a failed write loses nothing.
-The other direction is a single flag: the attempt asks the run to stop (cancel, preemption,
-lease loss) and rank 0 of the training loop polls for it.
+The other direction is a stop flag and a lease: the attempt asks the run to stop (cancel,
+preemption, lease loss) and rank 0 of the training loop polls for it; and each renewal of the
+attempt's lease is passed on (`lease`), so that once the attempt stops renewing it (partitioned,
+frozen, killed) the run answers "lease_lost" by itself and the workers stop without another write,
+before the rescuer may give the job to a new attempt.
 
 The actor takes no CPU so it never competes with training workers for a placement group, and
 every method is cheap, so one single-threaded actor serves a whole run.
@@ -25,6 +28,8 @@ from typing import Any, TypeAlias
 
 import ray
 
+from trainyard.workers.lease import LEASE_LOST
+
 PROGRESS = "progress"
 CHECKPOINT = "checkpoint"
 MESSAGE = "message"
@@ -44,6 +49,7 @@ class RunControlState:
         self._seq = 0
         self._stop_reason: str | None = None
         self._latest_progress: dict[str, Any] | None = None
+        self._lease_deadline: float | None = None
 
     def report(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -92,7 +98,22 @@ class RunControlState:
         if self._stop_reason is None:
             self._stop_reason = reason or "stop requested"
 
+    def lease(self, valid_for_s: float) -> None:
+        """The attempt renewed its lease; it holds for `valid_for_s` more seconds from now.
+
+        A duration rather than a deadline: this actor may run on another node, whose clock is not
+        the attempt's. Counting from arrival makes the deadline a little late by the call's transit
+        time, which the attempt's own margin (`lease_margin`) covers."""
+        self._lease_deadline = time.monotonic() + max(0.0, valid_for_s)
+
+    def lease_passed(self) -> bool:
+        return self._lease_deadline is not None and time.monotonic() >= self._lease_deadline
+
     def stop_requested(self) -> str | None:
+        # A lapsed lease overrides any earlier reason: whatever the stop was for, nothing more
+        # may be written once another attempt may own the job.
+        if self.lease_passed():
+            return LEASE_LOST
         return self._stop_reason
 
 

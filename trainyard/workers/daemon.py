@@ -15,6 +15,8 @@ down is recorded once it is back.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import signal
@@ -38,12 +40,24 @@ from trainyard.settings import Settings
 
 log = logging.getLogger("trainyard.worker")
 
+_ATTEMPT_SETTINGS = (
+    "lease_seconds",
+    "heartbeat_seconds",
+    "stop_grace_seconds",
+    "retry_backoff_seconds",
+    "retry_backoff_max_seconds",
+    "allow_local_paths",
+    "local_roots",
+    "shared_sources",
+)
+
 
 @dataclass
 class Running:
     claim: queue.Claim
     process: subprocess.Popen[bytes]
     started: float = field(default_factory=time.monotonic)
+    killed: bool = False  # by `force_stop`: its job is handed back, not counted as a crash
 
 
 def ensure_ray(settings: Settings, num_cpus: int | None = None) -> str:
@@ -94,13 +108,32 @@ class WorkerDaemon:
             if r.process.poll() is None:
                 r.process.send_signal(signal.SIGTERM)
 
+    def force_stop(self) -> None:
+        """Stop now: kill every attempt's process group (its Ray job ends with it) and hand the
+        jobs back from their last recorded checkpoints; the loop records that and returns."""
+        self._stopping.set()
+        log.warning("worker %s forced to stop: killing %d attempt(s)", self.worker_id, len(self.running))
+        for r in list(self.running.values()):
+            if r.process.poll() is None:
+                r.killed = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(r.process.pid, signal.SIGKILL)
+
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+        """SIGTERM or SIGINT: stop gracefully; a second one: `force_stop`."""
+
+        def on_signal(*_: object) -> None:
+            if self._stopping.is_set():
+                self.force_stop()
+            else:
+                self.request_stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
 
     def run(self, *, max_idle_loops: int | None = None) -> None:
         idle = 0
@@ -185,6 +218,11 @@ class WorkerDaemon:
         env = dict(os.environ)
         env["TRAINYARD_DATABASE_URL"] = self.settings.database_url
         env["TRAINYARD_STORAGE_URI"] = self.settings.storage_uri
+        # The attempt runs on this daemon's settings, not on whatever its environment says: the
+        # lease it renews is the one this daemon claimed, and it checks sources as the API does.
+        for name in _ATTEMPT_SETTINGS:
+            value = getattr(self.settings, name)
+            env[f"TRAINYARD_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
         if self.ray_address:
             env["RAY_ADDRESS"] = self.ray_address
         cmd = [
@@ -210,19 +248,29 @@ class WorkerDaemon:
             # The attempt process died without closing its attempt: record the crash (fenced, so
             # an attempt that did close it, or lost its lease, is left as it is). It stays in
             # `running` until that is recorded, so a database outage only delays it.
+            outcome, error = AttemptOutcome.CRASHED, "worker_crashed"
+            if r.killed:
+                outcome, error = AttemptOutcome.HANDED_BACK, "worker_stopped"
             try:
                 with self.sessions() as s:
                     status = queue.finish(
                         s,
                         attempt_id,
-                        AttemptOutcome.CRASHED,
-                        error_code="worker_crashed",
+                        outcome,
+                        error_code=error,
                         error_message=f"attempt process exited with code {code}",
                         backoff_base=self.settings.retry_backoff_seconds,
                         backoff_cap=self.settings.retry_backoff_max_seconds,
                         store=self.store,
                     )
-                log.error("job %s attempt crashed (exit %s); job is now %s", r.claim.job_id, code, status)
+                log.log(
+                    logging.WARNING if r.killed else logging.ERROR,
+                    "job %s attempt %s (exit %s); job is now %s",
+                    r.claim.job_id,
+                    outcome,
+                    code,
+                    status,
+                )
             except LeaseLost:
                 pass
             del self.running[attempt_id]

@@ -2,15 +2,16 @@
 gives one Train run (:mod:`.trainer`) or a sweep of them (:mod:`.sweep`).
 
 The attempt process calls :func:`run_training` once it is connected to the Ray cluster.
-Everything the attempt leaves behind goes to the job's store:
+An attempt writes under its own prefix in the job's store (a sweep: see :mod:`.sweep`):
 
-    jobs/{job_id}/checkpoints/{run_name}/checkpoint_000000010/   Ray Train checkpoints
-    jobs/{job_id}/final/                                        the trained model (save_pretrained)
+    jobs/{job_id}/attempts/{n}/checkpoints/{run_name}/checkpoint_000000010/   Ray Train checkpoints
+    jobs/{job_id}/attempts/{n}/final/                  the trained model (save_pretrained)
 
-Resuming is Ray Train V2's own mechanism: there is no ``resume_from_checkpoint`` on the trainer
-any more, so a later attempt passes the same ``run_name`` and storage; Ray Train restores its
-checkpoint manager from the snapshot it keeps under ``{run_name}/`` and the loop continues from
-``ray.train.get_checkpoint()``.
+A checkpoint becomes the job's once the attempt records it in the database (fenced), and a later
+attempt resumes from the latest recorded one (``resume_from``), never from whatever a stale
+attempt left in the store. Ray Train V2 has no ``resume_from_checkpoint`` on the trainer any more;
+the loop downloads that checkpoint and hands it to the Hugging Face Trainer. The job's ``keep``
+applies to its recorded checkpoints across attempts, so Ray Train keeps all of a run's own.
 """
 
 from __future__ import annotations
@@ -19,11 +20,23 @@ from trainyard.platform.scheduling.catalog import InstanceType
 from trainyard.platform.scheduling.pools import Pool
 from trainyard.platform.spec import JobSpec
 from trainyard.platform.storage import checkpoints_prefix, final_model_prefix
+from trainyard.workers.cluster import check_fits, runtime_env
 from trainyard.workers.control import RunControlHandle
 from trainyard.workers.outcome import TrainingOutcome
 from trainyard.workers.scaling import scaling_for
 from trainyard.workers.sweep import run_sweep
 from trainyard.workers.trainer import DEFAULT_PROGRESS_INTERVAL_S, DEFAULT_STOP_POLL_INTERVAL_S, train
+
+
+def connect(address: str | None) -> None:
+    """Join the Ray cluster as this attempt's driver; the run's workers get the platform's store
+    and hub settings through its runtime environment, not whatever their node was started with."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address=address or "auto", configure_logging=False, log_to_driver=False, runtime_env=runtime_env()
+        )
 
 
 def run_training(
@@ -35,15 +48,22 @@ def run_training(
     store_uri: str,
     control: RunControlHandle | None,
     run_name: str,
+    attempt: int,
+    resume_from: str | None = None,
     progress_interval_s: float = DEFAULT_PROGRESS_INTERVAL_S,
     stop_poll_interval_s: float = DEFAULT_STOP_POLL_INTERVAL_S,
 ) -> TrainingOutcome:
-    """Run (or resume) one attempt of ``spec`` on ``itype`` in ``pool`` and wait for it.
+    """Run attempt number ``attempt`` of ``spec`` on ``itype`` in ``pool`` and wait for it,
+    starting from the recorded checkpoint ``resume_from`` if there is one.
 
-    Calling again with the same ``job_id`` and ``run_name`` continues from the latest checkpoint.
-    Raises ``ray.train.TrainingFailedError`` when a worker fails (the daemon decides on retries).
+    Raises ``InsufficientResources`` when the live nodes cannot hold the run, and
+    ``ray.train.TrainingFailedError`` when a worker fails (the daemon decides on retries).
     """
+    import ray
+
     scaling = scaling_for(itype, pool)
+    # A worker group the cluster cannot place would wait forever: fail now, saying why.
+    check_fits(scaling, ray.nodes(), itype.name)
     if spec.sweep is not None:
         return run_sweep(
             spec,
@@ -59,10 +79,12 @@ def run_training(
         spec,
         scaling=scaling,
         store_uri=store_uri,
-        checkpoints=checkpoints_prefix(job_id),
+        checkpoints=checkpoints_prefix(job_id, attempt),
         run_name=run_name,
-        final_prefix=final_model_prefix(job_id),
+        final_prefix=final_model_prefix(job_id, attempt),
         control=control,
         progress_interval_s=progress_interval_s,
         stop_poll_interval_s=stop_poll_interval_s,
+        keep=None,
+        resume_from=resume_from,
     )

@@ -13,10 +13,15 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from trainyard.platform.errors import LeaseLost
 from trainyard.platform.outages import Outage
 
 T = TypeVar("T")
+
+# The stop reason that means "write nothing more": no last checkpoint, no final model, no end.
+LEASE_LOST = "lease_lost"
 
 
 def lease_margin(lease_seconds: float) -> float:
@@ -65,3 +70,39 @@ def retrying(
             continue
         outage.recovered()
         return result
+
+
+class Fence:
+    """Every database write of one attempt: refused here once the local deadline has passed
+    (`on_passed` is told first), and by the database (`queue.fence`, inside each write) once
+    another attempt owns the job."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        attempt_id: str,
+        sessions: sessionmaker[Session],
+        lease: LocalLease,
+        on_passed: Callable[[], None],
+    ) -> None:
+        self.log = log
+        self.attempt_id = attempt_id
+        self.sessions = sessions
+        self.lease = lease
+        self.on_passed = on_passed
+
+    def check(self) -> None:
+        if self.lease.passed:
+            self.on_passed()
+            raise LeaseLost(f"attempt {self.attempt_id} is past its local lease deadline")
+
+    def __call__(self, write: Callable[[Session], T]) -> T:
+        self.check()
+        with self.sessions() as s:
+            return write(s)
+
+    def retrying(self, what: str, step: Callable[[], T]) -> T:
+        """`step` through outages until the local deadline (see `retrying`)."""
+        return retrying(
+            self.log, f"attempt {self.attempt_id}: {what}", step, lease=self.lease, check=self.check
+        )

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from trainyard.platform.states import AttemptOutcome
+
 
 @dataclass(frozen=True)
 class TrainingOutcome:
@@ -34,3 +36,22 @@ class TrainingOutcome:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainingOutcome:
         return cls(**data)
+
+
+def stopped_outcome(
+    reason: str | None, budget: float | None = None
+) -> tuple[AttemptOutcome, str | None, str | None, bool]:
+    """How an attempt that stopped early for `reason` ends: (outcome, error code, message,
+    retryable). The same whether the run stopped by itself or was killed past its grace period."""
+    if reason == "cancelled":
+        return AttemptOutcome.CANCELLED, None, None, True
+    if reason == "budget_exceeded":
+        return (
+            AttemptOutcome.FAILED,
+            "budget_exceeded",
+            f"projected spend passed max_cost_usd={budget}",
+            False,
+        )
+    if reason in ("shutdown", "paused"):
+        return AttemptOutcome.HANDED_BACK, None, None, True
+    return AttemptOutcome.CRASHED, "stopped", f"run stopped early ({reason})", True

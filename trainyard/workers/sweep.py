@@ -45,6 +45,7 @@ class SweepSetup:
     control: RunControlHandle | None
     progress_interval_s: float
     stop_poll_interval_s: float
+    keep: int
 
 
 def _trial_spec(base: dict[str, Any], overrides: dict[str, Any]) -> JobSpec:
@@ -77,6 +78,8 @@ def _sweep_driver(config: dict[str, Any], setup: SweepSetup) -> None:
         tags={"trial": trial_id},
         progress_interval_s=setup.progress_interval_s,
         stop_poll_interval_s=setup.stop_poll_interval_s,
+        # Trials resume through Tune's restored experiment, each from its own Train run's record.
+        keep=setup.keep,
     )
     # One last result with the outcome, so the Tuner's ResultGrid carries the trial's final model.
     ray.tune.report(
@@ -158,6 +161,7 @@ def run_sweep(
         control=control,
         progress_interval_s=progress_interval_s,
         stop_poll_interval_s=stop_poll_interval_s,
+        keep=spec.checkpoint.keep,
     )
     # The trial function only drives a Train run (its workers hold the resources), so it asks
     # for no CPU: otherwise it could take the very CPU a worker of its own run needs. Tune refuses

@@ -107,6 +107,7 @@ def loop_config(
     progress_interval_s: float = DEFAULT_PROGRESS_INTERVAL_S,
     stop_poll_interval_s: float = DEFAULT_STOP_POLL_INTERVAL_S,
     tags: dict[str, Any] | None = None,
+    resume_from: str | None = None,
 ) -> LoopConfig:
     """The plain dict ``train_loop_per_worker`` receives (pickled to every worker)."""
     config: LoopConfig = {
@@ -119,6 +120,8 @@ def loop_config(
     }
     if tags:
         config["tags"] = dict(tags)
+    if resume_from:
+        config["resume_from"] = resume_from
     return config
 
 
@@ -135,8 +138,15 @@ def build_trainer(
     tags: dict[str, Any] | None = None,
     progress_interval_s: float = DEFAULT_PROGRESS_INTERVAL_S,
     stop_poll_interval_s: float = DEFAULT_STOP_POLL_INTERVAL_S,
+    keep: int | None = None,
+    resume_from: str | None = None,
 ) -> TorchTrainer:
-    """A TorchTrainer for one run whose checkpoints live under the store prefix ``checkpoints``."""
+    """A TorchTrainer for one run whose checkpoints live under the store prefix ``checkpoints``.
+
+    ``keep``: how many of this run's checkpoints Ray Train keeps (None: all of them, when the
+    platform prunes the job's recorded checkpoints itself). ``resume_from``: a recorded checkpoint's
+    URI the loop starts from when Ray Train has none of this run's own to give back.
+    """
     storage_path, filesystem = open_store(store_uri).ray_storage(checkpoints)
     config = loop_config(
         spec,
@@ -146,6 +156,7 @@ def build_trainer(
         progress_interval_s=progress_interval_s,
         stop_poll_interval_s=stop_poll_interval_s,
         tags=tags,
+        resume_from=resume_from,
     )
     events = CheckpointEvents(
         control, store_uri=store_uri, prefix=checkpoints, storage_path=storage_path, tags=tags
@@ -158,7 +169,7 @@ def build_trainer(
             name=run_name,
             storage_path=storage_path,
             storage_filesystem=filesystem,
-            checkpoint_config=CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+            checkpoint_config=CheckpointConfig(num_to_keep=keep),
             # The platform retries attempts itself (new lease, maybe another instance type), so
             # Ray Train must not retry inside an attempt.
             failure_config=FailureConfig(max_failures=0),
@@ -197,8 +208,11 @@ def train(
     tags: dict[str, Any] | None = None,
     progress_interval_s: float = DEFAULT_PROGRESS_INTERVAL_S,
     stop_poll_interval_s: float = DEFAULT_STOP_POLL_INTERVAL_S,
+    keep: int | None = None,
+    resume_from: str | None = None,
 ) -> TrainingOutcome:
-    """Run (or resume: same ``run_name`` and ``checkpoints``) one Train run and wait for it.
+    """Run one Train run and wait for it: resumed from ``resume_from`` (a recorded checkpoint), or,
+    with the same ``run_name`` and ``checkpoints`` as an earlier run, from Ray Train's own record.
 
     Raises ``ray.train.TrainingFailedError`` when a worker fails.
     """
@@ -214,6 +228,8 @@ def train(
         tags=tags,
         progress_interval_s=progress_interval_s,
         stop_poll_interval_s=stop_poll_interval_s,
+        keep=keep,
+        resume_from=resume_from,
     )
     # fit() is annotated with V1's Result; under V2 it returns V2's, which has return_value.
     fit_result = cast(Result, trainer.fit())

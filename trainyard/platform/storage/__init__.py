@@ -18,6 +18,7 @@ from trainyard.platform.storage.base import MB, ObjectStore
 from trainyard.platform.storage.errors import InvalidKey, InvalidURI, ObjectNotFound, StorageError
 from trainyard.platform.storage.keys import MAX_KEY_BYTES, safe_key
 from trainyard.platform.storage.layout import (
+    attempt_prefix,
     checkpoints_prefix,
     cost_report_key,
     dataset_key,
@@ -39,6 +40,7 @@ __all__ = [
     "S3Options",
     "S3Store",
     "StorageError",
+    "attempt_prefix",
     "checkpoints_prefix",
     "cost_report_key",
     "dataset_key",

@@ -5,6 +5,7 @@ signal every rank agrees on, and each Trainer checkpoint handed to Ray Train.
   without any per-step ``ray.train.report`` barrier;
 - rank 0 polls ``RunControl.stop_requested()`` without blocking and broadcasts the decision to
   every rank each optimizer step, so all ranks save one last checkpoint and stop on the same step;
+  when the reason is a lost lease, all ranks stop on that step without saving anything;
 - each Trainer checkpoint is handed to ``ray.train.report`` under a step-numbered directory name,
   so Ray Train persists it in the job's store and hands it back through
   ``ray.train.get_checkpoint()`` when the same run is started again.
@@ -25,6 +26,7 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from trainyard.workers.control import MESSAGE, PROGRESS, RunControlHandle
+from trainyard.workers.lease import LEASE_LOST
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class StopSignal:
         self._pending: Any = None
         self._last_poll = -math.inf
         self.reason: str | None = None
+        self.lease_lost = False  # known on every rank once `should_stop` said so
         self._group: Any = None
         if world_size > 1 and dist.is_available() and dist.is_initialized():
             self._group = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
@@ -90,11 +93,12 @@ class StopSignal:
         flag = 0
         if self._rank == 0:
             self._refresh()
-            flag = int(self.reason is not None)
+            flag = 0 if self.reason is None else (2 if self.reason == LEASE_LOST else 1)
         if self._group is not None:
             t = torch.tensor([flag], dtype=torch.int64)
             dist.broadcast(t, src=0, group=self._group)
             flag = int(t.item())
+        self.lease_lost = self.lease_lost or flag == 2
         return bool(flag)
 
 
@@ -172,10 +176,16 @@ class PlatformCallback(TrainerCallback):
         if self._rank == 0 and time.monotonic() - self._last_send >= self._interval:
             self._progress(state)
         if not self.stopped and self._stop.should_stop():
-            # Every rank reaches this on the same step; the save below runs before the loop exits.
+            # Every rank reaches this on the same step; the save below runs before the loop exits,
+            # unless the lease is lost: then another attempt may own the job, and a save would be
+            # a stale write (even one this step's schedule asked for).
             self.stopped = True
-            control.should_save = True
+            control.should_save = not self._stop.lease_lost
             control.should_training_stop = True
+
+    @property
+    def lease_lost(self) -> bool:
+        return self._stop.lease_lost
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._progress(state)
@@ -196,6 +206,8 @@ class PlatformCallback(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         from ray.train import Checkpoint
 
+        if self._stop.lease_lost:
+            return  # every rank agrees (see should_stop): none reports, none waits on the others
         # Each rank hands over what it wrote (rank 0: weights, optimizer, trainer state; others:
         # their RNG state); Ray Train merges them into one directory in the store.
         local = Path(args.output_dir) / f"checkpoint-{state.global_step}"

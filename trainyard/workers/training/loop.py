@@ -23,6 +23,7 @@ import ray.train
 import torch
 
 from trainyard.platform.spec import JobSpec
+from trainyard.platform.storage import download_uri_dir
 from trainyard.workers.control import MESSAGE, RunControlHandle
 from trainyard.workers.outcome import TrainingOutcome
 from trainyard.workers.training.callbacks import PlatformCallback, StopSignal
@@ -47,6 +48,7 @@ class LoopConfig(TypedDict, total=False):
     stop_poll_interval_s: float
     log_every_steps: int
     tags: dict[str, Any]  # merged into every event (a sweep tags events with the trial id)
+    resume_from: str  # a recorded checkpoint's store URI, when Ray Train has none of this run's
 
 
 def _training_arguments(spec: JobSpec, output_dir: Path, has_eval: bool, log_every: int) -> Any:
@@ -145,17 +147,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         trainer = prepare_trainer(trainer)
 
         checkpoint = ray.train.get_checkpoint()
+        resume_from = config.get("resume_from")
         if checkpoint is not None:
             # as_directory downloads remote checkpoints to a local temp dir (and uses local ones in
             # place); the Trainer reads weights, optimizer, scheduler, RNG and trainer state from it.
             with checkpoint.as_directory() as resume_dir:
                 trainer.train(resume_from_checkpoint=resume_dir)
+        elif resume_from:
+            # Every rank reads the whole directory: rank 0's weights and state, its own RNG file.
+            resume_dir = download_uri_dir(resume_from, work / "resume")
+            trainer.train(resume_from_checkpoint=str(resume_dir))
         else:
             trainer.train()
 
         state = trainer.state
         final_uri = None
         final_prefix = config.get("final_prefix")
+        # A stopped run leaves its checkpoint, not a model; one that lost its lease leaves nothing.
         if rank == 0 and not callback.stopped and final_prefix:
             final_uri = save_final_model(
                 trainer.model, tokenizer, work / "final", config["store_uri"], final_prefix

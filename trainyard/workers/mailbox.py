@@ -1,0 +1,112 @@
+"""The attempt's side of the RunControl mailbox: what the run reported, written to the database.
+
+A report leaves the mailbox only once it is written (`ack` after the write), so a failed write is
+retried on the next drain and nothing is dropped. Every write goes through the attempt's fence.
+Recording a checkpoint may retire older ones (the job's `keep`); their files are deleted from the
+store only after the commit that stopped listing them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+
+from trainyard.platform import attempts, events
+from trainyard.platform.errors import LeaseLost
+from trainyard.platform.storage import ObjectStore
+
+log = logging.getLogger("trainyard.attempt")
+
+T = TypeVar("T")
+Fenced = Callable[[Callable[[Session], Any]], Any]
+
+
+class Mailbox:
+    def __init__(self, attempt_id: str, fenced: Fenced, store: ObjectStore) -> None:
+        self.attempt_id = attempt_id
+        self._fenced = fenced
+        self.store = store
+        self.control: Any = None  # the RunControl actor handle, once the run has one
+        self.keep: int | None = None  # the job's checkpoint keep (None: a sweep prunes at its end)
+        self.progress: dict[str, Any] = {}  # the latest progress report, for the heartbeat
+        self._acked = 0  # the last report written to the database
+        self._lock = threading.Lock()  # the heartbeat and a forced end both drain
+
+    def drain(self) -> None:
+        """Write everything reported and not yet written; raises what a write raised."""
+        if self.control is None:
+            return
+        import ray
+
+        with self._lock:
+            reports: list[dict[str, Any]] = ray.get(self.control.pending.remote(), timeout=10)
+            written = self._acked
+            try:
+                for event in reports:
+                    if int(event["seq"]) <= self._acked:
+                        continue  # written before; its acknowledgement did not arrive
+                    self._store(event)
+                    self._acked = int(event["seq"])
+            finally:
+                if self._acked > written:
+                    self.control.ack.remote(self._acked)
+
+    def drain_or_log(self) -> None:
+        """One drain, for a run being killed: what Ray cannot hand over now is logged as lost."""
+        try:
+            self.drain()
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            log.warning("attempt %s: the run's last reports are lost: %s", self.attempt_id, exc)
+
+    def _store(self, event: dict[str, Any]) -> None:
+        from trainyard.workers.control import CHECKPOINT, MESSAGE, PROGRESS
+
+        kind = event.get("type")
+        if kind == PROGRESS:
+            self.progress = {
+                "step": int(event.get("step") or 0),
+                "total_steps": event.get("total_steps"),
+                "tokens": int(event.get("tokens_seen") or 0),
+                "loss": event.get("loss"),
+                "tokens_per_second": event.get("tokens_per_second"),
+                "epoch": event.get("epoch"),
+            }
+        elif kind == CHECKPOINT:
+            gone: list[str] = self._fenced(
+                lambda s: attempts.record_checkpoint(
+                    s,
+                    self.attempt_id,
+                    step=int(event["step"]),
+                    uri=str(event["uri"]),
+                    metrics=event.get("metrics") or {},
+                    keep=self.keep,
+                )
+            )
+            self._delete(gone)
+        elif kind == MESSAGE:
+            self._fenced(
+                lambda s: attempts.record_event(
+                    s,
+                    self.attempt_id,
+                    events.MESSAGE,
+                    str(event.get("message", "")),
+                    level=str(event.get("level", "info")),
+                )
+            )
+
+    def _delete(self, uris: list[str]) -> None:
+        """Remove checkpoints no row points at any more (beyond `keep`, or replaced)."""
+        root = self.store.root_uri.rstrip("/") + "/"
+        for uri in uris:
+            if not uri.startswith(root):
+                continue  # not in this store: nothing of ours to delete
+            try:
+                self.store.delete_prefix(uri.removeprefix(root))
+            except Exception as exc:  # a blip leaves an unlisted directory behind, nothing worse
+                log.warning("attempt %s: could not delete checkpoint %s: %s", self.attempt_id, uri, exc)
