@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 from support import headers, make_key
@@ -202,3 +203,18 @@ def test_an_attempt_frozen_past_its_lease_writes_nothing_once_another_owns_the_j
     assert done["result"]["final_model_uri"] == store.uri_for(f"jobs/{job['id']}/attempts/002/final")
     report = _report(store, job["id"])
     assert [a["outcome"] for a in report["attempts"]] == ["lost", "succeeded"]
+
+
+def test_a_plan_the_live_nodes_cannot_hold_is_refused_before_a_worker_group_waits(ray_address: str) -> None:
+    import ray
+
+    from trainyard.settings import get_settings
+    from trainyard.workers.cluster import InsufficientResources, check_fits
+    from trainyard.workers.scaling import scaling_for
+
+    catalog = load_deployment(get_settings()).catalog
+    nodes = ray.nodes()
+    check_fits(scaling_for(catalog.get("local-cpu")), nodes, "local-cpu")  # 2 workers, 2 CPUs
+    # Four 1-CPU workers on the session's 2-CPU cluster would wait for their placement forever.
+    with pytest.raises(InsufficientResources, match=r"needs 4 worker\(s\) of \{CPU: 1\} each.*can hold 2"):
+        check_fits(scaling_for(catalog.get("c7i.8xlarge")), nodes, "c7i.8xlarge")

@@ -80,6 +80,7 @@ def test_full_finetune_checkpoints_then_resumes(ray_session, tiny_assets, tmp_pa
         store_uri=store_uri,
         control=control,
         run_name="j1",
+        attempt=1,
         progress_interval_s=0.5,
     )
     print(f"first fit: {time.monotonic() - t0:.1f}s")
@@ -94,7 +95,7 @@ def test_full_finetune_checkpoints_then_resumes(ray_session, tiny_assets, tmp_pa
     assert first.latest_checkpoint_uri == ckpts[-1]["uri"]
     assert any(e["type"] == "progress" for e in events)
 
-    # Same run name and storage, a longer schedule: Ray Train hands back checkpoint 10.
+    # A second attempt with a longer schedule, from the checkpoint the first recorded last.
     longer = spec.model_copy(
         update={"hyperparameters": spec.hyperparameters.model_copy(update={"max_steps": 20})}
     )
@@ -107,6 +108,8 @@ def test_full_finetune_checkpoints_then_resumes(ray_session, tiny_assets, tmp_pa
         store_uri=store_uri,
         control=control,
         run_name="j1",
+        attempt=2,
+        resume_from=ckpts[-1]["uri"],
         progress_interval_s=0.5,
     )
     print(f"resumed fit: {time.monotonic() - t0:.1f}s")
@@ -120,19 +123,20 @@ def test_full_finetune_checkpoints_then_resumes(ray_session, tiny_assets, tmp_pa
     assert progress[-1]["step"] == 20 and progress[-1]["total_steps"] == 20
     assert [e["step"] for e in events if e["type"] == "checkpoint"] == [15, 20]
 
-    # keep=2: Ray Train deleted the older checkpoints from the store.
+    # Each attempt wrote under its own prefix; the first one's files are as it left them (the
+    # platform, not Ray Train, retires recorded checkpoints beyond keep).
     store = open_store(store_uri)
-    dirs = {
-        k.split("/")[4]
-        for k in store.list("jobs/j1/checkpoints/j1")
-        if k.split("/")[4].startswith("checkpoint_0")
-    }
-    assert dirs == {"checkpoint_000000015", "checkpoint_000000020"}
-    assert second.checkpoint_uris == [store.uri_for(f"jobs/j1/checkpoints/j1/{d}") for d in sorted(dirs)]
 
-    # The final model is a plain save_pretrained directory.
-    assert second.final_model_uri == store.uri_for("jobs/j1/final")
-    local = store.download_dir("jobs/j1/final", tmp_path / "final")
+    def dirs(attempt: str) -> set[str]:
+        keys = [k.split("/") for k in store.list(f"jobs/j1/attempts/{attempt}/checkpoints/j1")]
+        return {parts[6] for parts in keys if len(parts) > 7}
+
+    assert dirs("001") == {"checkpoint_000000005", "checkpoint_000000010"}
+    assert dirs("002") == {"checkpoint_000000015", "checkpoint_000000020"}
+
+    # The final model is a plain save_pretrained directory, under the attempt that trained it.
+    assert second.final_model_uri == store.uri_for("jobs/j1/attempts/002/final")
+    local = store.download_dir("jobs/j1/attempts/002/final", tmp_path / "final")
     model = AutoModelForCausalLM.from_pretrained(local)
     tokenizer = AutoTokenizer.from_pretrained(local)
     out = model(**tokenizer("the cat sees a box", return_tensors="pt"))
@@ -184,6 +188,7 @@ def test_lora_classification_stops_on_request(ray_session, tiny_assets, tmp_path
         store_uri=store_uri,
         control=control,
         run_name="j2",
+        attempt=1,
         progress_interval_s=0.2,
         stop_poll_interval_s=0.2,
     )
@@ -197,7 +202,7 @@ def test_lora_classification_stops_on_request(ray_session, tiny_assets, tmp_path
     assert ckpts and ckpts[-1]["step"] == result.steps
     assert ckpts[-1]["uri"] == result.latest_checkpoint_uri
     assert open_store(store_uri).exists(
-        f"jobs/j2/checkpoints/j2/checkpoint_{result.steps:09d}/adapter_model.safetensors"
+        f"jobs/j2/attempts/001/checkpoints/j2/checkpoint_{result.steps:09d}/adapter_model.safetensors"
     )
 
 
@@ -227,6 +232,7 @@ def test_sweep_best_trial_gives_final_model(ray_session, tiny_assets, tmp_path: 
         store_uri=store_uri,
         control=create_run_control(),
         run_name="j3",
+        attempt=1,
     )
     assert len(result.trials) == 2 and all(t["final_model_uri"] for t in result.trials)
     best = min(result.trials, key=lambda t: t["metric"])

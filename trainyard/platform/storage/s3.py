@@ -317,13 +317,13 @@ class S3Store(ObjectStore):
 
     def pyarrow_filesystem(self) -> pyarrow.fs.S3FileSystem:
         """A pyarrow S3FileSystem reaching the same endpoint, region and credentials as the boto3 client."""
-        import pyarrow.fs
         from botocore.credentials import RefreshableCredentials
+
+        from trainyard.platform.storage.arrow import RetryingS3FileSystem
 
         client = self.client
         kwargs: dict[str, Any] = {
             "region": client.meta.region_name,
-            "retry_strategy": pyarrow.fs.AwsStandardS3RetryStrategy(max_attempts=self.options.max_attempts),
             "connect_timeout": self.options.connect_timeout,
             "request_timeout": self.options.read_timeout,
         }
@@ -342,7 +342,8 @@ class S3Store(ObjectStore):
             kwargs["secret_key"] = frozen.secret_key
             if frozen.token:
                 kwargs["session_token"] = frozen.token
-        return pyarrow.fs.S3FileSystem(**kwargs)
+        # Its retry strategy survives the pickling that takes it to Ray Train's processes.
+        return RetryingS3FileSystem(max_attempts=self.options.max_attempts, **kwargs)
 
     def ray_storage(self, prefix: str) -> tuple[str, pyarrow.fs.FileSystem]:
         # pyarrow paths are "bucket/key" without a scheme.
