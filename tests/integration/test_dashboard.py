@@ -31,6 +31,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 from support import ROOT, make_key
 
+from trainyard.platform.costs import ledger
 from trainyard.platform.models import ApiKey, Job, JobAttempt, Team
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -360,24 +361,23 @@ def _seed(sessions: sessionmaker[Session]) -> dict[str, str]:
             j: Job, n: int, ago: timedelta, hours: float, rate: float, outcome: str, spot: bool
         ) -> None:
             start = now - ago
-            s.add(
-                JobAttempt(
-                    job_id=j.id,
-                    number=n,
-                    worker_id="w",
-                    instance_type=j.instance_type,
-                    spot=spot,
-                    usd_per_hour=rate,
-                    started_at=start,
-                    heartbeat_at=start + timedelta(hours=hours),
-                    lease_expires_at=start + timedelta(hours=hours),
-                    ended_at=start + timedelta(hours=hours),
-                    outcome=outcome,
-                    billable_seconds=hours * 3600,
-                    cost_usd=hours * rate,
-                    tokens_trained=1_000_000,
-                )
+            att = JobAttempt(
+                job_id=j.id,
+                number=n,
+                worker_id="w",
+                started_at=start,
+                heartbeat_at=start + timedelta(hours=hours),
+                lease_expires_at=start + timedelta(hours=hours),
+                ended_at=start + timedelta(hours=hours),
+                outcome=outcome,
+                billable_seconds=hours * 3600,
+                cost_usd=hours * rate,
             )
+            # Billed on its job's plan, as a claim records it; a million tokens trained.
+            ledger.record_terms(att, j.plan, j.instance_type, (0, 0))
+            att.spot, att.usd_per_hour = spot, rate
+            ledger.record_progress(att, tokens=1_000_000)
+            s.add(att)
 
         spot_plan = {
             "instance_type": "g5.xlarge",

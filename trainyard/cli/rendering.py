@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from trainyard.money import format_usd
 from trainyard.sdk import CostReport, Estimate, InstanceType, Job, JobEvent
 
 # Keyed by the API's status strings (the CLI reads the API, not the server's enums); a test
@@ -57,12 +58,8 @@ def when(value: datetime | None) -> str:
 
 
 def usd(value: float | None) -> str:
-    if value is None:
-        return "-"
-    # Cents for real money; small figures (a CPU minute) keep enough digits to be seen.
-    if value == 0 or abs(value) >= 0.01:
-        return f"${value:,.2f}"
-    return f"${value:.4f}"
+    # The one money rule (precision follows the amount): a CPU minute stays visible.
+    return "-" if value is None else format_usd(value)
 
 
 def duration(seconds: float | None) -> str:

@@ -10,7 +10,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from trainyard.platform import events, queue
-from trainyard.platform.models import Checkpoint, JobAttempt
+from trainyard.platform.costs import ledger
+from trainyard.platform.models import Checkpoint
 
 
 def record_event(
@@ -60,10 +61,10 @@ def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
 
 
 def set_start_step(session: Session, attempt_id: str, step: int) -> None:
-    queue.fence(session, attempt_id)
-    attempt = session.get(JobAttempt, attempt_id)
-    assert attempt is not None
-    attempt.start_step = step
+    """The attempt resumes from the job's checkpoint at `step`; the ledger counts what it
+    trains from there (and what it redoes of earlier attempts' work)."""
+    _, attempt = queue.fence(session, attempt_id)
+    ledger.record_start(attempt, step, ledger.checkpoint_tokens(session, attempt, step))
     session.commit()
 
 

@@ -36,10 +36,8 @@
     return node;
   }
 
-  const usdFormat = new Intl.NumberFormat("en-US", {
-    style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 2,
-  });
-  const money = (v) => (v === null || v === undefined ? "–" : usdFormat.format(v));
+  // money.js: the precision follows the amount ($0.00052, $3.10, $12,400), as in the CLI.
+  const money = (v) => (v === null || v === undefined ? "–" : window.trainyardMoney.formatUsd(v));
   const number = (v, digits = 1) =>
     v === null || v === undefined
       ? "–"

@@ -1,9 +1,12 @@
 """The allocation query: spend split over time and dimensions in one SQL statement.
 
-Dollars come from attempt rows. A finished attempt's exact metered figures (`cost_usd`,
-`billable_seconds`, `tokens_trained`) are spread evenly over [started_at, ended_at]; a running
-attempt accrues at its price up to now. A window or step bucket gets the share of each attempt
-that overlaps it, so an attempt that runs across midnight is billed to both days in proportion.
+Dollars come from attempt rows, the ledger (`ledger`). Each attempt's metered figures
+(`cost_usd`, `billable_seconds`, its new tokens, waste) are spread evenly over its billed span,
+[started_at, started_at + billable_seconds]: a running attempt is billed up to its last heartbeat
+and a lost one up to its last sign of life, so time when nothing ran is never billed, and a
+figure for a past window never changes as time goes by. A window or step bucket gets the share
+of each attempt's span that overlaps it, so an attempt that runs across midnight is billed to
+both days in proportion.
 The split, the grouping and the sums all happen in one statement, so the work grows with the
 attempts in the window, never with rows copied into Python.
 
@@ -29,13 +32,14 @@ from trainyard.platform.states import sql_list
 # the sort spills to disk and still works, only slower.
 QUERY_WORK_MEM = "256MB"
 
-# The numeric plan fields the queries read; a field name is put in the SQL, so only these.
-PLAN_NUMBERS = frozenset({"on_demand_usd_per_hour", "accelerator_count", "estimated_cost_usd"})
+# The numeric plan fields the queries read; a field name is put in the SQL, so only these. What
+# an attempt is billed on (price, on-demand price, accelerators) is its own, never the plan's.
+PLAN_NUMBERS = frozenset({"estimated_cost_usd"})
 
 METRIC_COLUMNS = ("c_usd", "c_secs", "c_gpu", "c_tokens", "c_save", "c_waste", "c_est", "c_est_actual")
 
-SPAN = "coalesce(date_part('epoch', a.ended_at), CAST(:nowe AS float8)) - date_part('epoch', a.started_at)"
-_RUNNING_SECONDS = "greatest(CAST(:nowe AS float8) - date_part('epoch', a.started_at), 0)"
+# An attempt's billed span in seconds.
+SPAN = "greatest(a.billable_seconds, 0)"
 
 
 def plan_number(name: str, *, checked: bool) -> str:
@@ -56,25 +60,31 @@ def and_conditions(conditions: Sequence[str]) -> str:
 
 
 def attempts_sql(columns: Sequence[str], conditions: Sequence[str], *, checked: bool) -> str:
-    """One row per attempt that touches [p0, w1): its span in epoch seconds (date_part gives
-    float8; extract() would give numeric, several times slower), what it cost in all, and each
-    of `columns` as d0, d1, ... OFFSET 0 keeps the planner from folding this into an outer query,
-    so each expression is worked out once per attempt rather than once per use."""
+    """One row per attempt that touches [p0, w1): its billed span in epoch seconds (date_part
+    gives float8; extract() would give numeric, several times slower), what it cost in all, and
+    each of `columns` as d0, d1, ... OFFSET 0 keeps the planner from folding this into an outer
+    query, so each expression is worked out once per attempt rather than once per use.
+
+    Per attempt, as `ledger` has it: `tokens` are the tokens new to the job (what it trained less
+    what it redid), `waste_f` the share of its dollars that is waste (all of a failed, crashed,
+    lost or preempted attempt, else its recomputed steps' share). Every attempt that ends after
+    p0 is read, a superset of those whose billed span does (that ends no later); the shares
+    below give the others nothing."""
     dims = "".join(f", {c} AS d{i}" for i, c in enumerate(columns))
     return f"""
     SELECT a.job_id,
            date_part('epoch', a.started_at) AS s,
-           greatest(coalesce(date_part('epoch', a.ended_at), CAST(:nowe AS float8)),
-                    date_part('epoch', a.started_at)) AS e,
-           CASE WHEN a.ended_at IS NULL THEN a.usd_per_hour * {_RUNNING_SECONDS} / 3600.0
-                ELSE a.cost_usd END AS usd,
-           CASE WHEN a.ended_at IS NULL THEN {_RUNNING_SECONDS}
-                ELSE a.billable_seconds END AS secs,
-           a.tokens_trained::float8 AS tokens,
-           coalesce(a.outcome IN ({sql_list(states.WASTED)}), false) AS wasted,
+           date_part('epoch', a.started_at) + {SPAN} AS e,
+           a.cost_usd AS usd,
+           {SPAN} AS secs,
+           greatest(a.tokens_trained - a.tokens_recomputed, 0)::float8 AS tokens,
+           CASE WHEN a.outcome IN ({sql_list(states.WASTED)}) THEN 1.0
+                WHEN a.end_step > a.start_step
+                THEN least(a.steps_recomputed::float8 / (a.end_step - a.start_step), 1.0)
+                ELSE 0.0 END AS waste_f,
            a.spot,
-           coalesce({plan_number("on_demand_usd_per_hour", checked=checked)}, 0) AS od_rate,
-           coalesce({plan_number("accelerator_count", checked=checked)}, 0) AS accel_n,
+           a.on_demand_usd_per_hour AS od_rate,
+           a.accelerator_count AS accel_n,
            CASE WHEN j.status IN ({sql_list((states.SUCCEEDED,))}) AND j.cost_usd > 0
                 THEN nullif(greatest({plan_number("estimated_cost_usd", checked=checked)}, 0), 0)
                      / j.cost_usd END AS est_ratio,
@@ -144,7 +154,7 @@ def _pieces_sql(dlist: str) -> str:
            secs * f * accel_n AS c_gpu,
            tokens * f AS c_tokens,
            CASE WHEN spot AND od_rate > 0 THEN (od_rate * secs / 3600.0 - usd) * f ELSE 0 END AS c_save,
-           CASE WHEN wasted THEN usd * f ELSE 0 END AS c_waste,
+           usd * waste_f * f AS c_waste,
            coalesce(usd * f * est_ratio, 0) AS c_est,
            CASE WHEN est_ratio IS NOT NULL THEN usd * f ELSE 0 END AS c_est_actual,
            (est_ratio IS NOT NULL)::int AS est
