@@ -33,8 +33,12 @@ def record_checkpoint(
     session: Session, attempt_id: str, *, step: int, uri: str, metrics: dict[str, Any] | None = None
 ) -> None:
     """Record a completed (persisted) checkpoint. A step saved again by a later attempt replaces
-    the earlier record: the URI that exists now is the one to resume from."""
-    job, _ = queue.fence(session, attempt_id)
+    the earlier record: the URI that exists now is the one to resume from.
+
+    A checkpoint is progress too: the attempt got at least that far (heartbeats may lag), so
+    the attempt that resumes from it never counts the steps up to it as new or as redone."""
+    job, attempt = queue.fence(session, attempt_id)
+    ledger.record_progress(attempt, step=step, tokens=(metrics or {}).get("tokens_seen"))
     values = {"job_id": job.id, "attempt_id": attempt_id, "step": step, "uri": uri, "metrics": metrics or {}}
     stmt = pg_insert(Checkpoint).values(**values)
     session.execute(

@@ -40,9 +40,11 @@ def plan_number(plan: Mapping[str, Any] | None, name: str) -> float | None:
 def record_terms(
     attempt: JobAttempt, plan: Mapping[str, Any] | None, instance_type: str | None, prior: tuple[int, int]
 ) -> None:
-    """What the attempt is billed on, as the job's plan says at claim time, and the furthest
-    (step, cumulative tokens) the job's earlier attempts reached."""
+    """Open the attempt's line: what it is billed on, as the job's plan says at claim time, and
+    the furthest (step, cumulative tokens) the job's earlier attempts reached. It has trained
+    nothing yet; `record_start` says where it resumes."""
     plan = plan or {}
+    attempt.start_step = attempt.start_tokens = attempt.end_step = attempt.end_tokens = 0
     attempt.instance_type = instance_type or (
         plan["instance_type"] if isinstance(plan.get("instance_type"), str) else None
     )
@@ -69,16 +71,22 @@ def furthest(session: Session, job_id: str) -> tuple[int, int]:
 
 
 def checkpoint_tokens(session: Session, attempt: JobAttempt, step: int) -> int:
-    """The cumulative tokens at the job's checkpoint of `step`: from its metrics when the trainer
-    recorded them, else in proportion to the steps of the furthest earlier attempt."""
+    """The cumulative tokens at the job's checkpoint of `step` (see `start_tokens`)."""
     metrics = session.scalar(
         select(Checkpoint.metrics).where(Checkpoint.job_id == attempt.job_id, Checkpoint.step == step)
     )
-    seen = (metrics or {}).get("tokens_seen")
-    if isinstance(seen, int) and not isinstance(seen, bool) and seen >= 0:
-        return seen
-    if attempt.prior_step > 0:
-        return min(attempt.prior_tokens, round(attempt.prior_tokens * step / attempt.prior_step))
+    return start_tokens(attempt, step, (metrics or {}).get("tokens_seen"))
+
+
+def start_tokens(attempt: JobAttempt, step: int, seen: Any) -> int:
+    """The tokens trained by `step`: `seen`, the count the trainer recorded with the checkpoint,
+    else in proportion to the steps of the furthest earlier attempt (never past its tokens, so
+    nothing before the resume is counted as new)."""
+    if _count(seen) is not None:
+        return _count(seen) or 0
+    prior_step, prior_tokens = attempt.prior_step or 0, attempt.prior_tokens or 0
+    if prior_step > 0:
+        return min(prior_tokens, round(prior_tokens * step / prior_step))
     return 0
 
 
@@ -136,9 +144,12 @@ def _count(value: Any) -> int | None:
 
 
 def new_tokens(attempt: JobAttempt) -> int:
-    """Tokens the job had not trained before this attempt: summed over a job's attempts, the
-    furthest any of them reached, however often it resumed."""
-    return max(0, (attempt.tokens_trained or 0) - (attempt.tokens_recomputed or 0))
+    """Tokens that took the job past where its earlier attempts had got: summed over a job's
+    attempts, the furthest any of them reached, however often it resumed. It is what the
+    attempt trained less what it redid; where an earlier attempt got further than it reported
+    (its last heartbeat lagged, and its checkpoint carried no count), the resumed attempt
+    carries those tokens, so the job's total is still right."""
+    return max(0, (attempt.end_tokens or 0) - (attempt.prior_tokens or 0))
 
 
 def recomputed_fraction(attempt: JobAttempt) -> float:

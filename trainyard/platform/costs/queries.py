@@ -65,8 +65,8 @@ def attempts_sql(columns: Sequence[str], conditions: Sequence[str], *, checked: 
     each of `columns` as d0, d1, ... OFFSET 0 keeps the planner from folding this into an outer
     query, so each expression is worked out once per attempt rather than once per use.
 
-    Per attempt, as `ledger` has it: `tokens` are the tokens new to the job (what it trained less
-    what it redid), `waste_f` the share of its dollars that is waste (all of a failed, crashed,
+    Per attempt, as `ledger` has it: `tokens` are the tokens new to the job (past the furthest
+    its earlier attempts got), `waste_f` the share of its dollars that is waste (all of a failed, crashed,
     lost or preempted attempt, else its recomputed steps' share). Every attempt that ends after
     p0 is read, a superset of those whose billed span does (that ends no later); the shares
     below give the others nothing."""
@@ -77,7 +77,7 @@ def attempts_sql(columns: Sequence[str], conditions: Sequence[str], *, checked: 
            date_part('epoch', a.started_at) + {SPAN} AS e,
            a.cost_usd AS usd,
            {SPAN} AS secs,
-           greatest(a.tokens_trained - a.tokens_recomputed, 0)::float8 AS tokens,
+           greatest(a.end_tokens - a.prior_tokens, 0)::float8 AS tokens,
            CASE WHEN a.outcome IN ({sql_list(states.WASTED)}) THEN 1.0
                 WHEN a.end_step > a.start_step
                 THEN least(a.steps_recomputed::float8 / (a.end_step - a.start_step), 1.0)
