@@ -118,9 +118,11 @@ def test_steps_redone_after_resuming_from_an_older_checkpoint_are_waste(
     _beat(sessions, first, step=15, total_steps=20, tokens=1_500)
     assert _finish(sessions, first, states.AttemptOutcome.CRASHED, error_code="oom") == states.QUEUED
     second = _claim(sessions)
-    _earlier(sessions, second, 7200)
+    _earlier(sessions, second, 600)  # ten minutes of start-up
     with sessions() as s:
         attempts.set_start_step(s, second, 10)
+    _beat(sessions, second, step=11, total_steps=20, tokens=1_100)  # its first step
+    _earlier(sessions, second, 6600, "started_at", "pace_at")  # then nine more steps
     _beat(sessions, second, step=20, total_steps=20, tokens=2_000)
     _finish(sessions, second, states.AttemptOutcome.SUCCEEDED)
 
@@ -133,12 +135,22 @@ def test_steps_redone_after_resuming_from_an_older_checkpoint_are_waste(
     totals = report["totals"]
     assert totals["tokens_trained"] == 2_000
     assert totals["steps_recomputed"] == 5
-    # All of the crash ($2) and half of the resumed attempt's 10 steps ($4 x 5/10).
+    # All of the crash ($2), and the resumed attempt's two hours ($4).
     assert crashed.cost_usd == pytest.approx(2.0, abs=0.01) and resumed.cost_usd == pytest.approx(
         4.0, abs=0.01
     )
-    assert totals["recomputed_usd"] == pytest.approx(resumed.cost_usd / 2, abs=1e-6)
-    assert totals["wasted_usd"] == pytest.approx(crashed.cost_usd + resumed.cost_usd / 2, abs=1e-6)
+    # Half of the resumed attempt's steps were redone: half of its time after start-up ($3.67).
+    training = resumed.cost_usd * 6600 / 7200
+    assert totals["recomputed_usd"] == pytest.approx(training / 2, abs=0.01)
+    assert totals["wasted_usd"] == pytest.approx(crashed.cost_usd + totals["recomputed_usd"], abs=1e-6)
+    # Goodput: the crash is lost, the start-up and the redone steps are not productive.
+    parts = report["goodput"]
+    assert parts["lost_usd"] == pytest.approx(crashed.cost_usd, abs=1e-6)
+    assert parts["startup_usd"] == pytest.approx(resumed.cost_usd * 600 / 7200, abs=0.01)
+    assert parts["productive_usd"] == pytest.approx(training / 2, abs=0.01)
+    total = sum(parts[p] for p in costs.ledger.GOODPUT_PARTS)
+    assert total == pytest.approx(totals["cost_usd"], abs=1e-5)
+    assert parts["goodput"] == pytest.approx(parts["productive_usd"] / total, abs=1e-6)
     row = _by(sessions, principal, "job")[job_id]
     assert row["waste_usd"] == pytest.approx(totals["wasted_usd"], abs=1e-5)
     assert row["tokens_trained"] == 2_000

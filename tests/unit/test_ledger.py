@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from attempt_histories import History, histories
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -59,6 +60,12 @@ def test_no_negative_money_and_waste_within_spend(h: History) -> None:
             assert ledger.waste_usd(a) == a.cost_usd
         elif a.outcome == states.AttemptOutcome.HANDED_BACK and a.steps_recomputed == 0:
             assert ledger.waste_usd(a) == 0.0  # a pause keeps its checkpoint
+        # Goodput: every dollar is productive, start-up, checkpointing, redone or lost; once.
+        parts = ledger.goodput_parts(a)
+        assert set(parts) == set(ledger.GOODPUT_PARTS)
+        assert all(v >= 0 for v in parts.values())
+        assert sum(parts.values()) == pytest.approx(a.cost_usd, rel=1e-9, abs=1e-12)
+        assert parts["lost_usd"] + parts["recomputed_usd"] == pytest.approx(ledger.waste_usd(a), abs=1e-12)
 
 
 @given(

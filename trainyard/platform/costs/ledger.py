@@ -158,13 +158,52 @@ def recomputed_fraction(attempt: JobAttempt) -> float:
     return min(1.0, (attempt.steps_recomputed or 0) / done) if done > 0 else 0.0
 
 
+def startup_fraction(attempt: JobAttempt) -> float:
+    """The share of the attempt's billed time before it trained: provisioning, the model load,
+    Ray's start, up to its first progress. An attempt that never reported a step (and trained
+    none) spent all of it starting; one whose steps came only with its result, none."""
+    billed = attempt.billable_seconds or 0.0
+    if billed <= 0:
+        return 0.0
+    if attempt.pace_at is None:
+        return 0.0 if (attempt.end_step or 0) > (attempt.start_step or 0) else 1.0
+    waited = (attempt.pace_at - attempt.started_at).total_seconds()
+    return min(1.0, max(0.0, waited / billed))
+
+
+def recomputed_usd(attempt: JobAttempt) -> float:
+    """The recomputed steps' share of what the attempt spent on steps (after its start-up)."""
+    cost = max(0.0, attempt.cost_usd or 0.0)
+    return cost * (1.0 - startup_fraction(attempt)) * recomputed_fraction(attempt)
+
+
 def waste_usd(attempt: JobAttempt) -> float:
     """Dollars that bought nothing: all of a failed, crashed, lost or preempted attempt (its
-    hand-back keeps a checkpoint, so a pause is not waste), else the recomputed steps' share."""
-    cost = max(0.0, attempt.cost_usd or 0.0)
+    hand-back keeps a checkpoint, so a pause is not waste), else its recomputed steps."""
     if attempt.outcome in states.WASTED:
-        return cost
-    return cost * recomputed_fraction(attempt)
+        return max(0.0, attempt.cost_usd or 0.0)
+    return recomputed_usd(attempt)
+
+
+GOODPUT_PARTS = ("productive_usd", "startup_usd", "checkpoint_usd", "recomputed_usd", "lost_usd")
+
+
+def goodput_parts(attempt: JobAttempt) -> dict[str, float]:
+    """The attempt's dollars split by what they bought; the parts add up to its cost.
+
+    Lost: all of a failed, crashed, lost or preempted attempt. Otherwise start-up (before its
+    first progress), recomputation (steps an earlier attempt had done) and productive training.
+    Checkpoint writes are inside the training time: no attempt reports how long they take yet.
+    """
+    cost = max(0.0, attempt.cost_usd or 0.0)
+    parts = dict.fromkeys(GOODPUT_PARTS, 0.0)
+    if attempt.outcome in states.WASTED:
+        parts["lost_usd"] = cost
+        return parts
+    parts["startup_usd"] = cost * startup_fraction(attempt)
+    parts["recomputed_usd"] = recomputed_usd(attempt)
+    parts["productive_usd"] = max(0.0, cost - parts["startup_usd"] - parts["recomputed_usd"])
+    return parts
 
 
 def on_demand_usd(attempt: JobAttempt) -> float | None:

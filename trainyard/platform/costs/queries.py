@@ -40,6 +40,12 @@ METRIC_COLUMNS = ("c_usd", "c_secs", "c_gpu", "c_tokens", "c_save", "c_waste", "
 
 # An attempt's billed span in seconds.
 SPAN = "greatest(a.billable_seconds, 0)"
+# `ledger.startup_fraction`, for an attempt that trained (end_step > start_step).
+_STARTUP_FRACTION = (
+    "CASE WHEN a.billable_seconds <= 0 OR a.pace_at IS NULL THEN 0.0"
+    " ELSE least(greatest(date_part('epoch', a.pace_at) - date_part('epoch', a.started_at), 0)"
+    " / a.billable_seconds, 1.0) END"
+)
 
 
 def plan_number(name: str, *, checked: bool) -> str:
@@ -66,10 +72,10 @@ def attempts_sql(columns: Sequence[str], conditions: Sequence[str], *, checked: 
     query, so each expression is worked out once per attempt rather than once per use.
 
     Per attempt, as `ledger` has it: `tokens` are the tokens new to the job (past the furthest
-    its earlier attempts got), `waste_f` the share of its dollars that is waste (all of a failed, crashed,
-    lost or preempted attempt, else its recomputed steps' share). Every attempt that ends after
-    p0 is read, a superset of those whose billed span does (that ends no later); the shares
-    below give the others nothing."""
+    its earlier attempts got), `waste_f` the share of its dollars that is waste (all of a
+    failed, crashed, lost or preempted attempt, else its recomputed steps' share of its time
+    after start-up). Every attempt that ends after p0 is read, a superset of those whose billed
+    span does (that ends no later); the shares below give the others nothing."""
     dims = "".join(f", {c} AS d{i}" for i, c in enumerate(columns))
     return f"""
     SELECT a.job_id,
@@ -79,8 +85,9 @@ def attempts_sql(columns: Sequence[str], conditions: Sequence[str], *, checked: 
            {SPAN} AS secs,
            greatest(a.end_tokens - a.prior_tokens, 0)::float8 AS tokens,
            CASE WHEN a.outcome IN ({sql_list(states.WASTED)}) THEN 1.0
-                WHEN a.end_step > a.start_step
+                WHEN a.end_step > a.start_step AND a.steps_recomputed > 0
                 THEN least(a.steps_recomputed::float8 / (a.end_step - a.start_step), 1.0)
+                     * (1.0 - {_STARTUP_FRACTION})
                 ELSE 0.0 END AS waste_f,
            a.spot,
            a.on_demand_usd_per_hour AS od_rate,

@@ -8,6 +8,7 @@ records where the report is (`record_cost_report`).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -79,18 +80,33 @@ def cost_report(session: Session, job_id: str) -> dict[str, Any]:
             "gpu_hours": round(sum(ledger.gpu_hours(a) for a in attempts), 6),
             "cost_usd": round(total_usd, 6),
             "wasted_usd": round(sum(ledger.waste_usd(a) for a in attempts), 6),
-            "recomputed_usd": round(sum(a.cost_usd * ledger.recomputed_fraction(a) for a in attempts), 6),
+            "recomputed_usd": round(sum(ledger.recomputed_usd(a) for a in attempts), 6),
             "steps_recomputed": sum(a.steps_recomputed for a in attempts),
             "tokens_trained": tokens,
             "usd_per_million_tokens": round(total_usd / tokens * 1e6, 6) if tokens else None,
             "on_demand_equivalent_usd": round(total_usd + savings, 6) if priced else None,
             "spot_savings_usd": round(savings, 6) if priced else None,
         },
+        "goodput": goodput(attempts),
         "estimate": {
             "estimated_cost_usd": estimated,
             "estimated_seconds": plan.get("estimated_seconds"),
             "cost_error": round((total_usd - estimated) / estimated, 4) if estimated else None,
         },
+    }
+
+
+def goodput(attempts: Sequence[JobAttempt]) -> dict[str, Any]:
+    """The job's dollars split by what they bought (`ledger.goodput_parts`), and goodput: the
+    productive share (None before anything was spent)."""
+    parts = dict.fromkeys(ledger.GOODPUT_PARTS, 0.0)
+    for a in attempts:
+        for name, usd in ledger.goodput_parts(a).items():
+            parts[name] += usd
+    total = sum(parts.values())
+    return {
+        **{name: round(usd, 6) for name, usd in parts.items()},
+        "goodput": round(parts["productive_usd"] / total, 6) if total > 0 else None,
     }
 
 
