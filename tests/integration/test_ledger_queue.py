@@ -10,12 +10,14 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
-from support import job_body, make_key, principal_for
+from support import headers, job_body, make_key, principal_for
 
+from trainyard.cli import rendering
 from trainyard.platform import attempts, costs, jobs, queue, states
 from trainyard.platform.auth import Principal
 from trainyard.platform.models import Job, JobAttempt
 from trainyard.platform.spec import JobSpec
+from trainyard.sdk import Job as SdkJob
 
 
 def plan(
@@ -108,7 +110,7 @@ def test_a_paused_and_resumed_job_counts_its_tokens_once(sessions: sessionmaker[
 
 
 def test_steps_redone_after_resuming_from_an_older_checkpoint_are_waste(
-    sessions: sessionmaker[Session],
+    sessions: sessionmaker[Session], client: Any, key: str
 ) -> None:
     principal, job_id = _job(sessions, plan(rate=2.0, od=2.0))
     first = _claim(sessions)
@@ -151,6 +153,13 @@ def test_steps_redone_after_resuming_from_an_older_checkpoint_are_waste(
     total = sum(parts[p] for p in costs.ledger.GOODPUT_PARTS)
     assert total == pytest.approx(totals["cost_usd"], abs=1e-5)
     assert parts["goodput"] == pytest.approx(parts["productive_usd"] / total, abs=1e-6)
+    # The same split in the job's answer, and the CLI's line for it.
+    answer = client.get(f"/v1/jobs/{job_id}", headers=headers(key)).json()
+    assert answer["cost"]["goodput"] == parts
+    shown = SdkJob.model_validate(answer).cost.goodput
+    assert shown is not None
+    line = rendering.goodput(shown)
+    assert line.startswith(f"{parts['goodput']:.0%} productive (start-up $") and "lost $2.00" in line
     row = _by(sessions, principal, "job")[job_id]
     assert row["waste_usd"] == pytest.approx(totals["wasted_usd"], abs=1e-5)
     assert row["tokens_trained"] == 2_000

@@ -26,7 +26,7 @@ from trainyard.platform.costs.budgets import (
 from trainyard.platform.costs.export import to_csv
 from trainyard.platform.costs.figures import METRICS
 from trainyard.platform.costs.metering import PaceRule, meter, projected_cost, total_job_cost
-from trainyard.platform.costs.reports import cost_report
+from trainyard.platform.costs.reports import cost_report, job_goodput
 from trainyard.platform.costs.windows import month_start
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "budget_status",
     "check_budget",
     "cost_report",
+    "job_goodput",
     "ledger",
     "list_budgets",
     "meter",

@@ -110,6 +110,11 @@ def goodput(attempts: Sequence[JobAttempt]) -> dict[str, Any]:
     }
 
 
+def job_goodput(session: Session, job_id: str) -> dict[str, Any]:
+    """`goodput` of the job's attempts so far (running ones as of their last heartbeat)."""
+    return goodput(session.scalars(select(JobAttempt).where(JobAttempt.job_id == job_id)).all())
+
+
 def publish_cost_report(store: ObjectStore, report: dict[str, Any]) -> str:
     """Write the report to the job's store area; returns its URI."""
     return store.put_bytes(
