@@ -450,11 +450,23 @@ def test_dashboard_in_a_real_browser(
     drawn = browser.evaluate(
         "[...document.querySelectorAll('canvas')].map(c => [c.id, Boolean(Chart.getChart(c))])"
     )
-    assert all(ok for _, ok in drawn) and len(drawn) == 6, drawn
+    assert all(ok for _, ok in drawn) and len(drawn) == 8, drawn
     spend = browser.evaluate(
         "Chart.getChart('chart-spend').data.datasets.map(d => [d.label, d.data.reduce((a, b) => a + b, 0)])"
     )
     assert dict(spend) == pytest.approx({"vision": 18.0, "research": 6.0})
+    # Goodput per team: research's preempted $2 lost and its $4 run productive; vision's $18 lost.
+    goodput = browser.evaluate(
+        "(() => { const c = Chart.getChart('chart-goodput-team');"
+        " return [c.data.labels, c.data.datasets.map(d => [d.label, d.data])]; })()"
+    )
+    assert goodput[0] == ["vision · 0%", "research · 67%"]
+    assert {name: [round(v, 6) for v in values] for name, values in goodput[1]} == {
+        "Productive": [0, 4],
+        "Start-up": [0, 0],
+        "Recomputed": [0, 0],
+        "Lost (failed, preempted)": [18, 2],
+    }
     # A job name is shown as text, never as markup.
     assert browser.evaluate("document.querySelector('#jobs-table b') === null")
     assert "vit-<b>bold</b>" in browser.evaluate("document.getElementById('jobs-table').textContent")

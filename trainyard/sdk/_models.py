@@ -258,6 +258,12 @@ class CostMetrics(TrainyardModel):
     usd_per_million_tokens: float | None = None
     spot_savings_usd: float | None = None
     waste_usd: float | None = None
+    # Goodput: the dollars split by what they bought, and the productive share.
+    productive_usd: float | None = None
+    startup_usd: float | None = None
+    recomputed_usd: float | None = None
+    lost_usd: float | None = None
+    goodput: float | None = None
     estimated_usd: float | None = None
     estimate_actual_usd: float | None = None
     estimate_error: float | None = None

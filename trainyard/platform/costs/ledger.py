@@ -160,15 +160,20 @@ def recomputed_fraction(attempt: JobAttempt) -> float:
 
 def startup_fraction(attempt: JobAttempt) -> float:
     """The share of the attempt's billed time before it trained: provisioning, the model load,
-    Ray's start, up to its first progress. An attempt that never reported a step (and trained
-    none) spent all of it starting; one whose steps came only with its result, none."""
+    Ray's start, up to its first progress. An attempt that trained nothing spent all of it
+    starting; one whose progress came only with its result or its checkpoints, none."""
     billed = attempt.billable_seconds or 0.0
     if billed <= 0:
         return 0.0
     if attempt.pace_at is None:
-        return 0.0 if (attempt.end_step or 0) > (attempt.start_step or 0) else 1.0
+        return 0.0 if trained(attempt) else 1.0
     waited = (attempt.pace_at - attempt.started_at).total_seconds()
     return min(1.0, max(0.0, waited / billed))
+
+
+def trained(attempt: JobAttempt) -> bool:
+    """Whether the attempt got past where it resumed, in steps or in tokens."""
+    return (attempt.end_step or 0) > (attempt.start_step or 0) or (attempt.tokens_trained or 0) > 0
 
 
 def recomputed_usd(attempt: JobAttempt) -> float:

@@ -36,15 +36,34 @@ QUERY_WORK_MEM = "256MB"
 # an attempt is billed on (price, on-demand price, accelerators) is its own, never the plan's.
 PLAN_NUMBERS = frozenset({"estimated_cost_usd"})
 
-METRIC_COLUMNS = ("c_usd", "c_secs", "c_gpu", "c_tokens", "c_save", "c_waste", "c_est", "c_est_actual")
+METRIC_COLUMNS = (
+    "c_usd",
+    "c_secs",
+    "c_gpu",
+    "c_tokens",
+    "c_save",
+    "c_waste",
+    "c_startup",
+    "c_recomputed",
+    "c_lost",
+    "c_est",
+    "c_est_actual",
+)
 
 # An attempt's billed span in seconds.
 SPAN = "greatest(a.billable_seconds, 0)"
-# `ledger.startup_fraction`, for an attempt that trained (end_step > start_step).
+# `ledger.startup_fraction`.
 _STARTUP_FRACTION = (
-    "CASE WHEN a.billable_seconds <= 0 OR a.pace_at IS NULL THEN 0.0"
+    "CASE WHEN a.billable_seconds <= 0 THEN 0.0"
+    " WHEN a.pace_at IS NULL THEN"
+    " CASE WHEN a.end_step > a.start_step OR a.tokens_trained > 0 THEN 0.0 ELSE 1.0 END"
     " ELSE least(greatest(date_part('epoch', a.pace_at) - date_part('epoch', a.started_at), 0)"
     " / a.billable_seconds, 1.0) END"
+)
+# `ledger.recomputed_fraction`.
+_RECOMPUTED_FRACTION = (
+    "CASE WHEN a.end_step > a.start_step"
+    " THEN least(a.steps_recomputed::float8 / (a.end_step - a.start_step), 1.0) ELSE 0.0 END"
 )
 
 
@@ -72,10 +91,11 @@ def attempts_sql(columns: Sequence[str], conditions: Sequence[str], *, checked: 
     query, so each expression is worked out once per attempt rather than once per use.
 
     Per attempt, as `ledger` has it: `tokens` are the tokens new to the job (past the furthest
-    its earlier attempts got), `waste_f` the share of its dollars that is waste (all of a
-    failed, crashed, lost or preempted attempt, else its recomputed steps' share of its time
-    after start-up). Every attempt that ends after p0 is read, a superset of those whose billed
-    span does (that ends no later); the shares below give the others nothing."""
+    its earlier attempts got); `lost` says all its dollars are (a failed, crashed, lost or
+    preempted attempt); else `startup_f` is the share of them before its first progress and
+    `recomputed_f` that of its recomputed steps (in its time after start-up). Every attempt that
+    ends after p0 is read, a superset of those whose billed span does (that ends no later); the
+    shares below give the others nothing."""
     dims = "".join(f", {c} AS d{i}" for i, c in enumerate(columns))
     return f"""
     SELECT a.job_id,
@@ -84,11 +104,10 @@ def attempts_sql(columns: Sequence[str], conditions: Sequence[str], *, checked: 
            a.cost_usd AS usd,
            {SPAN} AS secs,
            greatest(a.end_tokens - a.prior_tokens, 0)::float8 AS tokens,
-           CASE WHEN a.outcome IN ({sql_list(states.WASTED)}) THEN 1.0
-                WHEN a.end_step > a.start_step AND a.steps_recomputed > 0
-                THEN least(a.steps_recomputed::float8 / (a.end_step - a.start_step), 1.0)
-                     * (1.0 - {_STARTUP_FRACTION})
-                ELSE 0.0 END AS waste_f,
+           coalesce(a.outcome IN ({sql_list(states.WASTED)}), false) AS lost,
+           {_STARTUP_FRACTION} AS startup_f,
+           CASE WHEN a.steps_recomputed > 0 THEN {_RECOMPUTED_FRACTION} * (1.0 - {_STARTUP_FRACTION})
+                ELSE 0.0 END AS recomputed_f,
            a.spot,
            a.on_demand_usd_per_hour AS od_rate,
            a.accelerator_count AS accel_n,
@@ -161,7 +180,10 @@ def _pieces_sql(dlist: str) -> str:
            secs * f * accel_n AS c_gpu,
            tokens * f AS c_tokens,
            CASE WHEN spot AND od_rate > 0 THEN (od_rate * secs / 3600.0 - usd) * f ELSE 0 END AS c_save,
-           usd * waste_f * f AS c_waste,
+           CASE WHEN lost THEN usd * f ELSE usd * recomputed_f * f END AS c_waste,
+           CASE WHEN lost THEN 0 ELSE usd * startup_f * f END AS c_startup,
+           CASE WHEN lost THEN 0 ELSE usd * recomputed_f * f END AS c_recomputed,
+           CASE WHEN lost THEN usd * f ELSE 0 END AS c_lost,
            coalesce(usd * f * est_ratio, 0) AS c_est,
            CASE WHEN est_ratio IS NOT NULL THEN usd * f ELSE 0 END AS c_est_actual,
            (est_ratio IS NOT NULL)::int AS est
@@ -243,6 +265,9 @@ def allocation_sql(columns: Sequence[str], conditions: Sequence[str], *, stepped
                    sum(c_tokens) AS tokens_trained,
                    sum(c_save) AS spot_savings_usd,
                    sum(c_waste) AS waste_usd,
+                   sum(c_startup) AS startup_usd,
+                   sum(c_recomputed) AS recomputed_usd,
+                   sum(c_lost) AS lost_usd,
                    sum(c_est) AS estimated_usd,
                    sum(c_est_actual) AS estimate_actual_usd,
                    CASE GROUPING(bucket, {dlist})
