@@ -108,16 +108,20 @@ def _generate(engine: Engine, rows: int) -> None:
             text(
                 """
                 INSERT INTO job_attempts (id, job_id, number, worker_id, instance_type, spot, usd_per_hour,
+                                          on_demand_usd_per_hour, accelerator, accelerator_count,
                                           started_at, heartbeat_at, lease_expires_at, ended_at, outcome,
-                                          tokens_trained, billable_seconds, cost_usd)
+                                          end_tokens, tokens_trained, billable_seconds, cost_usd)
                 SELECT 'att_' || a.g, j.id, a.number, 'w', j.instance_type, (j.plan ->> 'spot')::boolean,
-                       (j.plan ->> 'usd_per_hour')::float8, a.started, a.started,
+                       (j.plan ->> 'usd_per_hour')::float8, (j.plan ->> 'on_demand_usd_per_hour')::float8,
+                       j.plan ->> 'accelerator', (j.plan ->> 'accelerator_count')::int,
+                       a.started, a.started,
                        a.started + interval '1 min',
                        CASE WHEN a.running THEN NULL ELSE a.started + a.dur END,
                        CASE WHEN a.running THEN NULL
                             WHEN a.number = 1 AND a.g % 4 = 0 THEN CAST(:preempted AS text)
                             WHEN j.status = CAST(:failed AS text) THEN CAST(:failed AS text)
                             ELSE CAST(:succeeded AS text) END,
+                       (extract(epoch FROM a.dur) * 2000)::bigint,
                        (extract(epoch FROM a.dur) * 2000)::bigint,
                        extract(epoch FROM a.dur),
                        extract(epoch FROM a.dur) / 3600 * (j.plan ->> 'usd_per_hour')::float8

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     # by itself before the attempt is ended and its process and Ray run killed.
     stop_grace_seconds: float = Field(default=60.0, gt=0)
     worker_concurrency: int = Field(default=1, ge=1)
+    # A job's max_cost_usd is checked against a projection from its attempt's training pace once
+    # the attempt has shown this many steps over this many seconds (start-up is not counted).
+    budget_projection_min_steps: int = Field(default=10, ge=1)
+    budget_projection_min_seconds: float = Field(default=60.0, ge=0)
     ray_address: str | None = Field(default=None, validation_alias=AliasChoices("ray_address", "RAY_ADDRESS"))
 
     @field_validator("local_roots", "shared_sources", mode="before")

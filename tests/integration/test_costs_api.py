@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from support import headers, make_key, principal_for
 
 from trainyard.platform import costs
+from trainyard.platform.costs import ledger
 from trainyard.platform.errors import TrainyardError
 from trainyard.platform.models import ApiKey, Job, JobAttempt, Team
 
@@ -25,7 +26,7 @@ def T(day: int, hour: int = 0, month: int = 3) -> datetime:
 
 # The window the hand-worked figures are for: two days, with the two before it as the previous.
 WINDOW = "2026-03-10T00:00:00Z,2026-03-12T00:00:00Z"
-NOW = T(12, 2)  # the running attempt has run 6 h at this instant, 4 of them inside the window
+NOW = T(12, 2)  # the running attempt's last heartbeat was an hour ago; 4 of its 5 h are in the window
 
 
 def plan(instance: str, accel: str | None, n: int, spot: bool, rate: float, od: float, est: float) -> dict:
@@ -81,24 +82,27 @@ def add_attempt(
     spot: bool = False,
     tokens: int = 0,
     cost: float | None = None,
+    heartbeat: datetime | None = None,
 ) -> JobAttempt:
-    seconds = (end - start).total_seconds() if end else 0.0
+    """An attempt as the queue leaves it: billing terms from its job's plan at claim (spot and
+    price as given), metered from its start to its end (or, running, to its last heartbeat)."""
+    billed_to = end or heartbeat or start
+    seconds = (billed_to - start).total_seconds()
     att = JobAttempt(
         job_id=job.id,
         number=number,
         worker_id="w1",
-        instance_type=job.instance_type,
-        spot=spot,
-        usd_per_hour=rate,
         started_at=start,
-        heartbeat_at=end or start,
-        lease_expires_at=(end or start) + timedelta(minutes=1),
+        heartbeat_at=billed_to,
+        lease_expires_at=billed_to + timedelta(minutes=1),
         ended_at=end,
         outcome=outcome,
-        tokens_trained=tokens,
         billable_seconds=seconds,
         cost_usd=seconds / 3600 * rate if cost is None else cost,
     )
+    ledger.record_terms(att, job.plan, job.instance_type, (0, 0))
+    att.spot, att.usd_per_hour = spot, rate
+    ledger.record_progress(att, tokens=tokens)
     s.add(att)
     return att
 
@@ -134,12 +138,13 @@ def seeded(sessions: sessionmaker[Session]) -> Seeded:
             {"project": "beta"}, model="s3://models/bert", cost=2.0, name="beta-ft",
         )  # fmt: skip
         add_attempt(s, j2, 1, T(11, 10), T(11, 14), 0.5, "failed", tokens=1_000_000)
-        # J3: still running on four GPUs since 20:00 on the 11th (metered to 01:00 at $30).
+        # J3: still running on four GPUs since 20:00 on the 11th; its last heartbeat, at 01:00 on
+        # the 12th, metered 5 h at $6 ($30).
         j3 = add_job(
             s, v, keys["vision"], "running", plan("g5.12xlarge", "A10G", 4, False, 6.0, 6.0, 20.0),
             model="s3://models/vit", cost=30.0, name="vit-ft",
         )  # fmt: skip
-        add_attempt(s, j3, 1, T(11, 20), None, 6.0, None, tokens=3_000_000, cost=30.0)
+        add_attempt(s, j3, 1, T(11, 20), None, 6.0, None, tokens=3_000_000, heartbeat=T(12, 1))
         # J4: long before both windows; J5: only in the previous window.
         j4 = add_job(s, v, keys["vision"], "succeeded", plan("g5.xlarge", "A10G", 1, False, 1.0, 1.0, 2.0))
         add_attempt(s, j4, 1, T(5, 10), T(5, 12), 1.0, "succeeded")
@@ -172,9 +177,9 @@ def test_totals_split_attempts_at_window_edges(sessions: sessionmaker[Session], 
     assert t["billable_hours"] == pytest.approx(18.0)
     assert t["gpu_hours"] == pytest.approx(4 * 1 + 6 * 1 + 0 + 4 * 4)
     assert t["jobs"] == 3
-    # A1 4M of 6M, A2 6M, A3 1M, A4 3M x 4/6.
-    assert t["tokens_trained"] == 13_000_000
-    assert t["usd_per_million_tokens"] == pytest.approx(36 / 13, abs=1e-6)
+    # A1 4M of 6M, A2 6M, A3 1M, A4 3M x 4/5.
+    assert t["tokens_trained"] == 13_400_000
+    assert t["usd_per_million_tokens"] == pytest.approx(36 / 13.4, abs=1e-6)
     # Spot at $1 against $3 on demand: A1 4 h and A2 6 h save $2 an hour.
     assert t["spot_savings_usd"] == pytest.approx(20.0)
     # The preempted A1's $4 in the window and the failed A3's $2.
@@ -285,24 +290,28 @@ def test_buckets_sit_on_utc_step_boundaries(sessions: sessionmaker[Session], see
     assert [b["totals"]["cost_usd"] for b in hourly["series"]] == pytest.approx([0.0, 1.0, 1.0])
 
 
-def test_running_attempt_accrues_to_now(sessions: sessionmaker[Session], seeded: Seeded) -> None:
-    later = q(
-        sessions,
-        seeded.admin,
-        window="2026-03-11T00:00:00Z,2026-03-13T00:00:00Z",
-        aggregate="team",
-        now=T(12, 8),
-    )
-    # A4 has run 12 h at $6 by 08:00 on the 12th, whatever its last heartbeat metered.
-    assert rows_by(later, "team")["vision"]["cost_usd"] == pytest.approx(72.0)
-    assert rows_by(later, "team")["vision"]["tokens_trained"] == 3_000_000
+def test_a_running_attempt_accrues_only_to_its_last_heartbeat(
+    sessions: sessionmaker[Session], seeded: Seeded
+) -> None:
+    # A4's worker has not been heard from since 01:00 on the 12th: a day later it has cost what
+    # its last heartbeat metered, 5 h at $6, and no more.
+    for now in (T(12, 8), T(13, 1)):
+        later = q(
+            sessions,
+            seeded.admin,
+            window="2026-03-11T00:00:00Z,2026-03-14T00:00:00Z",
+            aggregate="team",
+            now=now,
+        )
+        assert rows_by(later, "team")["vision"]["cost_usd"] == pytest.approx(30.0)
+        assert rows_by(later, "team")["vision"]["tokens_trained"] == 3_000_000
 
 
 def test_relative_windows_end_now(sessions: sessionmaker[Session], seeded: Seeded) -> None:
     day = q(sessions, seeded.admin, window="24h", aggregate="team")
     assert day["window"] == {"start": "2026-03-11T02:00:00Z", "end": "2026-03-12T02:00:00Z", "step": None}
-    # A2's last 3 h, A3, and A4's 6 h to now.
-    assert day["totals"]["cost_usd"] == pytest.approx(3.0 + 2.0 + 36.0)
+    # A2's last 3 h, A3, and A4's 5 h to its last heartbeat.
+    assert day["totals"]["cost_usd"] == pytest.approx(3.0 + 2.0 + 30.0)
     month = q(sessions, seeded.admin, window="month", aggregate="team")
     assert month["window"]["start"] == "2026-03-01T00:00:00Z"
 
@@ -338,11 +347,19 @@ def test_a_plan_field_that_is_not_a_number_does_not_break_the_query(
     with sessions.begin() as s:
         job = s.get(Job, seeded.ids["j3"])
         assert job is not None
-        job.plan = {**(job.plan or {}), "accelerator_count": "four", "on_demand_usd_per_hour": {"x": 1}}
+        job.plan = {
+            **(job.plan or {}),
+            "accelerator_count": "four",
+            "on_demand_usd_per_hour": {"x": 1},
+            "estimated_cost_usd": "lots",
+        }
+        job.status = "succeeded"
     res = q(sessions, seeded.admin, window=WINDOW, aggregate="team")
     vision = rows_by(res, "team")["vision"]
     assert vision["cost_usd"] == pytest.approx(24.0)
-    assert vision["gpu_hours"] == 0.0  # the count is unreadable, so no GPU hours are claimed
+    # GPU hours come from what the attempt recorded at claim, whatever its job's plan says now.
+    assert vision["gpu_hours"] == pytest.approx(16.0)
+    assert vision["estimate_error"] is None  # the estimate is unreadable, so none is claimed
 
 
 def test_a_hand_back_is_not_waste(sessions: sessionmaker[Session], seeded: Seeded) -> None:

@@ -31,6 +31,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 from support import ROOT, make_key
 
+from trainyard.platform.costs import ledger
 from trainyard.platform.models import ApiKey, Job, JobAttempt, Team
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -360,24 +361,23 @@ def _seed(sessions: sessionmaker[Session]) -> dict[str, str]:
             j: Job, n: int, ago: timedelta, hours: float, rate: float, outcome: str, spot: bool
         ) -> None:
             start = now - ago
-            s.add(
-                JobAttempt(
-                    job_id=j.id,
-                    number=n,
-                    worker_id="w",
-                    instance_type=j.instance_type,
-                    spot=spot,
-                    usd_per_hour=rate,
-                    started_at=start,
-                    heartbeat_at=start + timedelta(hours=hours),
-                    lease_expires_at=start + timedelta(hours=hours),
-                    ended_at=start + timedelta(hours=hours),
-                    outcome=outcome,
-                    billable_seconds=hours * 3600,
-                    cost_usd=hours * rate,
-                    tokens_trained=1_000_000,
-                )
+            att = JobAttempt(
+                job_id=j.id,
+                number=n,
+                worker_id="w",
+                started_at=start,
+                heartbeat_at=start + timedelta(hours=hours),
+                lease_expires_at=start + timedelta(hours=hours),
+                ended_at=start + timedelta(hours=hours),
+                outcome=outcome,
+                billable_seconds=hours * 3600,
+                cost_usd=hours * rate,
             )
+            # Billed on its job's plan, as a claim records it; a million tokens trained.
+            ledger.record_terms(att, j.plan, j.instance_type, (0, 0))
+            att.spot, att.usd_per_hour = spot, rate
+            ledger.record_progress(att, tokens=1_000_000)
+            s.add(att)
 
         spot_plan = {
             "instance_type": "g5.xlarge",
@@ -450,11 +450,23 @@ def test_dashboard_in_a_real_browser(
     drawn = browser.evaluate(
         "[...document.querySelectorAll('canvas')].map(c => [c.id, Boolean(Chart.getChart(c))])"
     )
-    assert all(ok for _, ok in drawn) and len(drawn) == 6, drawn
+    assert all(ok for _, ok in drawn) and len(drawn) == 8, drawn
     spend = browser.evaluate(
         "Chart.getChart('chart-spend').data.datasets.map(d => [d.label, d.data.reduce((a, b) => a + b, 0)])"
     )
     assert dict(spend) == pytest.approx({"vision": 18.0, "research": 6.0})
+    # Goodput per team: research's preempted $2 lost and its $4 run productive; vision's $18 lost.
+    goodput = browser.evaluate(
+        "(() => { const c = Chart.getChart('chart-goodput-team');"
+        " return [c.data.labels, c.data.datasets.map(d => [d.label, d.data])]; })()"
+    )
+    assert goodput[0] == ["vision · 0%", "research · 67%"]
+    assert {name: [round(v, 6) for v in values] for name, values in goodput[1]} == {
+        "Productive": [0, 4],
+        "Start-up": [0, 0],
+        "Recomputed": [0, 0],
+        "Lost (failed, preempted)": [18, 2],
+    }
     # A job name is shown as text, never as markup.
     assert browser.evaluate("document.querySelector('#jobs-table b') === null")
     assert "vit-<b>bold</b>" in browser.evaluate("document.getElementById('jobs-table').textContent")

@@ -129,7 +129,7 @@ def test_budget_picks_the_fastest_within_it() -> None:
     within = [o for o in options if o.fits and o.cost_usd <= 12.0]
     assert decision.chosen.cost_usd <= 12.0 and decision.chosen.within_budget
     assert decision.chosen.seconds == min(o.seconds for o in within)
-    assert "within the $12.0 budget" in decision.reason and "over budget" in decision.reason
+    assert "within the $12.00 budget" in decision.reason and "over budget" in decision.reason
 
 
 def test_budget_that_nothing_meets_is_refused() -> None:

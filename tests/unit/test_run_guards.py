@@ -90,5 +90,5 @@ def test_a_stop_ends_in_its_target_state_however_it_ended() -> None:
     assert stopped_outcome("shutdown")[0] == AttemptOutcome.HANDED_BACK
     outcome, code, message, retryable = stopped_outcome("budget_exceeded", 2.5)
     assert (outcome, code, retryable) == (AttemptOutcome.FAILED, "budget_exceeded", False)
-    assert message is not None and "2.5" in message
+    assert message is not None and "$2.50" in message
     assert stopped_outcome("preempted")[:2] == (AttemptOutcome.CRASHED, "stopped")

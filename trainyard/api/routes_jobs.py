@@ -16,7 +16,7 @@ from trainyard.api.deps import (
 )
 from trainyard.api.openapi import errors
 from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
-from trainyard.platform import jobs, states, submission
+from trainyard.platform import costs, jobs, states, submission
 from trainyard.platform.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=UnitOfWorkRoute)
@@ -69,7 +69,8 @@ def list_jobs(
 
 @router.get("/{job_id}")
 def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
-    return job_out(jobs.get_job(session, principal, job_id))
+    job = jobs.get_job(session, principal, job_id)
+    return job_out(job, goodput=costs.job_goodput(session, job.id))
 
 
 @router.post("/{job_id}/cancel", responses=errors(409))

@@ -19,7 +19,8 @@ def page(items: Sequence[T], has_more: bool, render: Callable[[T], dict[str, Any
     return {"object": "list", "data": [render(i) for i in items], "has_more": has_more}
 
 
-def job_out(job: Job) -> dict[str, Any]:
+def job_out(job: Job, *, goodput: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A job on the wire; `goodput` (`costs.job_goodput`) goes in its cost where given."""
     spec = dict(job.spec)
     progress = dict(job.progress or {})
     return {
@@ -43,6 +44,7 @@ def job_out(job: Job) -> dict[str, Any]:
             "usd": round(job.cost_usd or 0.0, 6),
             "billable_seconds": round(job.billable_seconds or 0.0, 3),
             "estimated_usd": (job.plan or {}).get("estimated_cost_usd"),
+            **({"goodput": goodput} if goodput is not None else {}),
         },
         "attempts": job.attempt_count,
         "cancel_requested": job.cancel_requested,

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from trainyard.money import format_usd
+
 # soft_wrap: URIs must stay whole on one line so they can be copied.
 console = Console(soft_wrap=True)
 
@@ -35,8 +37,8 @@ def demo_spec(model_dir: Path, train_uri: str) -> dict[str, Any]:
 
 def estimate_table(estimate: dict[str, Any], limit: int = 12) -> Table:
     table = Table(title="Where this job could run (whole-run estimates)")
-    for col in ("instance type", "accel", "spot", "fits", "time", "cost $", "$/M tokens", "here"):
-        table.add_column(col, justify="right" if col in ("time", "cost $", "$/M tokens") else "left")
+    for col in ("instance type", "accel", "spot", "fits", "time", "cost", "$/M tokens", "here"):
+        table.add_column(col, justify="right" if col in ("time", "cost", "$/M tokens") else "left")
     chosen = (estimate.get("chosen") or {}).get("instance_type")
     options = sorted(estimate["options"], key=lambda o: (not o["fits"], o["estimated_cost_usd"]))
     for o in options[:limit]:
@@ -51,8 +53,8 @@ def estimate_table(estimate: dict[str, Any], limit: int = 12) -> Table:
             "spot" if o["spot"] else "",
             "yes" if o["fits"] else "no",
             f"{o['estimated_seconds'] / 60:.1f} min",
-            f"{o['estimated_cost_usd']:.5f}",
-            f"{o['usd_per_million_tokens']:.3f}" if o["usd_per_million_tokens"] else "-",
+            format_usd(o["estimated_cost_usd"]),
+            format_usd(o["usd_per_million_tokens"]) if o["usd_per_million_tokens"] else "-",
             mark,
         )
     return table
@@ -76,7 +78,7 @@ def follow(client: Any, job_id: str, timeout: float = 900.0) -> Any:
             total = p.total_steps or 1
             loss = f"loss {p.loss:.3f}" if p.loss is not None else ""
             tps = f"{p.tokens_per_second:,.0f} tok/s" if p.tokens_per_second else ""
-            info = "  ".join(x for x in (loss, tps, f"${job.cost.usd:.5f}") if x)
+            info = "  ".join(x for x in (loss, tps, format_usd(job.cost.usd)) if x)
             progress.update(bar, description=job.status, completed=p.step or 0, total=total, info=info)
             if job.is_terminal:
                 return job
@@ -127,8 +129,8 @@ def run_demo(data_dir: Path, port: int = 8000) -> int:
         console.print(f"Final model:  {result.get('final_model_uri')}")
         console.print(f"Cost report:  {result.get('cost_report_uri')}")
         console.print(
-            f"Cost: ${job.cost.usd:.5f} for {job.cost.billable_seconds:.0f} billable seconds "
-            f"(estimated ${job.cost.estimated_usd or 0:.5f})"
+            f"Cost: {format_usd(job.cost.usd)} for {job.cost.billable_seconds:.0f} billable seconds "
+            f"(estimated {format_usd(job.cost.estimated_usd or 0)})"
         )
         console.print(
             "See it on the dashboard: run [bold]trainyard up[/] and open "

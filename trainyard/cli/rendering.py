@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from trainyard.sdk import CostReport, Estimate, InstanceType, Job, JobEvent
+from trainyard.money import format_usd
+from trainyard.sdk import CostReport, Estimate, InstanceType, Job, JobEvent, JobGoodput
 
 # Keyed by the API's status strings (the CLI reads the API, not the server's enums); a test
 # checks that every job status has a colour.
@@ -57,12 +58,8 @@ def when(value: datetime | None) -> str:
 
 
 def usd(value: float | None) -> str:
-    if value is None:
-        return "-"
-    # Cents for real money; small figures (a CPU minute) keep enough digits to be seen.
-    if value == 0 or abs(value) >= 0.01:
-        return f"${value:,.2f}"
-    return f"${value:.4f}"
+    # The one money rule (precision follows the amount): a CPU minute stays visible.
+    return "-" if value is None else format_usd(value)
 
 
 def duration(seconds: float | None) -> str:
@@ -140,6 +137,7 @@ def job_detail(job: Job) -> Table:
         ("tokens", f"{p.tokens:,}"),
         ("tokens/s", f"{p.tokens_per_second:,.0f}" if p.tokens_per_second else "-"),
         ("cost", f"{usd(job.cost.usd)} (estimated {usd(job.cost.estimated_usd)})"),
+        *([("goodput", goodput(job.cost.goodput))] if job.cost.goodput is not None else []),
         ("attempts", str(job.attempts)),
         ("created", when(job.created_at)),
         ("started", when(job.started_at)),
@@ -158,6 +156,24 @@ def job_detail(job: Job) -> Table:
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def goodput(parts: JobGoodput) -> str:
+    """`72% productive (start-up $0.40, recomputed $0.20, lost $0.50)`."""
+    if parts.goodput is None:
+        return "-"
+    spent = [
+        (name, value)
+        for name, value in (
+            ("start-up", parts.startup_usd),
+            ("checkpoints", parts.checkpoint_usd),
+            ("recomputed", parts.recomputed_usd),
+            ("lost", parts.lost_usd),
+        )
+        if value > 0
+    ]
+    rest = f" ({', '.join(f'{name} {usd(value)}' for name, value in spent)})" if spent else ""
+    return f"{parts.goodput:.0%} productive{rest}"
 
 
 def event_line(event: JobEvent) -> str:

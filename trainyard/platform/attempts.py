@@ -10,7 +10,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from trainyard.platform import events, queue
-from trainyard.platform.models import Checkpoint, JobAttempt
+from trainyard.platform.costs import ledger
+from trainyard.platform.models import Checkpoint
 
 
 def record_event(
@@ -43,8 +44,12 @@ def record_checkpoint(
     `keep` latest checkpoints stay recorded, whichever attempts wrote them. Returns the URIs no
     longer recorded (replaced or beyond `keep`), for the caller to delete from the store once this
     is committed: a file is deleted only after no row points at it.
+
+    A checkpoint is progress too: the attempt got at least that far (heartbeats may lag), so
+    the attempt that resumes from it never counts the steps up to it as new or as redone.
     """
-    job, _ = queue.fence(session, attempt_id)
+    job, attempt = queue.fence(session, attempt_id)
+    ledger.record_progress(attempt, step=step, tokens=(metrics or {}).get("tokens_seen"))
     values = {"job_id": job.id, "attempt_id": attempt_id, "step": step, "uri": uri, "metrics": metrics or {}}
     replaced = session.scalar(
         select(Checkpoint.uri).where(Checkpoint.job_id == job.id, Checkpoint.step == step)
@@ -86,10 +91,10 @@ def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
 
 
 def set_start_step(session: Session, attempt_id: str, step: int) -> None:
-    queue.fence(session, attempt_id)
-    attempt = session.get(JobAttempt, attempt_id)
-    assert attempt is not None
-    attempt.start_step = step
+    """The attempt resumes from the job's checkpoint at `step`; the ledger counts what it
+    trains from there (and what it redoes of earlier attempts' work)."""
+    _, attempt = queue.fence(session, attempt_id)
+    ledger.record_start(attempt, step, ledger.checkpoint_tokens(session, attempt, step))
     session.commit()
 
 

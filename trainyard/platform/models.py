@@ -123,15 +123,23 @@ class Job(Base):
 
 
 class JobAttempt(Base):
+    """One run of a job, and its line in the ledger (`costs.ledger`): what it is billed on is
+    recorded when it is claimed, what it did as it reports progress and when it ends. Figures of
+    an attempt never read its job's plan afterwards: dispatch may have changed the plan since."""
+
     __tablename__ = "job_attempts"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("att"))
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
     worker_id: Mapped[str] = mapped_column(String(200))
+    # Billed on (at claim): instance, spot or not, price, on-demand price (0: none known), accelerators.
     instance_type: Mapped[str | None] = mapped_column(String(64))
     spot: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     usd_per_hour: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    on_demand_usd_per_hour: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    accelerator: Mapped[str | None] = mapped_column(String(64))
+    accelerator_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     started_at: Mapped[datetime] = mapped_column(server_default=func.now())
     heartbeat_at: Mapped[datetime] = mapped_column(server_default=func.now())
     lease_expires_at: Mapped[datetime]
@@ -140,9 +148,26 @@ class JobAttempt(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # Where it resumed (the checkpoint's step and cumulative tokens) and the furthest it got.
     start_step: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    start_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    end_step: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    end_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # The furthest the job's earlier attempts got (at claim): work up to there done again is
+    # recomputation.
+    prior_step: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    prior_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # Trained in this attempt (a delta, end_tokens - start_tokens), and how much of it was redone.
     tokens_trained: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    steps_recomputed: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    tokens_recomputed: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     tokens_per_second: Mapped[float | None] = mapped_column(Double)
+    # The first progress it reported (step, when): its training pace is measured from there, so
+    # start-up (provisioning, model load) does not count as slow training.
+    pace_step: Mapped[int | None] = mapped_column(Integer)
+    pace_at: Mapped[datetime | None]
+    # Billed from started_at for billable_seconds: up to its last heartbeat while it runs, and up
+    # to its last sign of life when it was lost.
     billable_seconds: Mapped[float] = mapped_column(Double, server_default=text("0"))
     cost_usd: Mapped[float] = mapped_column(Double, server_default=text("0"))
 

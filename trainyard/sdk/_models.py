@@ -74,10 +74,23 @@ class JobProgress(TrainyardModel):
         return min(1.0, self.step / self.total_steps)
 
 
+class JobGoodput(TrainyardModel):
+    """A job's dollars by what they bought; `goodput` is the productive share (None: no spend)."""
+
+    productive_usd: float = 0.0
+    startup_usd: float = 0.0
+    checkpoint_usd: float = 0.0
+    recomputed_usd: float = 0.0
+    lost_usd: float = 0.0
+    goodput: float | None = None
+
+
 class JobCost(TrainyardModel):
     usd: float = 0.0
     billable_seconds: float = 0.0
     estimated_usd: float | None = None
+    # Only in a single job's answer (GET /v1/jobs/{id}), not in lists.
+    goodput: JobGoodput | None = None
 
 
 class JobError(TrainyardModel):
@@ -245,6 +258,12 @@ class CostMetrics(TrainyardModel):
     usd_per_million_tokens: float | None = None
     spot_savings_usd: float | None = None
     waste_usd: float | None = None
+    # Goodput: the dollars split by what they bought, and the productive share.
+    productive_usd: float | None = None
+    startup_usd: float | None = None
+    recomputed_usd: float | None = None
+    lost_usd: float | None = None
+    goodput: float | None = None
     estimated_usd: float | None = None
     estimate_actual_usd: float | None = None
     estimate_error: float | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from trainyard.money import format_usd
 from trainyard.platform.states import AttemptOutcome
 
 

@@ -36,10 +36,8 @@
     return node;
   }
 
-  const usdFormat = new Intl.NumberFormat("en-US", {
-    style: "currency", currency: "USD", minimumFractionDigits: 2, maximumFractionDigits: 2,
-  });
-  const money = (v) => (v === null || v === undefined ? "–" : usdFormat.format(v));
+  // money.js: the precision follows the amount ($0.00052, $3.10, $12,400), as in the CLI.
+  const money = (v) => (v === null || v === undefined ? "–" : window.trainyardMoney.formatUsd(v));
   const number = (v, digits = 1) =>
     v === null || v === undefined
       ? "–"
@@ -336,6 +334,32 @@
     });
   }
 
+  // Goodput: each row's dollars by what they bought, stacked; the share that trained is in the label.
+  const GOODPUT = [
+    ["productive_usd", "Productive", "#1e8e5a"],
+    ["startup_usd", "Start-up", "#f39c12"],
+    ["recomputed_usd", "Recomputed", "#8e44ad"],
+    ["lost_usd", "Lost (failed, preempted)", "#c0392b"],
+  ];
+  const goodputLabel = (name, r) => `${name} · ${r.goodput === null ? "–" : `${(r.goodput * 100).toFixed(0)}%`}`;
+
+  function renderGoodput(chartId, rows, name) {
+    chart(chartId, {
+      type: "bar",
+      data: {
+        labels: rows.map((r) => goodputLabel(name(r), r)),
+        datasets: GOODPUT.map(([field, text, colour]) => ({
+          label: text, data: rows.map((r) => r[field] || 0), backgroundColor: colour,
+        })),
+      },
+      options: {
+        indexAxis: "y",
+        scales: { x: { stacked: true, ticks: moneyTicks }, y: { stacked: true } },
+        plugins: { tooltip: moneyTooltip },
+      },
+    });
+  }
+
   function renderEstimates(result) {
     const rows = result.data.filter((r) => r.estimate_error !== null);
     chart("chart-estimate", {
@@ -397,6 +421,8 @@
     renderBreakdown("accelerator", byAccelerator, "chart-accelerator", "accelerator-table", "doughnut");
     renderBudgets(budgets);
     renderWaste(byTeam);
+    renderGoodput("chart-goodput-team", byTeam.data, (r) => label(r.key.team));
+    renderGoodput("chart-goodput-job", topJobs.data, (r) => r.job_name || r.key.job);
     renderEstimates(byInstance);
     renderQueue(queue);
     await route();
@@ -424,6 +450,12 @@
     );
   }
 
+  function goodputText(g) {
+    if (!g || g.goodput === null || g.goodput === undefined) return "–";
+    const parts = GOODPUT.slice(1).filter(([field]) => g[field] > 0).map(([field, text]) => `${text.toLowerCase()} ${money(g[field])}`);
+    return `${(g.goodput * 100).toFixed(0)}% productive${parts.length ? ` (${parts.join(", ")})` : ""}`;
+  }
+
   async function showJob(id) {
     const job = await api(`/v1/jobs/${encodeURIComponent(id)}`);
     $("job-title").textContent = `${job.name || "Job"} · ${job.id}`;
@@ -434,6 +466,7 @@
       ["Spend", money(job.cost && job.cost.usd)],
       ["Billable hours", number(job.cost ? job.cost.billable_seconds / 3600 : null, 2)],
       ["Estimated", money(job.cost && job.cost.estimated_usd)],
+      ["Goodput", goodputText(job.cost && job.cost.goodput)],
       ["Attempts", integer(job.attempts)],
       ["Base model", job.base_model || "–"],
       ["Created", job.created_at || "–"],

@@ -7,12 +7,14 @@ figures      the figures each row of an answer carries
 allocation   `query_costs`: the answer of /v1/costs
 export       the same answer as CSV
 budgets      monthly team budgets and the check that gates new work
-metering     what a running attempt has cost, and the job's totals
+ledger       what each attempt is billed on and did: the one source of every figure
+metering     what a running attempt has cost, the job's totals, the budget projection
 reports      the cost report written at the end of a run
 """
 
 from __future__ import annotations
 
+from trainyard.platform.costs import ledger
 from trainyard.platform.costs.allocation import DEFAULT_LIMIT, MAX_LIMIT, query_costs
 from trainyard.platform.costs.budgets import (
     BudgetExhausted,
@@ -23,8 +25,8 @@ from trainyard.platform.costs.budgets import (
 )
 from trainyard.platform.costs.export import to_csv
 from trainyard.platform.costs.figures import METRICS
-from trainyard.platform.costs.metering import meter, projected_cost, total_job_cost
-from trainyard.platform.costs.reports import cost_report
+from trainyard.platform.costs.metering import PaceRule, meter, projected_cost, total_job_cost
+from trainyard.platform.costs.reports import cost_report, job_goodput
 from trainyard.platform.costs.windows import month_start
 
 __all__ = [
@@ -32,9 +34,12 @@ __all__ = [
     "MAX_LIMIT",
     "METRICS",
     "BudgetExhausted",
+    "PaceRule",
     "budget_status",
     "check_budget",
     "cost_report",
+    "job_goodput",
+    "ledger",
     "list_budgets",
     "meter",
     "month_start",

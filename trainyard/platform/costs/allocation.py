@@ -17,7 +17,7 @@ from trainyard.platform.auth import Principal, visible_team_id
 from trainyard.platform.costs import queries
 from trainyard.platform.costs.dimensions import parse_aggregate, select_dimensions
 from trainyard.platform.costs.figures import change, metrics, rounded
-from trainyard.platform.costs.windows import Window, db_now, epoch, make_window, parse_step, parse_window, ts
+from trainyard.platform.costs.windows import Window, db_now, make_window, parse_step, parse_window, ts
 from trainyard.platform.errors import InvalidRequest
 from trainyard.platform.models import Job
 
@@ -56,7 +56,7 @@ def query_costs(
         lambda checked: queries.allocation_sql(
             sel.columns, sel.conditions, stepped=span.step is not None, checked=checked
         ),
-        {**sel.params, **span.params(), "nowe": epoch(now), "limit": limit},
+        {**sel.params, **span.params(), "limit": limit},
     )
     result = _shape(span, dims, rows, limit)
     if "job" in dims:

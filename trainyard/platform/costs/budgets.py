@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from trainyard.money import format_usd
 from trainyard.platform import states
 from trainyard.platform.auth import Principal, get_team_by_name, require_admin
 from trainyard.platform.costs import queries
@@ -60,7 +61,6 @@ def _month_spend(
     start = month_start(now)
     conditions = [_ONE_TEAM] if team_id else []
     params: dict[str, Any] = {
-        "nowe": epoch(now),
         "w1": now,
         "p0": start,
         "w0e": epoch(start),
@@ -164,12 +164,13 @@ def check_budget(
     over = spent + committed + estimate > budget if estimated_cost_usd is not None else spent >= budget
     if over:
         left = max(0.0, budget - spent - committed)
+        usd = format_usd
         what = (
-            f"this job's estimate is ${estimate:,.2f}" if estimated_cost_usd is not None else "it is used up"
+            f"this job's estimate is {usd(estimate)}" if estimated_cost_usd is not None else "it is used up"
         )
         raise BudgetExhausted(
-            f"team {team.name!r} has ${left:,.2f} left of its ${budget:,.2f} monthly budget "
-            f"(spent ${spent:,.2f} this month, ${committed:,.2f} expected by queued and running jobs); "
+            f"team {team.name!r} has {usd(left)} left of its {usd(budget)} monthly budget "
+            f"(spent {usd(spent)} this month, {usd(committed)} expected by queued and running jobs); "
             f"{what}. An admin can raise it with PUT /v1/teams/{team.name}/budget.",
             param="estimated_cost_usd",
         )

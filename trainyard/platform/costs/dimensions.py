@@ -13,12 +13,13 @@ from typing import Any
 from trainyard.platform.errors import InvalidRequest
 
 # Dimension name -> SQL expression over job_attempts a, jobs j, teams t, api_keys k. Each yields
-# text so that filters and CSV treat every dimension alike.
+# text so that filters and CSV treat every dimension alike. What an attempt ran on (instance
+# type, accelerator, spot) is the attempt's own record.
 DIMENSIONS: dict[str, str] = {
     "team": "t.name",
     "user": "coalesce(k.name || ' (' || k.key_prefix || ')', '(deleted key)')",
     "instance_type": "coalesce(a.instance_type, j.instance_type)",
-    "accelerator": "coalesce(j.plan ->> 'accelerator', 'none')",
+    "accelerator": "coalesce(a.accelerator, 'none')",
     "model": "j.spec ->> 'base_model'",
     "status": "j.status",
     "spot": "CASE WHEN a.spot THEN 'spot' ELSE 'on_demand' END",

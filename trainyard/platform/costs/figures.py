@@ -14,6 +14,11 @@ METRICS = (
     "usd_per_million_tokens",
     "spot_savings_usd",
     "waste_usd",
+    "productive_usd",
+    "startup_usd",
+    "recomputed_usd",
+    "lost_usd",
+    "goodput",
     "estimated_usd",
     "estimate_actual_usd",
     "estimate_error",
@@ -39,6 +44,9 @@ _EMPTY: dict[str, float] = {
     "tokens_trained": 0.0,
     "spot_savings_usd": 0.0,
     "waste_usd": 0.0,
+    "startup_usd": 0.0,
+    "recomputed_usd": 0.0,
+    "lost_usd": 0.0,
     "estimated_usd": 0.0,
     "estimate_actual_usd": 0.0,
     "estimate_jobs": 0,
@@ -57,6 +65,9 @@ def metrics(row: Mapping[Any, Any] | None) -> dict[str, Any]:
     tokens = round(float(row["tokens_trained"] or 0.0))
     estimated = float(row["estimated_usd"] or 0.0)
     actual = float(row["estimate_actual_usd"] or 0.0)
+    # Goodput's parts (`ledger.goodput_parts`); productive is what the others leave.
+    startup, recomputed, lost = (float(row[k] or 0.0) for k in ("startup_usd", "recomputed_usd", "lost_usd"))
+    productive = max(0.0, cost - startup - recomputed - lost)
     return {
         "cost_usd": rounded(cost),
         "billable_hours": rounded(row["billable_hours"]),
@@ -66,6 +77,11 @@ def metrics(row: Mapping[Any, Any] | None) -> dict[str, Any]:
         "usd_per_million_tokens": rounded(cost / tokens * 1e6) if tokens else None,
         "spot_savings_usd": rounded(row["spot_savings_usd"]),
         "waste_usd": rounded(row["waste_usd"]),
+        "productive_usd": rounded(productive),
+        "startup_usd": rounded(startup),
+        "recomputed_usd": rounded(recomputed),
+        "lost_usd": rounded(lost),
+        "goodput": round(productive / cost, 6) if cost > 0 else None,
         "estimated_usd": rounded(estimated),
         "estimate_actual_usd": rounded(actual),
         # Signed: +0.10 means jobs cost 10% more than estimated.

@@ -3,16 +3,22 @@ from attempt rows (price x billable seconds)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trainyard.platform.models import Job, JobAttempt
 
+if TYPE_CHECKING:
+    from trainyard.settings import Settings
+
 
 def meter(attempt: JobAttempt, until: datetime) -> None:
-    """Bill a running attempt up to `until` (its price is fixed at claim time)."""
+    """Bill the attempt from its start up to `until` (its price is fixed at claim time): its
+    heartbeat while it runs, so an attempt nobody hears from accrues nothing more."""
     attempt.billable_seconds = max(0.0, (until - attempt.started_at).total_seconds())
     attempt.cost_usd = attempt.billable_seconds / 3600.0 * attempt.usd_per_hour
 
@@ -27,16 +33,37 @@ def total_job_cost(session: Session, job: Job) -> None:
     job.billable_seconds = float(sum(r[1] for r in rows))
 
 
-def projected_cost(job: Job, attempt: JobAttempt, now: datetime) -> float | None:
-    """Spend so far plus the rest of the run at the pace this attempt has shown; None until
-    there is a pace to go by."""
-    progress = job.progress or {}
-    step, total = progress.get("step"), progress.get("total_steps")
-    if not step or not total:
+@dataclass(frozen=True)
+class PaceRule:
+    """How much training an attempt must show before its pace is trusted for a projection."""
+
+    min_steps: int = 10
+    min_seconds: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> PaceRule:
+        from trainyard.settings import get_settings
+
+        s = settings or get_settings()
+        return cls(s.budget_projection_min_steps, s.budget_projection_min_seconds)
+
+
+def projected_cost(
+    job: Job, attempt: JobAttempt, now: datetime, pace: PaceRule | None = None
+) -> float | None:
+    """Spend so far plus the rest of the run at the training pace this attempt has shown; None
+    until it has shown `pace.min_steps` steps over `pace.min_seconds`.
+
+    The pace is measured from the attempt's first progress, not from its start: provisioning,
+    the model download and Ray's start come before it and are no guide to the steps to come.
+    """
+    pace = pace or PaceRule()
+    total = (job.progress or {}).get("total_steps")
+    if attempt.pace_at is None or attempt.pace_step is None or not isinstance(total, int | float):
         return None
-    done = step - attempt.start_step
-    elapsed = (now - attempt.started_at).total_seconds()
-    if done <= 0 or elapsed <= 0:
+    steps = attempt.end_step - attempt.pace_step
+    seconds = (now - attempt.pace_at).total_seconds()
+    if steps < max(1, pace.min_steps) or seconds < pace.min_seconds or seconds <= 0:
         return None
-    remaining_seconds = max(0, total - step) * elapsed / done
+    remaining_seconds = max(0.0, total - attempt.end_step) * seconds / steps
     return job.cost_usd + remaining_seconds / 3600.0 * attempt.usd_per_hour

@@ -1,9 +1,12 @@
 """The allocation query: spend split over time and dimensions in one SQL statement.
 
-Dollars come from attempt rows. A finished attempt's exact metered figures (`cost_usd`,
-`billable_seconds`, `tokens_trained`) are spread evenly over [started_at, ended_at]; a running
-attempt accrues at its price up to now. A window or step bucket gets the share of each attempt
-that overlaps it, so an attempt that runs across midnight is billed to both days in proportion.
+Dollars come from attempt rows, the ledger (`ledger`). Each attempt's metered figures
+(`cost_usd`, `billable_seconds`, its new tokens, waste) are spread evenly over its billed span,
+[started_at, started_at + billable_seconds]: a running attempt is billed up to its last heartbeat
+and a lost one up to its last sign of life, so time when nothing ran is never billed, and a
+figure for a past window never changes as time goes by. A window or step bucket gets the share
+of each attempt's span that overlaps it, so an attempt that runs across midnight is billed to
+both days in proportion.
 The split, the grouping and the sums all happen in one statement, so the work grows with the
 attempts in the window, never with rows copied into Python.
 
@@ -29,13 +32,39 @@ from trainyard.platform.states import sql_list
 # the sort spills to disk and still works, only slower.
 QUERY_WORK_MEM = "256MB"
 
-# The numeric plan fields the queries read; a field name is put in the SQL, so only these.
-PLAN_NUMBERS = frozenset({"on_demand_usd_per_hour", "accelerator_count", "estimated_cost_usd"})
+# The numeric plan fields the queries read; a field name is put in the SQL, so only these. What
+# an attempt is billed on (price, on-demand price, accelerators) is its own, never the plan's.
+PLAN_NUMBERS = frozenset({"estimated_cost_usd"})
 
-METRIC_COLUMNS = ("c_usd", "c_secs", "c_gpu", "c_tokens", "c_save", "c_waste", "c_est", "c_est_actual")
+METRIC_COLUMNS = (
+    "c_usd",
+    "c_secs",
+    "c_gpu",
+    "c_tokens",
+    "c_save",
+    "c_waste",
+    "c_startup",
+    "c_recomputed",
+    "c_lost",
+    "c_est",
+    "c_est_actual",
+)
 
-SPAN = "coalesce(date_part('epoch', a.ended_at), CAST(:nowe AS float8)) - date_part('epoch', a.started_at)"
-_RUNNING_SECONDS = "greatest(CAST(:nowe AS float8) - date_part('epoch', a.started_at), 0)"
+# An attempt's billed span in seconds.
+SPAN = "greatest(a.billable_seconds, 0)"
+# `ledger.startup_fraction`.
+_STARTUP_FRACTION = (
+    "CASE WHEN a.billable_seconds <= 0 THEN 0.0"
+    " WHEN a.pace_at IS NULL THEN"
+    " CASE WHEN a.end_step > a.start_step OR a.tokens_trained > 0 THEN 0.0 ELSE 1.0 END"
+    " ELSE least(greatest(date_part('epoch', a.pace_at) - date_part('epoch', a.started_at), 0)"
+    " / a.billable_seconds, 1.0) END"
+)
+# `ledger.recomputed_fraction`.
+_RECOMPUTED_FRACTION = (
+    "CASE WHEN a.end_step > a.start_step"
+    " THEN least(a.steps_recomputed::float8 / (a.end_step - a.start_step), 1.0) ELSE 0.0 END"
+)
 
 
 def plan_number(name: str, *, checked: bool) -> str:
@@ -56,25 +85,32 @@ def and_conditions(conditions: Sequence[str]) -> str:
 
 
 def attempts_sql(columns: Sequence[str], conditions: Sequence[str], *, checked: bool) -> str:
-    """One row per attempt that touches [p0, w1): its span in epoch seconds (date_part gives
-    float8; extract() would give numeric, several times slower), what it cost in all, and each
-    of `columns` as d0, d1, ... OFFSET 0 keeps the planner from folding this into an outer query,
-    so each expression is worked out once per attempt rather than once per use."""
+    """One row per attempt that touches [p0, w1): its billed span in epoch seconds (date_part
+    gives float8; extract() would give numeric, several times slower), what it cost in all, and
+    each of `columns` as d0, d1, ... OFFSET 0 keeps the planner from folding this into an outer
+    query, so each expression is worked out once per attempt rather than once per use.
+
+    Per attempt, as `ledger` has it: `tokens` are the tokens new to the job (past the furthest
+    its earlier attempts got); `lost` says all its dollars are (a failed, crashed, lost or
+    preempted attempt); else `startup_f` is the share of them before its first progress and
+    `recomputed_f` that of its recomputed steps (in its time after start-up). Every attempt that
+    ends after p0 is read, a superset of those whose billed span does (that ends no later); the
+    shares below give the others nothing."""
     dims = "".join(f", {c} AS d{i}" for i, c in enumerate(columns))
     return f"""
     SELECT a.job_id,
            date_part('epoch', a.started_at) AS s,
-           greatest(coalesce(date_part('epoch', a.ended_at), CAST(:nowe AS float8)),
-                    date_part('epoch', a.started_at)) AS e,
-           CASE WHEN a.ended_at IS NULL THEN a.usd_per_hour * {_RUNNING_SECONDS} / 3600.0
-                ELSE a.cost_usd END AS usd,
-           CASE WHEN a.ended_at IS NULL THEN {_RUNNING_SECONDS}
-                ELSE a.billable_seconds END AS secs,
-           a.tokens_trained::float8 AS tokens,
-           coalesce(a.outcome IN ({sql_list(states.WASTED)}), false) AS wasted,
+           date_part('epoch', a.started_at) + {SPAN} AS e,
+           a.cost_usd AS usd,
+           {SPAN} AS secs,
+           greatest(a.end_tokens - a.prior_tokens, 0)::float8 AS tokens,
+           coalesce(a.outcome IN ({sql_list(states.WASTED)}), false) AS lost,
+           {_STARTUP_FRACTION} AS startup_f,
+           CASE WHEN a.steps_recomputed > 0 THEN {_RECOMPUTED_FRACTION} * (1.0 - {_STARTUP_FRACTION})
+                ELSE 0.0 END AS recomputed_f,
            a.spot,
-           coalesce({plan_number("on_demand_usd_per_hour", checked=checked)}, 0) AS od_rate,
-           coalesce({plan_number("accelerator_count", checked=checked)}, 0) AS accel_n,
+           a.on_demand_usd_per_hour AS od_rate,
+           a.accelerator_count AS accel_n,
            CASE WHEN j.status IN ({sql_list((states.SUCCEEDED,))}) AND j.cost_usd > 0
                 THEN nullif(greatest({plan_number("estimated_cost_usd", checked=checked)}, 0), 0)
                      / j.cost_usd END AS est_ratio,
@@ -144,7 +180,10 @@ def _pieces_sql(dlist: str) -> str:
            secs * f * accel_n AS c_gpu,
            tokens * f AS c_tokens,
            CASE WHEN spot AND od_rate > 0 THEN (od_rate * secs / 3600.0 - usd) * f ELSE 0 END AS c_save,
-           CASE WHEN wasted THEN usd * f ELSE 0 END AS c_waste,
+           CASE WHEN lost THEN usd * f ELSE usd * recomputed_f * f END AS c_waste,
+           CASE WHEN lost THEN 0 ELSE usd * startup_f * f END AS c_startup,
+           CASE WHEN lost THEN 0 ELSE usd * recomputed_f * f END AS c_recomputed,
+           CASE WHEN lost THEN usd * f ELSE 0 END AS c_lost,
            coalesce(usd * f * est_ratio, 0) AS c_est,
            CASE WHEN est_ratio IS NOT NULL THEN usd * f ELSE 0 END AS c_est_actual,
            (est_ratio IS NOT NULL)::int AS est
@@ -226,6 +265,9 @@ def allocation_sql(columns: Sequence[str], conditions: Sequence[str], *, stepped
                    sum(c_tokens) AS tokens_trained,
                    sum(c_save) AS spot_savings_usd,
                    sum(c_waste) AS waste_usd,
+                   sum(c_startup) AS startup_usd,
+                   sum(c_recomputed) AS recomputed_usd,
+                   sum(c_lost) AS lost_usd,
                    sum(c_est) AS estimated_usd,
                    sum(c_est_actual) AS estimate_actual_usd,
                    CASE GROUPING(bucket, {dlist})

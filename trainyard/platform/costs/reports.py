@@ -8,12 +8,15 @@ records where the report is (`record_cost_report`).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from trainyard.money import format_usd
 from trainyard.platform import events, states
+from trainyard.platform.costs import ledger
 from trainyard.platform.models import Job, JobAttempt, Team
 from trainyard.platform.storage.layout import cost_report_key
 
@@ -32,11 +35,11 @@ def cost_report(session: Session, job_id: str) -> dict[str, Any]:
     ).all()
     plan = job.plan or {}
     total_usd = sum(a.cost_usd for a in attempts)
-    on_demand_rate = float(plan.get("on_demand_usd_per_hour") or 0.0)
-    on_demand_equiv = (
-        sum(a.billable_seconds for a in attempts) / 3600.0 * on_demand_rate if on_demand_rate else None
-    )
-    tokens = int(job.tokens_trained or 0)
+    # Each attempt against its own on-demand price, as /v1/costs has it.
+    priced = any(ledger.on_demand_usd(a) is not None for a in attempts)
+    savings = sum(ledger.spot_savings_usd(a) for a in attempts)
+    # What the job trained: each attempt's new tokens, never a checkpoint's tokens counted again.
+    tokens = sum(ledger.new_tokens(a) for a in attempts)
     estimated = plan.get("estimated_cost_usd")
     return {
         "object": "cost_report",
@@ -56,30 +59,60 @@ def cost_report(session: Session, job_id: str) -> dict[str, Any]:
                 "started_at": a.started_at.isoformat(),
                 "ended_at": a.ended_at.isoformat() if a.ended_at else None,
                 "billable_seconds": round(a.billable_seconds, 3),
+                "instance_type": a.instance_type,
+                "spot": a.spot,
                 "usd_per_hour": a.usd_per_hour,
+                "on_demand_usd_per_hour": a.on_demand_usd_per_hour or None,
+                "accelerator_count": a.accelerator_count,
                 "cost_usd": round(a.cost_usd, 6),
                 "outcome": a.outcome or states.RUNNING,
+                "start_step": a.start_step,
+                "end_step": a.end_step,
                 "tokens_trained": a.tokens_trained,
+                "steps_recomputed": a.steps_recomputed,
+                "tokens_recomputed": a.tokens_recomputed,
+                "wasted_usd": round(ledger.waste_usd(a), 6),
             }
             for a in attempts
         ],
         "totals": {
             "billable_seconds": round(sum(a.billable_seconds for a in attempts), 3),
+            "gpu_hours": round(sum(ledger.gpu_hours(a) for a in attempts), 6),
             "cost_usd": round(total_usd, 6),
-            "wasted_usd": round(sum(a.cost_usd for a in attempts if a.outcome in states.WASTED), 6),
+            "wasted_usd": round(sum(ledger.waste_usd(a) for a in attempts), 6),
+            "recomputed_usd": round(sum(ledger.recomputed_usd(a) for a in attempts), 6),
+            "steps_recomputed": sum(a.steps_recomputed for a in attempts),
             "tokens_trained": tokens,
             "usd_per_million_tokens": round(total_usd / tokens * 1e6, 6) if tokens else None,
-            "on_demand_equivalent_usd": round(on_demand_equiv, 6) if on_demand_equiv is not None else None,
-            "spot_savings_usd": round(on_demand_equiv - total_usd, 6)
-            if on_demand_equiv is not None
-            else None,
+            "on_demand_equivalent_usd": round(total_usd + savings, 6) if priced else None,
+            "spot_savings_usd": round(savings, 6) if priced else None,
         },
+        "goodput": goodput(attempts),
         "estimate": {
             "estimated_cost_usd": estimated,
             "estimated_seconds": plan.get("estimated_seconds"),
             "cost_error": round((total_usd - estimated) / estimated, 4) if estimated else None,
         },
     }
+
+
+def goodput(attempts: Sequence[JobAttempt]) -> dict[str, Any]:
+    """The job's dollars split by what they bought (`ledger.goodput_parts`), and goodput: the
+    productive share (None before anything was spent)."""
+    parts = dict.fromkeys(ledger.GOODPUT_PARTS, 0.0)
+    for a in attempts:
+        for name, usd in ledger.goodput_parts(a).items():
+            parts[name] += usd
+    total = sum(parts.values())
+    return {
+        **{name: round(usd, 6) for name, usd in parts.items()},
+        "goodput": round(parts["productive_usd"] / total, 6) if total > 0 else None,
+    }
+
+
+def job_goodput(session: Session, job_id: str) -> dict[str, Any]:
+    """`goodput` of the job's attempts so far (running ones as of their last heartbeat)."""
+    return goodput(session.scalars(select(JobAttempt).where(JobAttempt.job_id == job_id)).all())
 
 
 def publish_cost_report(store: ObjectStore, report: dict[str, Any]) -> str:
@@ -100,7 +133,7 @@ def record_cost_report(
         session,
         job.id,
         events.COST,
-        f"${totals['cost_usd']:.4f} over {totals['billable_seconds']:.0f}s",
+        f"{format_usd(totals['cost_usd'])} over {totals['billable_seconds']:.0f}s",
         attempt_id=attempt_id,
         data={"uri": uri, **totals},
     )

@@ -11,6 +11,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from trainyard.platform import events, states
+from trainyard.platform.costs import ledger
 from trainyard.platform.models import JobAttempt
 from trainyard.platform.queue import quotas
 from trainyard.platform.states import sql_list
@@ -119,13 +120,12 @@ def claim(
             job_id=job_id,
             number=number,
             worker_id=worker_id,
-            instance_type=instance_type,
-            spot=bool((plan or {}).get("spot", False)),
-            usd_per_hour=float((plan or {}).get("usd_per_hour", 0.0)),
             started_at=now,
             heartbeat_at=now,
             lease_expires_at=lease,
         )
+        # Billed on the plan as it is now, for the whole attempt, whatever dispatch does later.
+        ledger.record_terms(attempt, plan, instance_type, ledger.furthest(session, job_id))
         session.add(attempt)
         session.flush()
         session.execute(

@@ -82,8 +82,13 @@ def heartbeat(
     *,
     lease_seconds: float = 60.0,
     progress: dict[str, Any] | None = None,
+    pace: costs.PaceRule | None = None,
 ) -> Heartbeat:
-    """Renew the lease, record progress and spend so far, and tell the worker whether to stop."""
+    """Renew the lease, record progress and spend so far, and tell the worker whether to stop.
+
+    `progress` carries the run's cumulative `tokens` (restored ones included) and `step`; the
+    ledger turns them into what this attempt trained. `pace` says when a budget projection may
+    go by the attempt's training pace (default: from the settings)."""
     job, attempt = fence(session, attempt_id)
     now = session.scalar(select(func.now()))
     assert now is not None
@@ -91,8 +96,10 @@ def heartbeat(
     attempt.lease_expires_at = now + timedelta(seconds=lease_seconds)
     if progress:
         job.progress = {**(job.progress or {}), **progress}
+        step, tokens = progress.get("step"), progress.get("tokens")
+        costs.ledger.record_progress(attempt, step=step, tokens=tokens, now=now)
         if "tokens" in progress:
-            attempt.tokens_trained = int(progress["tokens"])
+            # The job's count is the run's: how far its model has got, restored tokens included.
             job.tokens_trained = int(progress["tokens"])
         if progress.get("tokens_per_second"):
             attempt.tokens_per_second = float(progress["tokens_per_second"])
@@ -101,7 +108,7 @@ def heartbeat(
     stop = "cancelled" if job.cancel_requested else ("paused" if job.pause_requested else None)
     cap = (job.spec.get("policy") or {}).get("max_cost_usd")
     if stop is None and cap is not None:
-        projected = costs.projected_cost(job, attempt, now)
+        projected = costs.projected_cost(job, attempt, now, pace or costs.PaceRule.from_settings())
         if job.cost_usd > cap or (projected is not None and projected > cap):
             stop = "budget_exceeded"
     result = Heartbeat(attempt.lease_expires_at, job.cancel_requested, stop)

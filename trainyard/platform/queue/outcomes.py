@@ -188,6 +188,7 @@ def finish(
     def end(job: Job, attempt: JobAttempt, now: datetime) -> JobStatus:
         if result is not None:
             job.result = result
+            costs.ledger.record_result(attempt, result)
         return _end_attempt(
             session,
             job,

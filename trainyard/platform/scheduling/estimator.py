@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from trainyard import money
 from trainyard.platform.scheduling.catalog import Catalog
 from trainyard.platform.scheduling.instance_types import InstanceType
 from trainyard.platform.scheduling.model_info import EstimateInputError, ModelInfo
@@ -113,9 +114,7 @@ def format_duration(seconds: float) -> str:
 
 
 def format_usd(usd: float) -> str:
-    if usd < 10:
-        return f"${usd:.2f}"
-    return f"${usd:,.0f}" if usd >= 1000 else f"${usd:.1f}"
+    return money.format_usd(usd)
 
 
 def job_tokens(spec: JobSpec, dataset_tokens: int, tokens_per_step: int) -> int:
