@@ -47,12 +47,8 @@ def stopped_outcome(
     if reason == "cancelled":
         return AttemptOutcome.CANCELLED, None, None, True
     if reason == "budget_exceeded":
-        return (
-            AttemptOutcome.FAILED,
-            "budget_exceeded",
-            f"projected spend passed max_cost_usd={budget}",
-            False,
-        )
+        cap = "its cap" if budget is None else format_usd(budget)
+        return AttemptOutcome.FAILED, "budget_exceeded", f"projected spend passed max_cost_usd ({cap})", False
     if reason in ("shutdown", "paused"):
         return AttemptOutcome.HANDED_BACK, None, None, True
     return AttemptOutcome.CRASHED, "stopped", f"run stopped early ({reason})", True
