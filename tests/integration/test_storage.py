@@ -260,7 +260,9 @@ def test_s3_ray_filesystem_works_in_another_process_without_aws_env(s3_bucket: s
     store = open_store(s3_bucket)
     store.put_bytes("jobs/j1/checkpoints/x", b"payload")
     path, fs = store.ray_storage("jobs/j1/checkpoints")
-    assert type(fs).__name__ == "S3FileSystem"
+    import pyarrow.fs
+
+    assert isinstance(fs, pyarrow.fs.S3FileSystem)
     assert path == s3_bucket.removeprefix("s3://") + "/jobs/j1/checkpoints"
     code = (
         # Importing pyarrow.fs registers its S3 finalizer; unpickling alone imports only pyarrow._s3fs
