@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from support import headers, job_body
 
 from trainyard.platform import queue
+from trainyard.platform.scheduling import profiles
 
 
 def _estimate(client: Any, key: str, **body: Any) -> dict[str, Any]:
@@ -123,3 +125,40 @@ def test_estimates_learn_from_finished_attempts(
     assert job["plan"]["throughput_source"] == "model"
     assert after["throughput_source"] == "learned"
     assert after["estimated_seconds"] > before["estimated_seconds"] * 2
+
+
+def test_a_job_shape_seen_before_is_planned_without_estimator_work(
+    client: Any, key: str, sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    computed: list[str] = []
+    compute = profiles._compute_profile
+
+    def counted(*args: Any) -> Any:
+        computed.append(args[1].name)
+        return compute(*args)
+
+    monkeypatch.setattr(profiles, "_compute_profile", counted)
+    first = client.post("/v1/jobs", json=job_body(name="first"), headers=headers(key))
+    assert first.status_code == 201, first.text
+    assert computed, "the first job of a shape is estimated"
+    computed.clear()
+    # Another job of the same shape, after the learned throughput was read again from the same runs
+    # (as the API does every minute): planned from the cache, to the same plan.
+    client.app.state.deployment.throughput.forget()
+    second = client.post(
+        "/v1/jobs", json=job_body(name="second", metadata={"project": "other"}), headers=headers(key)
+    )
+    assert second.status_code == 201, second.text
+    assert computed == []
+    assert second.json()["plan"]["estimated_seconds"] == first.json()["plan"]["estimated_seconds"]
+    # A finished attempt measured throughput: what was learned changed, so the shape is estimated
+    # again and the plan uses the measurement.
+    with sessions() as s:
+        [c] = queue.claim(s, worker_id="w")
+        queue.heartbeat(s, c.attempt_id, progress={"tokens": 1000, "tokens_per_second": 5.0})
+        queue.finish(s, c.attempt_id, "succeeded")
+    client.app.state.deployment.throughput.forget()
+    third = client.post("/v1/jobs", json=job_body(name="third"), headers=headers(key))
+    assert third.status_code == 201, third.text
+    assert "local-cpu" in computed
+    assert third.json()["plan"]["throughput_source"] == "learned"

@@ -26,6 +26,7 @@ from trainyard.platform.scheduling import (
     count_parameters,
     estimate,
     estimate_all,
+    load_catalog,
     model_info_from_config,
     read_model_config,
     resolve_dataset_tokens,
@@ -445,3 +446,26 @@ def test_estimates_are_quick(catalog: Catalog) -> None:
     per_job = (time.perf_counter() - started) / 100
     assert per_job < 0.01
     assert math.isfinite(per_job)
+
+
+def test_the_estimate_cache_is_bounded_and_keyed_by_what_was_learned() -> None:
+    catalog = load_catalog()
+    catalog.estimate_cache.max_entries = 2 * len(catalog)
+    m = ModelInfo(parameters=124_000_000, source="spec")
+    runs = [ThroughputObservation(m.parameters, "full", "cpu", 8, 500.0)]
+    for batch in (1, 2, 4, 8, 16):
+        estimate_all(job(hyperparameters={"batch_size": batch}), catalog, m, 10**6, now=NOW)
+    # Many shapes keep only the newest: a long-running API does not grow without bound.
+    assert len(catalog.estimate_cache) == 2 * len(catalog)
+    spec = job(hyperparameters={"batch_size": 16})
+    misses = catalog.estimate_cache.misses
+    estimate_all(spec, catalog, m, 10**6, now=NOW)
+    assert catalog.estimate_cache.misses == misses
+    # Learned throughput read again from the same runs is the same key; other runs are not.
+    estimate_all(spec, catalog, m, 10**6, now=NOW, learned=LearnedThroughput(runs))
+    misses = catalog.estimate_cache.misses
+    estimate_all(spec, catalog, m, 10**6, now=NOW, learned=LearnedThroughput(list(runs)))
+    assert catalog.estimate_cache.misses == misses
+    faster = [ThroughputObservation(m.parameters, "full", "cpu", 8, 900.0)]
+    estimate_all(spec, catalog, m, 10**6, now=NOW, learned=LearnedThroughput(faster))
+    assert catalog.estimate_cache.misses == misses + len(catalog)

@@ -19,6 +19,7 @@ import yaml
 from trainyard.platform.scheduling.accelerators import Accelerator, load_accelerators
 from trainyard.platform.scheduling.catalog_files import HERE, YAML_LOADER, CatalogError
 from trainyard.platform.scheduling.constants import EstimatorConstants, load_constants
+from trainyard.platform.scheduling.estimate_cache import EstimateCache
 from trainyard.platform.scheduling.instance_types import InstanceType, parse_instance_type
 
 DEFAULT_CATALOG_PATH = HERE / "instance_types.yaml"
@@ -40,10 +41,10 @@ class Catalog:
         self._accelerators = MappingProxyType(dict(accelerators))
         self.constants = constants
         self.path = path
-        # Per-(job shape, instance type) results of the estimator, so planning many similar jobs
-        # does the memory and throughput arithmetic once. Owned here because it is only valid
-        # for this catalog's prices and constants.
-        self.estimate_cache: dict[Any, Any] = {}
+        # Per-(job shape, instance type, learned-throughput version) results of the estimator, so
+        # planning many similar jobs does the memory and throughput arithmetic once. Owned here
+        # because it is only valid for this catalog's prices and constants.
+        self.estimate_cache = EstimateCache()
 
     @property
     def types(self) -> tuple[InstanceType, ...]:

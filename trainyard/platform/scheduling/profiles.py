@@ -21,7 +21,6 @@ from trainyard.platform.scheduling.throughput import LearnedThroughput, throughp
 from trainyard.platform.spec import JobSpec
 
 GB = 1e9
-_CACHE_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +81,8 @@ def _profile_key(
         hp.gradient_accumulation_steps,
         hp.seq_len,
         hp.lora_r if spec.method == "lora" else 0,
-        learned,
+        # By value: a learned throughput rebuilt from the same runs is the same key.
+        learned.version if learned is not None else None,
     )
 
 
@@ -97,13 +97,11 @@ def profile(
     """The job-shape x instance-type part of an estimate (cached on the catalog)."""
     key = _profile_key(spec, itype, model, learned)
     cache = catalog.estimate_cache
-    hit = cache.get(key)
+    hit: Profile | None = cache.get(key)
     if hit is not None:
         return hit
     result = _compute_profile(spec, itype, catalog, model, learned)
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()
-    cache[key] = result
+    cache.put(key, result)
     return result
 
 

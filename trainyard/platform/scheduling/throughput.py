@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -45,14 +46,31 @@ class LearnedThroughput:
     of the job's size. Each match is scaled to the job by the parameter ratio (throughput falls
     roughly as 1/parameters at fixed FLOP/s) and by the device count; the median of the matches
     is used so one odd run does not swing the estimate.
+
+    ``version`` names what it was learned from (the observations used, in any order, and the
+    ratio): two built from the same runs have the same version, so estimates cached under one
+    stay valid for the other, and any new or changed run gives a new one.
     """
 
     def __init__(self, observations: Iterable[ThroughputObservation], *, max_parameter_ratio: float = 2.0):
         self.max_parameter_ratio = max_parameter_ratio
         self._by_key: dict[tuple[str, str], list[ThroughputObservation]] = {}
+        used: list[tuple[str, str, int, int, float]] = []
         for obs in observations:
             if obs.tokens_per_second > 0 and obs.model_parameters > 0 and obs.accelerator_count > 0:
                 self._by_key.setdefault((obs.method, obs.accelerator), []).append(obs)
+                used.append(
+                    (
+                        obs.method,
+                        obs.accelerator,
+                        obs.accelerator_count,
+                        obs.model_parameters,
+                        obs.tokens_per_second,
+                    )
+                )
+        # Computed once here (a few ms for thousands of runs), not on every lookup.
+        digest = hashlib.blake2b(repr((max_parameter_ratio, sorted(used))).encode(), digest_size=16)
+        self.version = digest.hexdigest()
 
     @classmethod
     def from_observations(
