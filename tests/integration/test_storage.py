@@ -26,6 +26,7 @@ from trainyard.platform.storage import (
     open_store,
     read_uri,
 )
+from trainyard.platform.storage.transfers import MAX_PART_SIZE
 
 # Small parts so that a 12 MB file goes up in three parts.
 SMALL_PARTS = S3Options(multipart_threshold=5 * MB, multipart_chunksize=5 * MB)
@@ -169,6 +170,46 @@ def test_s3_multipart_upload_of_a_large_file(s3_bucket: str, s3_client: Any, tmp
     data = os.urandom(6 * MB)  # above the threshold: put_bytes goes through the transfer manager
     store.put_bytes("blob", data, content_type="application/octet-stream")
     assert store.get_bytes("blob") == data
+
+
+def test_s3_a_large_object_moves_in_one_round_of_parts(
+    s3_bucket: str, s3_client: Any, tmp_path: Path
+) -> None:
+    # Four transfers at a time: 24 MB goes up in four 6 MB parts, not five of the 5 MB minimum.
+    store = open_store(s3_bucket, options=S3Options(5 * MB, 5 * MB, max_concurrency=4))
+    assert isinstance(store, S3Store)
+    source = tmp_path / "model.bin"
+    source.write_bytes(os.urandom(24 * MB))
+    store.put_file("jobs/j1/checkpoints/model.bin", source)
+    head = s3_client.head_object(Bucket=store.bucket, Key=store.prefix + "/jobs/j1/checkpoints/model.bin")
+    assert head["ETag"].strip('"').endswith("-4")
+    store.get_file("jobs/j1/checkpoints/model.bin", tmp_path / "back.bin")
+    assert (tmp_path / "back.bin").read_bytes() == source.read_bytes()
+
+
+def test_s3_part_sizes_follow_the_object_within_bounds() -> None:
+    options = S3Options()
+    assert options.part_size(None) == options.multipart_chunksize
+    assert options.part_size(50 * MB) == 8 * MB  # never under the configured size
+    assert options.part_size(200 * MB) == 20 * MB  # ten parts, one round of ten
+    assert options.part_size(201 * MB) == 21 * MB  # whole MiB
+    assert options.part_size(100_000 * MB) == MAX_PART_SIZE  # a retried part stays cheap
+
+
+def test_s3_download_dir_takes_sizes_from_the_listing(s3_bucket: str, tmp_path: Path) -> None:
+    store = open_store(s3_bucket, options=SMALL_PARTS)
+    assert isinstance(store, S3Store)
+    local = tmp_path / "final"
+    (local / "sub").mkdir(parents=True)
+    files = {"config.json": b"{}", "sub/weights.bin": os.urandom(11 * MB), "empty": b""}
+    for name, data in files.items():
+        (local / name).write_bytes(data)
+    store.upload_dir("jobs/j1/final", local)
+    heads: list[str] = []
+    store.client.meta.events.register("before-call.s3.HeadObject", lambda **kw: heads.append("head"))
+    out = store.download_dir("jobs/j1/final", tmp_path / "copy")
+    assert {name: (out / name).read_bytes() for name in files} == files
+    assert heads == []
 
 
 def test_s3_client_is_lazy_and_configured(s3_env: dict[str, str]) -> None:

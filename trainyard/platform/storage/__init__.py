@@ -6,6 +6,7 @@
 - ``base``: the ObjectStore interface.
 - ``local``: LocalStore, a directory with atomic writes (the embedded default, unit tests).
 - ``s3``: S3Store, boto3 with retries, multipart transfers and one client per store.
+- ``transfers``: S3Options, and part sizes fitted to the object so a transfer moves in one round.
 - ``uris``: parsing storage URIs; ``open_store``, ``read_uri``, ``uri_size``, ``read_uri_prefix``,
   ``download_uri_dir``.
 

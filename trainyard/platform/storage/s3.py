@@ -14,12 +14,11 @@ import io
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from trainyard.platform.storage.base import MB, ObjectStore, local_files
+from trainyard.platform.storage.base import ObjectStore, local_files
 from trainyard.platform.storage.errors import InvalidURI, ObjectNotFound, StorageError
 from trainyard.platform.storage.keys import (
     check_prefix,
@@ -29,49 +28,12 @@ from trainyard.platform.storage.keys import (
     relative_key,
     safe_key,
 )
+from trainyard.platform.storage.transfers import KnownObject, S3Options
 
 if TYPE_CHECKING:
     import pyarrow.fs
 
 __all__ = ["S3Options", "S3Store", "shared_store"]
-
-
-@dataclass(frozen=True)
-class S3Options:
-    """Transfer and retry settings for S3Store.
-
-    Objects at or above ``multipart_threshold`` go up and down in ``multipart_chunksize`` parts,
-    ``max_concurrency`` at a time. Throttling (SlowDown, 503) and transient errors are retried by
-    botocore and by pyarrow's S3 client; ``max_attempts`` counts every try, the first included, and
-    ``retry_mode`` "adaptive" also rate-limits the client after throttling.
-    """
-
-    multipart_threshold: int = 8 * MB
-    multipart_chunksize: int = 8 * MB
-    max_concurrency: int = 10
-    max_attempts: int = 10
-    retry_mode: Literal["standard", "adaptive"] = "standard"
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-
-    def __post_init__(self) -> None:
-        # S3 refuses parts under 5 MiB (except the last), so smaller chunks would fail mid-upload.
-        if self.multipart_chunksize < 5 * MB:
-            raise ValueError("multipart_chunksize must be at least 5 MiB")
-        if self.multipart_threshold < 1 or self.max_concurrency < 1 or self.max_attempts < 1:
-            raise ValueError("multipart_threshold, max_concurrency and max_attempts must be positive")
-
-    def transfer_config(self) -> Any:
-        from boto3.s3.transfer import TransferConfig
-
-        return TransferConfig(
-            multipart_threshold=self.multipart_threshold,
-            multipart_chunksize=self.multipart_chunksize,
-            max_concurrency=self.max_concurrency,
-            # The CRT transfer client ignores most of these settings and builds its own connection;
-            # "classic" keeps the behaviour the same on every host.
-            preferred_transfer_client="classic",
-        )
 
 
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -155,10 +117,11 @@ class S3Store(ObjectStore):
         full = "/".join(p for p in (self.prefix, checked) if p)
         return f"{full}/" if full else ""
 
-    def _transfer(self) -> Any:
+    def _transfer(self, total_bytes: int | None = None) -> Any:
+        """A transfer manager with parts sized for moving `total_bytes` (see `S3Options.part_size`)."""
         from boto3.s3.transfer import create_transfer_manager
 
-        return create_transfer_manager(self.client, self.options.transfer_config())
+        return create_transfer_manager(self.client, self.options.transfer_config(total_bytes))
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> str:
         full = self._key(key)
@@ -168,7 +131,7 @@ class S3Store(ObjectStore):
             if len(data) < self.options.multipart_threshold:
                 self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **extra)
             else:
-                with self._transfer() as manager:
+                with self._transfer(len(data)) as manager:
                     manager.upload(io.BytesIO(data), self.bucket, full, extra_args=extra or None).result()
         return uri
 
@@ -212,7 +175,7 @@ class S3Store(ObjectStore):
         source = Path(path)
         if not source.is_file():
             raise FileNotFoundError(f"no such file: {source}")
-        with _s3_errors(uri), self._transfer() as manager:
+        with _s3_errors(uri), self._transfer(source.stat().st_size) as manager:
             manager.upload(str(source), self.bucket, full).result()
         return uri
 
@@ -220,9 +183,13 @@ class S3Store(ObjectStore):
         full = self._key(key)
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        # s3transfer writes to a temporary name next to the target and renames it when complete.
-        with _s3_errors(self.uri_for(key)), self._transfer() as manager:
-            manager.download(self.bucket, full, str(target)).result()
+        with _s3_errors(self.uri_for(key)):
+            # The HEAD the transfer manager would make, made here to size the parts by the object.
+            head = self.client.head_object(Bucket=self.bucket, Key=full)
+            known = KnownObject(int(head["ContentLength"]), head.get("ETag"))
+            # s3transfer writes to a temporary name next to the target and renames it when complete.
+            with self._transfer(known.size) as manager:
+                manager.download(self.bucket, full, str(target), subscribers=[known]).result()
 
     def upload_dir(self, prefix: str, local_dir: str | Path) -> str:
         checked = check_prefix(prefix)
@@ -231,9 +198,11 @@ class S3Store(ObjectStore):
             for relative, source in local_files(Path(local_dir))
         ]
         uri = join_uri(self.root_uri, checked)
-        # One transfer manager for all files: small files go up in parallel, large ones in parts,
-        # under one concurrency limit. Leaving the block on an error cancels what is still queued.
-        with _s3_errors(uri), self._transfer() as manager:
+        total = sum(source.stat().st_size for _key, source in uploads)
+        # One transfer manager for all files: small files go up in parallel, large ones in parts
+        # sized so that the whole directory moves in about one round, under one concurrency limit.
+        # Leaving the block on an error cancels what is still queued.
+        with _s3_errors(uri), self._transfer(total) as manager:
             futures = [manager.upload(str(source), self.bucket, key) for key, source in uploads]
             for future in futures:
                 future.result()
@@ -241,26 +210,46 @@ class S3Store(ObjectStore):
 
     def download_dir(self, prefix: str, local_dir: str | Path) -> Path:
         checked = check_prefix(prefix)
-        keys = self.list(checked)
-        if not keys:
-            raise ObjectNotFound(f"no objects under {join_uri(self.root_uri, checked)}")
+        uri = join_uri(self.root_uri, checked)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        with _s3_errors(uri):
+            objects = sorted(
+                (
+                    (item["Key"][strip:], KnownObject(int(item["Size"]), item.get("ETag")))
+                    for item in self._iter_objects(self._list_prefix(checked))
+                    if not item["Key"].endswith("/")  # directory markers, as `list` skips them
+                ),
+                key=lambda pair: pair[0],
+            )
+        if not objects:
+            raise ObjectNotFound(f"no objects under {uri}")
         target = Path(local_dir)
         # Re-check each relative key: objects written by others (a user's model dir) could carry
         # '..' segments that would otherwise land outside local_dir.
-        downloads = [(self._key(key), target / safe_key(relative_key(key, checked))) for key in keys]
-        for _full, dest in downloads:
+        downloads = [
+            (self._key(key), target / safe_key(relative_key(key, checked)), known) for key, known in objects
+        ]
+        for _full, dest, _known in downloads:
             dest.parent.mkdir(parents=True, exist_ok=True)
-        with _s3_errors(join_uri(self.root_uri, checked)), self._transfer() as manager:
-            futures = [manager.download(self.bucket, full, str(dest)) for full, dest in downloads]
+        total = sum(known.size for _key, known in objects)
+        # The listing gave every size and ETag: no HEAD per file.
+        with _s3_errors(uri), self._transfer(total) as manager:
+            futures = [
+                manager.download(self.bucket, full, str(dest), subscribers=[known])
+                for full, dest, known in downloads
+            ]
             for future in futures:
                 future.result()
         return target
 
-    def _iter_keys(self, list_prefix: str) -> Iterator[str]:
+    def _iter_objects(self, list_prefix: str) -> Iterator[dict[str, Any]]:
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=list_prefix):
-            for item in page.get("Contents", ()):
-                yield item["Key"]
+            yield from page.get("Contents", ())
+
+    def _iter_keys(self, list_prefix: str) -> Iterator[str]:
+        for item in self._iter_objects(list_prefix):
+            yield item["Key"]
 
     def list(self, prefix: str = "") -> builtins.list[str]:
         list_prefix = self._list_prefix(prefix)
