@@ -117,14 +117,11 @@ class AttemptRunner:
 
     def _pass_lease_on(self) -> None:
         """Tell the run how long the lease holds, so that it stops by itself if we go quiet."""
-        if self.control is not None:
-            try:
+        try:
+            if self.control is not None:
                 self.control.lease.remote(self.lease.left())
-            except Exception:  # Ray away: the watchdog still stops us in time
-                log.debug("could not pass the lease on to the run", exc_info=True)
-
-    def _drain(self) -> None:
-        self.mailbox.drain()
+        except Exception:  # Ray away: the watchdog still stops us in time
+            log.debug("could not pass the lease on to the run", exc_info=True)
 
     def beat(self) -> None:
         """One heartbeat: renew the lease first (nothing may delay it), act on what it says, then
@@ -132,7 +129,7 @@ class AttemptRunner:
         hb = self._renew()
         if hb.stop_reason:
             self._request_stop(hb.stop_reason)
-        self._drain()
+        self.mailbox.drain()
         now = time.monotonic()
         if self.mailbox.progress and now - self._last_metrics_event >= 10.0:
             p = dict(self.mailbox.progress)
@@ -318,7 +315,7 @@ class AttemptRunner:
             if forced:
                 self.mailbox.drain_or_log()
             else:
-                self._retrying("reading the run's reports", self._drain)
+                self._retrying("reading the run's reports", self.mailbox.drain)
             if trained is not None and trained.tokens_trained:
                 self.mailbox.progress["tokens"] = trained.tokens_trained
             self._retrying("lease renewal", self._renew)
