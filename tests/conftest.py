@@ -84,6 +84,19 @@ def db_url(admin_db_url: str) -> Iterator[str]:
     admin_engine.dispose()
 
 
+@pytest.fixture(scope="module")
+def own_pg() -> Iterator[Any]:
+    """A Postgres server of the module's own, which its fault tests may stop and start: never the
+    shared server the other tests use."""
+    from live import OwnPostgres
+
+    pg = OwnPostgres()
+    try:
+        yield pg
+    finally:
+        pg.close()
+
+
 @pytest.fixture(scope="session")
 def engine(db_url: str) -> Iterator[Engine]:
     eng = db.make_engine(db_url, pool_size=20, max_overflow=20)

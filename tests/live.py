@@ -1,5 +1,6 @@
 """Real processes for the fault tests: a Postgres of the test's own that can be stopped and started,
-the API served by `trainyard api` in a subprocess, and a TCP proxy that slows what passes through.
+the API served by `trainyard api` in a subprocess, and a TCP proxy that slows or cuts what passes
+through.
 
 Nothing here is mocked: the API is a separate process talking to a real Postgres over its socket,
 and to a real S3 server when a test gives it one.
@@ -154,61 +155,14 @@ def live_api(workdir: Path, env: dict[str, str]) -> Iterator[LiveApi]:
         api.stop()
 
 
-class SlowProxy:
-    """A TCP proxy to `upstream` that lets `chunk` bytes through every `delay` seconds each way,
-    standing in for a slow network to the object store."""
+class Proxy:
+    """A TCP proxy to `upstream`. With `delay`, it lets `chunk` bytes through every `delay`
+    seconds each way, standing in for a slow network to the object store. `cut()` drops every
+    open connection and refuses new ones (accepted, then closed at once, as a failing load
+    balancer does) until `restore()`."""
 
-    def __init__(self, upstream: tuple[str, int], *, chunk: int = 4096, delay: float = 0.1) -> None:
+    def __init__(self, upstream: tuple[str, int], *, chunk: int = 65536, delay: float = 0.0) -> None:
         self.upstream, self.chunk, self.delay = upstream, chunk, delay
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self.listener.getsockname()[1])
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.upstream)
-            except OSError:
-                client.close()
-                continue
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(self.chunk):
-                time.sleep(self.delay)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self._closed = True
-        self.listener.close()
-
-
-def error_code(response: httpx.Response) -> Any:
-    """The error code in either envelope (Trainyard's or OpenAI's), or None."""
-    with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
-        return response.json()["error"]["code"]
-    return None
-
-
-class CutProxy:
-    """A TCP proxy to `upstream` that can be cut: `cut()` drops every open connection and refuses
-    new ones (accepted, then closed at once, as a failing load balancer does) until `restore()`."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
@@ -240,7 +194,9 @@ class CutProxy:
 
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
-            while data := src.recv(65536):
+            while data := src.recv(self.chunk):
+                if self.delay:
+                    time.sleep(self.delay)
                 dst.sendall(data)
         except OSError:
             pass
@@ -267,3 +223,10 @@ class CutProxy:
     def close(self) -> None:
         self.cut()
         self.listener.close()
+
+
+def error_code(response: httpx.Response) -> Any:
+    """The error code in either envelope (Trainyard's or OpenAI's), or None."""
+    with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
+        return response.json()["error"]["code"]
+    return None

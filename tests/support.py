@@ -6,16 +6,21 @@ Test modules import these as ``from support import ...``: the root conftest puts
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import secrets
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from trainyard.platform import auth, queue
+from trainyard.platform import auth, db, queue
 from trainyard.platform.auth import Principal
 from trainyard.platform.models import Checkpoint
 from trainyard.platform.scheduling import Catalog, load_catalog
@@ -227,3 +232,18 @@ __all__ = [
     "run_job",
     "shipped_catalog",
 ]
+
+
+@contextlib.contextmanager
+def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty database on the server at `admin_url`; yields its URL and drops it after."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = db.make_engine(admin_url).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from live import LiveApi, OwnPostgres, SlowProxy, error_code, live_api, team_key
+from live import LiveApi, OwnPostgres, Proxy, error_code, live_api, team_key
 from sqlalchemy import text
 from support import headers, job_body
 
@@ -36,15 +35,6 @@ from trainyard.platform import db
 BODY = job_body(base_model="sshleifer/tiny-gpt2", dataset_tokens=20_000)
 DOWN_SECONDS = 20.0
 PROBE_TIMEOUT = 10.0  # a request that takes longer than this is counted as a hang
-
-
-@pytest.fixture(scope="module")
-def own_pg() -> Iterator[OwnPostgres]:
-    pg = OwnPostgres()
-    try:
-        yield pg
-    finally:
-        pg.close()
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +163,7 @@ def test_a_pool_of_2_with_10_slow_uploads_still_answers_health_and_job_reads(
     key = team_key(pg_url, "uploads")
     moto = urlsplit(s3_server)
     # The store is reached through a slow link: each upload spends seconds writing to it.
-    proxy = SlowProxy((moto.hostname or "127.0.0.1", moto.port or 80), chunk=4096, delay=0.15)
+    proxy = Proxy((moto.hostname or "127.0.0.1", moto.port or 80), chunk=4096, delay=0.15)
     endpoint = f"http://127.0.0.1:{proxy.port}"
     env = {
         "TRAINYARD_DATABASE_URL": pg_url,

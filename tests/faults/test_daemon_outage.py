@@ -35,17 +35,8 @@ OUTAGE_SECONDS = 10.0
 
 
 @pytest.fixture(scope="module")
-def pg() -> Iterator[OwnPostgres]:
-    own = OwnPostgres()
-    try:
-        yield own
-    finally:
-        own.close()
-
-
-@pytest.fixture(scope="module")
-def pg_url(pg: OwnPostgres) -> str:
-    return pg.create_database()
+def pg_url(own_pg: OwnPostgres) -> str:
+    return own_pg.create_database()
 
 
 @pytest.fixture
@@ -95,7 +86,7 @@ def _count(caplog: pytest.LogCaptureFixture, text: str) -> int:
 
 
 def test_the_daemon_survives_its_database_going_away_and_claims_afterwards(
-    pg: OwnPostgres, own: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    own_pg: OwnPostgres, own: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings, sessions = own
     caplog.set_level(logging.INFO, logger="trainyard")
@@ -105,11 +96,11 @@ def test_the_daemon_survives_its_database_going_away_and_claims_afterwards(
     try:
         before = _enqueue(sessions, tmp_path, "before")
         assert _wait_terminal(sessions, before).error_code == "user_error"
-        pg.stop()
+        own_pg.stop()
         t0 = time.monotonic()
         time.sleep(OUTAGE_SECONDS)
         assert thread.is_alive(), "the daemon outlived the outage"
-        pg.start()
+        own_pg.start()
         after = _enqueue(sessions, tmp_path, "after")
         job = _wait_terminal(sessions, after)
         took = time.monotonic() - t0
@@ -132,7 +123,7 @@ def test_the_daemon_survives_its_database_going_away_and_claims_afterwards(
 
 
 def test_an_attempt_ends_its_run_through_a_database_outage(
-    pg: OwnPostgres, own: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    own_pg: OwnPostgres, own: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings, sessions = own
     job_id = _enqueue(sessions, tmp_path, "ending")
@@ -149,8 +140,8 @@ def test_an_attempt_ends_its_run_through_a_database_outage(
         tokens_this_attempt=512,
         stopped_early=False,
     )
-    pg.stop()
-    restart = threading.Timer(4.0, pg.start)
+    own_pg.stop()
+    restart = threading.Timer(4.0, own_pg.start)
     restart.start()
     try:
         assert runner.end(AttemptOutcome.SUCCEEDED, trained=trained) == 0, "retried, not given up"

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from live import CutProxy
+from live import Proxy
 
 from trainyard.platform.storage import S3Store
 
@@ -23,7 +23,7 @@ def test_the_filesystem_ray_gets_retries_through_a_store_cut(
 ) -> None:
     upstream = urlsplit(s3_server)
     assert upstream.hostname and upstream.port
-    proxy = CutProxy((upstream.hostname, upstream.port))
+    proxy = Proxy((upstream.hostname, upstream.port))
     s3_client.create_bucket(Bucket="cut")
     try:
         for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):

@@ -4,13 +4,12 @@ so a job that resumed once no longer reports its restored tokens twice."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import pytest
 from alembic import command
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
+from support import scratch_database
 
 from trainyard.platform import db, migrate
 
@@ -23,19 +22,13 @@ PLAN = (
 @pytest.fixture
 def old_database(admin_db_url: str) -> Iterator[Engine]:
     """A fresh database at revision 0004."""
-    name = f"trainyard_ledger_{secrets.token_hex(4)}"
-    admin = db.make_engine(admin_db_url).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine = db.make_engine(make_url(admin_db_url).set(database=name).render_as_string(hide_password=False))
-    try:
-        migrate.upgrade(engine, "0004")
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(admin_db_url, "trainyard_ledger") as url:
+        engine = db.make_engine(url)
+        try:
+            migrate.upgrade(engine, "0004")
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def _attempts(engine: Engine, columns: str) -> list[tuple]:

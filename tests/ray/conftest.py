@@ -3,12 +3,12 @@ and only these tests can reach the session's Ray cluster."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from worker_support import running
 
 from trainyard.cli.tiny_model import make_dataset, make_tiny_model_dir
 from trainyard.platform import storage
@@ -61,8 +61,5 @@ def daemon(worker_settings: Any, ray_address: str) -> Iterator[WorkerDaemon]:
     d = WorkerDaemon(
         worker_settings, load_deployment(worker_settings), pools=["local-cpu"], ray_address=ray_address
     )
-    t = threading.Thread(target=d.run, daemon=True)
-    t.start()
-    yield d
-    d.request_stop()
-    t.join(timeout=120)
+    with running(d):
+        yield d

@@ -10,43 +10,39 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-from live import CutProxy, OwnPostgres, live_api, team_key
+from live import OwnPostgres, Proxy, live_api, team_key
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from support import headers, make_key
-from worker_support import checkpoints, grant_assets, job_body, wait_for
+from worker_support import (
+    checkpoints,
+    grant_assets,
+    job_body,
+    running,
+    wait_for,
+    wait_for_checkpoint,
+    worker_env,
+)
 
 from trainyard.platform import auth, db, storage
 from trainyard.platform.deployment import load_deployment
-from trainyard.platform.models import Checkpoint, Job, JobAttempt, JobEvent, SourceGrant
+from trainyard.platform.models import Job, JobAttempt, JobEvent, SourceGrant
 from trainyard.platform.states import TERMINAL
 from trainyard.settings import get_settings
 from trainyard.workers.daemon import WorkerDaemon
 
 DOWN_SECONDS = 20.0
 CUT_SECONDS = 30.0
-
-
-@pytest.fixture
-def own_pg() -> Iterator[OwnPostgres]:
-    pg = OwnPostgres()
-    try:
-        yield pg
-    finally:
-        pg.close()
 
 
 def test_postgres_down_for_20_s_mid_training_loses_nothing(
@@ -67,13 +63,12 @@ def test_postgres_down_for_20_s_mid_training_loses_nothing(
         retry_backoff_seconds=0.0,
     )
     daemon = WorkerDaemon(settings, load_deployment(settings), pools=["local-cpu"], ray_address=ray_address)
-    worker = threading.Thread(target=daemon.run, daemon=True)
-    worker.start()
     probes: dict[str, Counter[str]] = {"down": Counter(), "other": Counter()}
     phase = "up"
     stop = threading.Event()
     try:
         with (
+            running(daemon) as worker,
             live_api(tmp_path, {"TRAINYARD_DATABASE_URL": url, "TRAINYARD_STORAGE_URI": s3_bucket}) as api,
             httpx.Client(base_url=api.base_url, timeout=10.0) as http,
         ):
@@ -109,8 +104,6 @@ def test_postgres_down_for_20_s_mid_training_loses_nothing(
             assert worker.is_alive(), "the daemon rode the outage out"
     finally:
         stop.set()
-        daemon.request_stop()
-        worker.join(timeout=120)
 
     down = probes["down"]
     with sessions() as s:
@@ -156,37 +149,30 @@ def test_the_store_cut_for_30_s_during_checkpoint_uploads_leaves_only_whole_chec
 
     upstream = urlsplit(s3_server)
     assert upstream.hostname and upstream.port
-    proxy = CutProxy((upstream.hostname, upstream.port))
+    proxy = Proxy((upstream.hostname, upstream.port))
     key = make_key(sessions)
     grant_assets(sessions)
     body = job_body(assets, hyperparameters={"max_steps": 90, "batch_size": 4, "seq_len": 32})
     job = client.post("/v1/jobs", json=body, headers=headers(key)).json()
     # `trainyard worker` and its attempts reach the store only through the proxy: the daemon, the
     # attempt process and, through the run's runtime environment, every Ray Train worker.
-    env = {
-        **os.environ,
-        "TRAINYARD_DATABASE_URL": worker_settings.database_url,
-        "TRAINYARD_STORAGE_URI": worker_settings.storage_uri,
-        "TRAINYARD_HEARTBEAT_SECONDS": "1",
-        "TRAINYARD_LEASE_SECONDS": "20",
-        "TRAINYARD_POLL_SECONDS": "0.5",
-        "TRAINYARD_RETRY_BACKOFF_SECONDS": "5",
-        "RAY_ADDRESS": ray_address,
-        "AWS_ENDPOINT_URL": proxy.url,
-        "AWS_ENDPOINT_URL_S3": proxy.url,
-    }
+    env = worker_env(
+        worker_settings,
+        ray_address,
+        TRAINYARD_RETRY_BACKOFF_SECONDS="5",
+        AWS_ENDPOINT_URL=proxy.url,
+        AWS_ENDPOINT_URL_S3=proxy.url,
+    )
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - the child writes it
     worker = subprocess.Popen(
         [sys.executable, "-m", "trainyard.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
-        with sessions() as s:
-            deadline = time.monotonic() + 180
-            while not s.scalar(select(Checkpoint.step).where(Checkpoint.job_id == job["id"]).limit(1)):
-                assert time.monotonic() < deadline, "no checkpoint recorded"
-                assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
-                time.sleep(0.5)
-                s.expire_all()
+
+        def alive() -> None:
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+
+        wait_for_checkpoint(sessions, job["id"], alive)
         proxy.cut()
         time.sleep(CUT_SECONDS)
         proxy.restore()

@@ -9,9 +9,7 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +17,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 from support import headers, make_key
-from worker_support import grant_assets, job_body, wait_for
+from worker_support import grant_assets, job_body, running, wait_for, wait_for_checkpoint
 
 from trainyard.platform import storage
 from trainyard.platform.deployment import load_deployment
@@ -43,17 +41,6 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-@contextlib.contextmanager
-def _running(daemon: WorkerDaemon) -> Iterator[WorkerDaemon]:
-    t = threading.Thread(target=daemon.run, daemon=True)
-    t.start()
-    try:
-        yield daemon
-    finally:
-        daemon.request_stop()
-        t.join(timeout=120)
 
 
 def _report(store: Any, job_id: str) -> dict[str, Any]:
@@ -105,7 +92,7 @@ def test_cancel_pause_and_budget_stop_of_hung_training_end_within_the_grace_peri
         "failed": lower_cap,
     }
     figures = []
-    with _running(daemon):
+    with running(daemon):
         for status, stop in stops.items():
             # A cap far above what the run costs, until `lower_cap`.
             policy = {"max_cost_usd": 1000.0} if status == "failed" else {}
@@ -145,20 +132,15 @@ def test_an_attempt_frozen_past_its_lease_writes_nothing_once_another_owns_the_j
     hp = {"max_steps": 60, "batch_size": 4, "seq_len": 32}
     job = client.post("/v1/jobs", json=job_body(assets, hyperparameters=hp), headers=headers(key)).json()
     first = WorkerDaemon(worker_settings, deployment, pools=["local-cpu"], ray_address=ray_address)
-    with _running(first):
-        with sessions() as s:
-            deadline = time.monotonic() + 180
-            while not s.scalar(select(Checkpoint.step).where(Checkpoint.job_id == job["id"]).limit(1)):
-                assert time.monotonic() < deadline, "no checkpoint recorded"
-                time.sleep(0.5)
-                s.expire_all()
+    with running(first):
+        wait_for_checkpoint(sessions, job["id"])
         [attempt_1] = first.running
         [pid] = _pids(f"trainyard.workers.attempt {attempt_1}")
         os.kill(pid, signal.SIGSTOP)
         try:
             # The first daemon's one slot is held by the frozen attempt; a second takes the job over.
             second = WorkerDaemon(worker_settings, deployment, pools=["local-cpu"], ray_address=ray_address)
-            with _running(second):
+            with running(second):
                 wait_for(client, key, job["id"], lambda j: j["attempts"] == 2 and j["status"] == "running")
                 with sessions() as s:
                     rescued_at = s.scalar(select(JobAttempt.ended_at).where(JobAttempt.id == attempt_1))

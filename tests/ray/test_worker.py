@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,15 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 from support import headers, make_key
-from worker_support import checkpoints, grant_assets, job_body, wait_for
+from worker_support import (
+    checkpoints,
+    grant_assets,
+    job_body,
+    running,
+    wait_for,
+    wait_for_checkpoint,
+    worker_env,
+)
 
 from trainyard.platform import storage
 from trainyard.platform.deployment import load_deployment
@@ -135,27 +142,14 @@ def test_sigkill_mid_run_resumes_from_last_checkpoint(
     grant_assets(sessions)
     body = job_body(assets, hyperparameters={"max_steps": 60, "batch_size": 4, "seq_len": 32})
     job = client.post("/v1/jobs", json=body, headers=headers(key)).json()
-    env = {
-        **os.environ,
-        "TRAINYARD_DATABASE_URL": worker_settings.database_url,
-        "TRAINYARD_STORAGE_URI": worker_settings.storage_uri,
-        "TRAINYARD_HEARTBEAT_SECONDS": "1",
-        "TRAINYARD_LEASE_SECONDS": "20",
-        "TRAINYARD_RETRY_BACKOFF_SECONDS": "0",
-        "RAY_ADDRESS": ray_address,
-    }
+    env = worker_env(worker_settings, ray_address)
     # The first worker runs as its own process group: `trainyard worker` and its attempt.
     first = subprocess.Popen(
         [sys.executable, "-m", "trainyard.cli", "worker"], env=env, start_new_session=True
     )
     try:
         wait_for(client, key, job["id"], lambda j: j["status"] == "running")
-        with sessions() as s:
-            deadline = time.monotonic() + 180
-            while not s.scalar(select(Checkpoint.step).where(Checkpoint.job_id == job["id"]).limit(1)):
-                assert time.monotonic() < deadline, "no checkpoint recorded"
-                time.sleep(0.5)
-                s.expire_all()
+        wait_for_checkpoint(sessions, job["id"])
         attempt_pids = subprocess.run(
             ["pgrep", "-P", str(first.pid), "-f", "trainyard.workers.attempt"], capture_output=True, text=True
         ).stdout.split()
@@ -171,13 +165,8 @@ def test_sigkill_mid_run_resumes_from_last_checkpoint(
     second = WorkerDaemon(
         worker_settings, load_deployment(worker_settings), pools=["local-cpu"], ray_address=ray_address
     )
-    t = threading.Thread(target=second.run, daemon=True)
-    t.start()
-    try:
+    with running(second):
         done = wait_for(client, key, job["id"], lambda j: j["status"] in TERMINAL, timeout=300)
-    finally:
-        second.request_stop()
-        t.join(timeout=120)
     assert done["status"] == "succeeded", done
     with sessions() as s:
         attempts = s.scalars(

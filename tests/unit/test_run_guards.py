@@ -5,6 +5,7 @@ the workers' own environment, and where each attempt writes."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,18 @@ def test_a_stop_ends_in_its_target_state_however_it_ended() -> None:
     assert (outcome, code, retryable) == (AttemptOutcome.FAILED, "budget_exceeded", False)
     assert message is not None and "$2.50" in message
     assert stopped_outcome("preempted")[:2] == (AttemptOutcome.CRASHED, "stopped")
+
+
+def test_retired_checkpoints_are_deleted_only_under_the_jobs_own_prefix(tmp_path: Path) -> None:
+    from trainyard.platform.storage import open_store
+    from trainyard.workers.mailbox import Mailbox
+
+    store = open_store(f"file://{tmp_path}")
+    mine = store.put_bytes("jobs/j1/attempts/001/checkpoints/run/checkpoint_000000006/w.bin", b"w")
+    theirs = store.put_bytes("jobs/j2/attempts/001/checkpoints/run/checkpoint_000000006/w.bin", b"w")
+    mailbox = Mailbox("att_1", fenced=None, store=store)  # type: ignore[arg-type]  # no write here
+    mailbox.job_id = "j1"
+    # A recorded URI is deleted only when it lies under jobs/j1/: not another job's, not elsewhere.
+    mailbox._delete([mine.rsplit("/", 1)[0], theirs.rsplit("/", 1)[0], "s3://elsewhere/jobs/j1/x"])
+    assert not store.list("jobs/j1/")
+    assert store.list("jobs/j2/") == ["jobs/j2/attempts/001/checkpoints/run/checkpoint_000000006/w.bin"]

@@ -81,7 +81,7 @@ def record_checkpoint(
         data={"step": step, "uri": uri, "metrics": metrics or {}},
     )
     session.commit()
-    return [u for u in gone if u != uri]
+    return gone
 
 
 def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:

@@ -60,27 +60,24 @@ class AttemptRunner:
         self.engine = db.make_engine(settings.database_url, pool_size=2, max_overflow=1)
         self.sessions: sessionmaker[Session] = db.make_sessionmaker(self.engine)
         self.store = storage.open_store(settings.storage_uri)
-        self.control: RunControlHandle | None = None
         self.stop_reason: str | None = None
         self.lease_lost = threading.Event()
         self._done = threading.Event()  # training is over: the heartbeat thread stops
         self._ended = threading.Event()  # the attempt is over: the lease watchdog stops
         self._last_metrics_event = 0.0
         self.lease = LocalLease(settings.lease_seconds)  # set from the database in `_load`
-        self._fenced = Fence(
-            log,
-            attempt_id,
-            self.sessions,
-            self.lease,
-            lambda: self._lose_lease("lease not renewed by its local deadline"),
-        )
-        self._retrying = self._fenced.retrying
+        self._fenced = Fence(log, attempt_id, self.sessions, self.lease, self._lapsed)
         self.mailbox = Mailbox(attempt_id, self._fenced, self.store)
         self._stop_at: float | None = None  # when a graceful stop was first asked for
         self._end_lock = threading.Lock()
         self._end_code: int | None = None  # set once the attempt has ended (or failed to)
         self._budget: float | None = None
         self.number = 0  # set in `_load`
+
+    @property
+    def control(self) -> RunControlHandle | None:
+        """The run's RunControl actor, once the run has one (the mailbox holds it)."""
+        return self.mailbox.control
 
     # -- the heartbeat side ----------------------------------------------------------------
     def _request_stop(self, reason: str) -> None:
@@ -94,6 +91,9 @@ class AttemptRunner:
                 self.control.request_stop.remote(reason)
             except Exception:  # Ray may already be shutting down
                 log.debug("could not deliver stop request", exc_info=True)
+
+    def _lapsed(self) -> None:
+        self._lose_lease("lease not renewed by its local deadline")
 
     def _lose_lease(self, why: str) -> None:
         if not self.lease_lost.is_set():
@@ -170,7 +170,7 @@ class AttemptRunner:
         end it once a graceful stop has run past its grace period."""
         while not self._ended.wait(min(1.0, self.settings.heartbeat_seconds)):
             if self.lease.passed:
-                self._lose_lease("lease not renewed by its local deadline")
+                self._lapsed()
                 self._shutdown_hard()
                 return
             if self._stop_overdue():
@@ -220,6 +220,7 @@ class AttemptRunner:
             job = s.get(Job, attempt.job_id)
             assert job is not None
             spec = JobSpec.model_validate(job.spec)
+            self.mailbox.job_id = job.id
             self.mailbox.keep = spec.checkpoint.keep if spec.sweep is None else None
             self._budget = spec.policy.max_cost_usd
             self.number = attempt.number
@@ -315,17 +316,17 @@ class AttemptRunner:
             if forced:
                 self.mailbox.drain_or_log()
             else:
-                self._retrying("reading the run's reports", self.mailbox.drain)
+                self._fenced.retrying("reading the run's reports", self.mailbox.drain)
             if trained is not None and trained.tokens_trained:
                 self.mailbox.progress["tokens"] = trained.tokens_trained
-            self._retrying("lease renewal", self._renew)
+            self._fenced.retrying("lease renewal", self._renew)
             if trained is not None and trained.trials and trained.checkpoint_uris:
                 kept = list(trained.checkpoint_uris)
-                self._retrying(
+                self._fenced.retrying(
                     "pruning checkpoints",
                     lambda: self._fenced(lambda s: attempts.prune_checkpoints(s, self.attempt_id, kept)),
                 )
-            self._retrying(
+            self._fenced.retrying(
                 "ending the attempt",
                 lambda: self._fenced(
                     lambda s: queue.finish(
@@ -357,7 +358,7 @@ class AttemptRunner:
         # ray.init installs a SIGTERM handler that exits at once; a worker shutdown must instead
         # let the run checkpoint and hand the job back.
         signal.signal(signal.SIGTERM, lambda *_: self._request_stop("shutdown"))
-        self.control = self.mailbox.control = create_run_control()
+        self.mailbox.control = create_run_control()
         self._pass_lease_on()
         if self.stop_reason:
             self._request_stop(self.stop_reason)

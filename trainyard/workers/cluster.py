@@ -18,8 +18,8 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-# What the training loop reads from its environment: the object store (boto3's own resolution),
-# the model hub, and the platform's store root.
+# What the training loop reads from its environment: the object store (boto3's own resolution)
+# and the model hub. The store's root travels in the loop's config, not here.
 _FORWARDED = (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
@@ -34,7 +34,6 @@ _FORWARDED = (
     "HF_TOKEN",
     "HF_HUB_OFFLINE",
     "TRANSFORMERS_OFFLINE",
-    "TRAINYARD_STORAGE_URI",
 )
 
 
@@ -49,18 +48,20 @@ def runtime_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {"env_vars": worker_env(environ)}
 
 
+def _live(nodes: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The resources of each live node of ``ray.nodes()``."""
+    return [node.get("Resources") or {} for node in nodes if node.get("Alive", False)]
+
+
 def worker_slots(need: Mapping[str, float], nodes: Iterable[Mapping[str, Any]]) -> int:
     """How many workers asking for ``need`` each the live ``nodes`` (``ray.nodes()``) can hold."""
-    slots = 0
-    for node in nodes:
-        if not node.get("Alive", False):
-            continue
-        have = node.get("Resources") or {}
-        per_node = [
-            math.floor(float(have.get(r, 0.0)) / amount + 1e-9) for r, amount in need.items() if amount > 0
-        ]
-        slots += min(per_node) if per_node else 0
-    return slots
+    asked = [(r, amount) for r, amount in need.items() if amount > 0]
+    if not asked:
+        return 0
+    return sum(
+        min(math.floor(float(have.get(r, 0.0)) / amount + 1e-9) for r, amount in asked)
+        for have in _live(nodes)
+    )
 
 
 def shortfall(num_workers: int, need: Mapping[str, float], nodes: list[Mapping[str, Any]]) -> str | None:
@@ -68,12 +69,9 @@ def shortfall(num_workers: int, need: Mapping[str, float], nodes: list[Mapping[s
     slots = worker_slots(need, nodes)
     if slots >= num_workers:
         return None
-    total: dict[str, float] = {}
-    for node in nodes:
-        if node.get("Alive", False):
-            for r in need:
-                total[r] = total.get(r, 0.0) + float((node.get("Resources") or {}).get(r, 0.0))
-    alive = sum(1 for n in nodes if n.get("Alive", False))
+    live = _live(nodes)
+    total = {r: sum(float(have.get(r, 0.0)) for have in live) for r in need}
+    alive = len(live)
     asks = ", ".join(f"{r}: {v:g}" for r, v in sorted(need.items()))
     has = ", ".join(f"{r}: {v:g}" for r, v in sorted(total.items()))
     return (

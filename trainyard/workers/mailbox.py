@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-from sqlalchemy.orm import Session
+from typing import Any
 
 from trainyard.platform import attempts, events
 from trainyard.platform.errors import LeaseLost
-from trainyard.platform.storage import ObjectStore
+from trainyard.platform.storage import ObjectStore, job_prefix
+from trainyard.workers.lease import Fence
 
 log = logging.getLogger("trainyard.attempt")
 
-T = TypeVar("T")
-Fenced = Callable[[Callable[[Session], Any]], Any]
-
 
 class Mailbox:
-    def __init__(self, attempt_id: str, fenced: Fenced, store: ObjectStore) -> None:
+    def __init__(self, attempt_id: str, fenced: Fence, store: ObjectStore) -> None:
         self.attempt_id = attempt_id
+        self.job_id: str | None = None  # set once the attempt has read its job
         self._fenced = fenced
         self.store = store
         self.control: Any = None  # the RunControl actor handle, once the run has one
@@ -101,11 +97,15 @@ class Mailbox:
             )
 
     def _delete(self, uris: list[str]) -> None:
-        """Remove checkpoints no row points at any more (beyond `keep`, or replaced)."""
+        """Remove checkpoints no row points at any more (beyond `keep`, or replaced): only ever
+        under this job's own prefix in the store, whatever a recorded URI says."""
+        if self.job_id is None:
+            return
+        own = self.store.uri_for(job_prefix(self.job_id)).rstrip("/") + "/"
         root = self.store.root_uri.rstrip("/") + "/"
         for uri in uris:
-            if not uri.startswith(root):
-                continue  # not in this store: nothing of ours to delete
+            if not uri.startswith(own):
+                continue  # not this job's: nothing of ours to delete
             try:
                 self.store.delete_prefix(uri.removeprefix(root))
             except Exception as exc:  # a blip leaves an unlisted directory behind, nothing worse

@@ -183,10 +183,6 @@ class PlatformCallback(TrainerCallback):
             control.should_save = not self._stop.lease_lost
             control.should_training_stop = True
 
-    @property
-    def lease_lost(self) -> bool:
-        return self._stop.lease_lost
-
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._progress(state)
 
