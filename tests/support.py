@@ -167,6 +167,19 @@ def instance_type(**overrides: Any) -> InstanceType:
 # --- HTTP -----------------------------------------------------------------------------------
 
 
+def attempt_pids(worker_pid: int) -> list[int]:
+    """The attempt processes a worker started: forked by its warm runner or started cold, they
+    descend from it and show as `python -m trainyard.workers.attempt ID ...`."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process(worker_pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "trainyard.workers.attempt" in " ".join(proc.cmdline()):
+                found.append(proc.pid)
+    return found
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking)."""
     with socket.socket() as s:

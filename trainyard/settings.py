@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # by itself before the attempt is ended and its process and Ray run killed.
     stop_grace_seconds: float = Field(default=60.0, gt=0)
     worker_concurrency: int = Field(default=1, ge=1)
+    # Fork attempts from a runner that has imported torch, transformers and Ray Train once
+    # (workers/warm.py) instead of starting a fresh interpreter for each.
+    warm_attempts: bool = True
     # A job's max_cost_usd is checked against a projection from its attempt's training pace once
     # the attempt has shown this many steps over this many seconds (start-up is not counted).
     budget_projection_min_steps: int = Field(default=10, ge=1)

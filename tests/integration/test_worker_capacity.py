@@ -27,7 +27,7 @@ import pytest
 import yaml
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-from support import ROOT, headers, job_body, make_key
+from support import ROOT, attempt_pids, headers, job_body, make_key
 
 from trainyard.platform import states
 from trainyard.platform.models import Job, JobAttempt
@@ -61,13 +61,6 @@ def _attempts(sessions: sessionmaker[Session]) -> list[JobAttempt]:
 def _status(sessions: sessionmaker[Session], job_id: str) -> str:
     with sessions() as s:
         return str(s.scalar(select(Job.status).where(Job.id == job_id)))
-
-
-def _attempt_pids(worker: subprocess.Popen[bytes]) -> list[int]:
-    out = subprocess.run(
-        ["pgrep", "-P", str(worker.pid), "-f", "trainyard.workers.attempt"], capture_output=True, text=True
-    ).stdout
-    return [int(pid) for pid in out.split()]
 
 
 @pytest.fixture
@@ -132,7 +125,7 @@ def start_worker(
     for proc in procs:
         # Attempts run in sessions of their own and wait on the store: stop them first, then
         # let the daemon record their end and exit.
-        for pid in _attempt_pids(proc):
+        for pid in attempt_pids(proc.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         proc.send_signal(signal.SIGTERM)
@@ -199,7 +192,7 @@ def test_trainyard_worker_runs_no_more_than_the_pools_max_concurrent(
 
     # The slot frees when that attempt ends (here: its process dies), and only then is the next
     # job claimed; the first waits for its retry.
-    [pid] = _attempt_pids(worker)
+    [pid] = attempt_pids(worker.pid)
     os.kill(pid, signal.SIGKILL)
     seen = []
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
-from support import headers, make_key
+from support import attempt_pids, headers, make_key
 from worker_support import (
     checkpoints,
     grant_assets,
@@ -150,14 +150,12 @@ def test_sigkill_mid_run_resumes_from_last_checkpoint(
     try:
         wait_for(client, key, job["id"], lambda j: j["status"] == "running")
         wait_for_checkpoint(sessions, job["id"])
-        attempt_pids = subprocess.run(
-            ["pgrep", "-P", str(first.pid), "-f", "trainyard.workers.attempt"], capture_output=True, text=True
-        ).stdout.split()
+        pids = attempt_pids(first.pid)
         os.killpg(first.pid, signal.SIGKILL)
-        assert attempt_pids, "the attempt runs in a process of its own"
-        for pid in attempt_pids:
+        assert pids, "the attempt runs in a process of its own"
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
         killed_at = time.time()
     finally:
         first.wait(timeout=30)

@@ -162,6 +162,20 @@ class Checkpoint(TrainyardModel):
     created_at: datetime | None = None
 
 
+class JobLog(TrainyardModel):
+    """A piece of one attempt's log; ask again with ``after=next_offset`` to read on."""
+
+    object: str = "job.log"
+    job_id: str | None = None
+    job_status: str | None = None
+    attempt: int = 0
+    attempts: int = 0
+    offset: int = 0
+    next_offset: int = 0
+    data: str = ""
+    complete: bool = False
+
+
 class PlanAlternative(TrainyardModel):
     option: str | None = None
     estimated_seconds: float | None = None

@@ -251,6 +251,13 @@ class AttemptRunner:
         message: str | None = None
         retryable = True
         trained: TrainingOutcome | None = None
+        log.info(
+            "job %s attempt %d: checking sources (%s on %s)",
+            job.id,
+            self.number,
+            spec.base_model,
+            job.instance_type or spec.instance_type,
+        )
         try:
             spec = check_sources(self.settings, self.sessions, job, spec)
             check_readable(spec)
@@ -273,8 +280,17 @@ class AttemptRunner:
             self._done.set()
             beat.join(timeout=30)
         if self.lease_lost.is_set():
+            log.error("job %s attempt %d: lease lost; the job is another attempt's now", job.id, self.number)
             return EXIT_LEASE_LOST
-        return self.end(outcome, code=code, message=message, retryable=retryable, trained=trained)
+        exit_code = self.end(outcome, code=code, message=message, retryable=retryable, trained=trained)
+        log.info(
+            "job %s attempt %d ended: %s%s",
+            job.id,
+            self.number,
+            outcome,
+            f" ({code}: {message})" if code else "",
+        )
+        return exit_code
 
     def end(
         self,
@@ -354,6 +370,7 @@ class AttemptRunner:
         deployment = load_deployment(self.settings)
         itype = deployment.instance_type(job.instance_type or spec.instance_type or "local-cpu")
         pool = deployment.pool(job.pool or itype.name)
+        log.info("job %s attempt %d: connecting to Ray", job.id, self.number)
         connect(self.settings.ray_address)
         # ray.init installs a SIGTERM handler that exits at once; a worker shutdown must instead
         # let the run checkpoint and hand the job back.
@@ -367,6 +384,13 @@ class AttemptRunner:
         if latest is not None:
             step = latest.step
             self._fenced(lambda s: attempts.set_start_step(s, self.attempt_id, step))
+        log.info(
+            "job %s attempt %d: starting the run on %s%s",
+            job.id,
+            self.number,
+            itype.name,
+            f", resuming from step {latest.step}" if latest is not None else "",
+        )
         return run_training(
             spec,
             job_id=job.id,

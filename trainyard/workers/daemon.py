@@ -23,10 +23,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
@@ -37,6 +39,8 @@ from trainyard.platform.outages import Outage
 from trainyard.platform.planning import Planner
 from trainyard.platform.states import AttemptOutcome
 from trainyard.settings import Settings
+from trainyard.workers import warm
+from trainyard.workers.logship import LogShipper
 
 log = logging.getLogger("trainyard.worker")
 
@@ -52,10 +56,14 @@ _ATTEMPT_SETTINGS = (
 )
 
 
+AttemptProcess = subprocess.Popen[bytes] | warm.WarmProcess
+
+
 @dataclass
 class Running:
     claim: queue.Claim
-    process: subprocess.Popen[bytes]
+    process: AttemptProcess
+    log: LogShipper
     started: float = field(default_factory=time.monotonic)
     killed: bool = False  # by `force_stop`: its job is handed back, not counted as a crash
 
@@ -95,8 +103,15 @@ class WorkerDaemon:
         conninfo = make_url(db.normalize_url(settings.database_url)).set(drivername="postgresql")
         self.listener = queue.Listener(conninfo.render_as_string(hide_password=False))
         self.running: dict[str, Running] = {}
+        # Attempt output waits here until it is in the store (workers/logship.py).
+        self.log_dir = Path(tempfile.mkdtemp(prefix="trainyard-attempt-logs-"))
+        self._unshipped: list[LogShipper] = []  # attempts that ended before their last shipment
+        self._ship_lock = threading.Lock()
+        self._ship_outage = Outage(log, f"worker {self.worker_id}: shipping attempt logs")
         self._stopping = threading.Event()
         self._redispatch_outage = Outage(log, f"worker {self.worker_id}: redispatch")
+        if settings.warm_attempts:
+            warm.shared_runner()  # its imports overlap with whatever comes before the first claim
 
     # -- lifecycle -------------------------------------------------------------------------
     def request_stop(self, *_: object) -> None:
@@ -140,6 +155,11 @@ class WorkerDaemon:
         outage = Outage(
             log, f"worker {self.worker_id}: database or store", cap=max(1.0, self.settings.poll_seconds)
         )
+        shipping_done = threading.Event()
+        shipping = threading.Thread(
+            target=self._ship_loop, args=(shipping_done,), name="log-shipping", daemon=True
+        )
+        shipping.start()
         try:
             while True:
                 try:
@@ -169,6 +189,8 @@ class WorkerDaemon:
                 if not started:
                     self.listener.wait(self.settings.poll_seconds if not self.running else 1.0)
         finally:
+            shipping_done.set()
+            shipping.join(timeout=30)
             self.listener.close()
             self.engine.dispose()
 
@@ -210,11 +232,41 @@ class WorkerDaemon:
                 lease_seconds=self.settings.lease_seconds,
             )
         for claim in claims:
-            self.running[claim.attempt_id] = Running(claim, self._spawn(claim))
+            shipper = LogShipper(
+                self.store, self.log_dir / f"{claim.attempt_id}.log", claim.job_id, claim.attempt_number
+            )
+            started = Running(claim, self._spawn(claim, shipper.path), shipper)
+            with self._ship_lock:
+                self.running[claim.attempt_id] = started
             log.info("job %s attempt %d started", claim.job_id, claim.attempt_number)
         return len(claims)
 
-    def _spawn(self, claim: queue.Claim) -> subprocess.Popen[bytes]:
+    def _ship_logs(self) -> None:
+        """What the attempts wrote since the last pass, into the store; a store outage only
+        delays it (the local files keep everything)."""
+        with self._ship_lock:
+            live = [r.log for r in self.running.values()]
+            ended = list(self._unshipped)
+        try:
+            for shipper in live:
+                shipper.ship()
+            for shipper in ended:
+                shipper.ship(final=True)
+                shipper.discard()
+                with self._ship_lock:
+                    self._unshipped.remove(shipper)
+        except Exception as exc:
+            self._ship_outage.failed(exc)
+        else:
+            self._ship_outage.recovered()
+
+    def _ship_loop(self, done: threading.Event) -> None:
+        # Its own thread: a store that hangs delays logs, never a claim, a reap or a stop.
+        while not done.wait(1.0):
+            self._ship_logs()
+        self._ship_logs()
+
+    def _spawn(self, claim: queue.Claim, log_path: Path) -> AttemptProcess:
         env = dict(os.environ)
         env["TRAINYARD_DATABASE_URL"] = self.settings.database_url
         env["TRAINYARD_STORAGE_URI"] = self.settings.storage_uri
@@ -225,17 +277,19 @@ class WorkerDaemon:
             env[f"TRAINYARD_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
         if self.ray_address:
             env["RAY_ADDRESS"] = self.ray_address
-        cmd = [
-            sys.executable,
-            "-m",
-            "trainyard.workers.attempt",
-            claim.attempt_id,
-            "--worker-id",
-            self.worker_id,
-        ]
+        argv = [claim.attempt_id, "--worker-id", self.worker_id]
+        cmd = [sys.executable, "-m", "trainyard.workers.attempt", *argv]
+        if self.settings.warm_attempts:
+            try:
+                return warm.shared_runner().spawn(argv, env, title=" ".join(cmd), log_path=str(log_path))
+            except warm.RunnerGone as exc:
+                log.warning("warm runner unavailable (%s): starting attempt %s cold", exc, claim.attempt_id)
         # A session of its own: a signal meant for the daemon's terminal does not reach the
         # attempt, which stops only when the daemon asks it to.
-        return subprocess.Popen(cmd, env=env, start_new_session=True)
+        with log_path.open("ab") as out:
+            return subprocess.Popen(
+                cmd, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def _reap(self) -> None:
         for attempt_id, r in list(self.running.items()):
@@ -243,7 +297,10 @@ class WorkerDaemon:
             if code is None:
                 continue
             if code == 0:
-                del self.running[attempt_id]
+                log.info("job %s attempt %d ended", r.claim.job_id, r.claim.attempt_number)
+                with self._ship_lock:
+                    self._unshipped.append(r.log)
+                    del self.running[attempt_id]
                 continue
             # The attempt process died without closing its attempt: record the crash (fenced, so
             # an attempt that did close it, or lost its lease, is left as it is). It stays in
@@ -273,4 +330,6 @@ class WorkerDaemon:
                 )
             except LeaseLost:
                 pass
-            del self.running[attempt_id]
+            with self._ship_lock:
+                self._unshipped.append(r.log)
+                del self.running[attempt_id]

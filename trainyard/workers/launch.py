@@ -35,7 +35,7 @@ def connect(address: str | None) -> None:
 
     if not ray.is_initialized():
         ray.init(
-            address=address or "auto", configure_logging=False, log_to_driver=False, runtime_env=runtime_env()
+            address=address or "auto", configure_logging=False, log_to_driver=True, runtime_env=runtime_env()
         )
 
 

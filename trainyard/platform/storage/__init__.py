@@ -25,6 +25,7 @@ from trainyard.platform.storage.layout import (
     dataset_key,
     final_model_prefix,
     job_prefix,
+    logs_prefix,
 )
 from trainyard.platform.storage.local import LocalStore
 from trainyard.platform.storage.s3 import S3Options, S3Store
@@ -48,6 +49,7 @@ __all__ = [
     "download_uri_dir",
     "final_model_prefix",
     "job_prefix",
+    "logs_prefix",
     "open_store",
     "read_uri",
     "read_uri_prefix",

@@ -2,6 +2,7 @@
 
 jobs/{job_id}/attempts/{n}/checkpoints/...  attempt n's Ray Train storage (RunConfig storage_path)
 jobs/{job_id}/attempts/{n}/final/           the model attempt n trained (save_pretrained)
+jobs/{job_id}/attempts/{n}/logs/{offset}.log attempt n's process output, in the order written
 jobs/{job_id}/checkpoints/..., sweep/...    a sweep's trials (Tune restores its experiment)
 jobs/{job_id}/cost_report.json
 datasets/...
@@ -23,6 +24,7 @@ __all__ = [
     "dataset_key",
     "final_model_prefix",
     "job_prefix",
+    "logs_prefix",
 ]
 
 
@@ -55,6 +57,11 @@ def checkpoints_prefix(job_id: str, attempt: int | None = None) -> str:
 def final_model_prefix(job_id: str, attempt: int) -> str:
     """``jobs/{job_id}/attempts/{n}/final``: the model an attempt trained (save_pretrained)."""
     return safe_key(attempt_prefix(job_id, attempt), "final")
+
+
+def logs_prefix(job_id: str, attempt: int) -> str:
+    """``jobs/{job_id}/attempts/{n}/logs``: attempt n's output, in segments named by byte offset."""
+    return safe_key(attempt_prefix(job_id, attempt), "logs")
 
 
 def cost_report_key(job_id: str) -> str:

@@ -1,16 +1,16 @@
-"""`client.jobs`: create, get, list, cancel, events, checkpoints, wait."""
+"""`client.jobs`: create, get, list, cancel, events, checkpoints, logs, wait."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from trainyard.sdk._errors import WaitTimeoutError
-from trainyard.sdk._models import Checkpoint, Job, JobEvent, Page
+from trainyard.sdk._models import Checkpoint, Job, JobEvent, JobLog, Page
 from trainyard.sdk._pagination import AsyncPaginator, SyncPaginator
 from trainyard.sdk.resources._common import job_body, path_id
 
@@ -102,6 +102,41 @@ class Jobs:
     def checkpoints(self, job_id: str, *, limit: int | None = None) -> SyncPaginator[Checkpoint]:
         """Completed checkpoints, highest step first."""
         return SyncPaginator(lambda cursor: self.checkpoints_page(job_id, after=cursor, limit=limit))
+
+    def logs(
+        self, job_id: str, *, attempt: int | None = None, after: int = 0, tail: int | None = None
+    ) -> JobLog:
+        """An attempt's log (default: the latest attempt's) from byte ``after``, or its last
+        ``tail`` lines."""
+        params = {"attempt": attempt, "after": after, "tail": tail}
+        return self._client.get_model(JobLog, f"/v1/jobs/{path_id(job_id)}/logs", params=params)
+
+    def follow_logs(self, job_id: str, *, poll_interval: float = 1.0, settle: float = 30.0) -> Iterator[str]:
+        """The job's log as it is written, attempt after attempt, until the job has settled
+        (succeeded, failed, cancelled, paused) and its last attempt's log is read to the end
+        (or, if a worker died before shipping all of it, `settle` seconds after the job did)."""
+        attempt, after = 1, 0
+        settled_at: float | None = None
+        while True:
+            job = self.get(job_id)
+            if job.attempts >= attempt:
+                piece = self.logs(job_id, attempt=attempt, after=after)
+                if piece.data:
+                    yield piece.data
+                    after = piece.next_offset
+                    continue
+                if piece.complete and job.attempts > attempt:
+                    attempt, after = attempt + 1, 0  # a retry or a resume: its log follows
+                    continue
+                if piece.complete and job.is_settled:
+                    return
+            elif job.is_settled:
+                return  # it ended without an attempt (cancelled while queued)
+            if job.is_settled:
+                settled_at = settled_at or time.monotonic()
+                if time.monotonic() - settled_at > settle:
+                    return
+            self._client._sleep(poll_interval)
 
     def wait(
         self,
@@ -200,6 +235,12 @@ class AsyncJobs:
 
     def checkpoints(self, job_id: str, *, limit: int | None = None) -> AsyncPaginator[Checkpoint]:
         return AsyncPaginator(lambda cursor: self.checkpoints_page(job_id, after=cursor, limit=limit))
+
+    async def logs(
+        self, job_id: str, *, attempt: int | None = None, after: int = 0, tail: int | None = None
+    ) -> JobLog:
+        params = {"attempt": attempt, "after": after, "tail": tail}
+        return await self._client.get_model(JobLog, f"/v1/jobs/{path_id(job_id)}/logs", params=params)
 
     async def wait(
         self,

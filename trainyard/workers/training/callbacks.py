@@ -171,6 +171,10 @@ class PlatformCallback(TrainerCallback):
         for key, value in (logs or {}).items():
             if isinstance(value, int | float) and not isinstance(value, bool):
                 self.latest[key] = float(value)
+        if self._rank == 0 and logs:
+            # The training log: the worker's output reaches the attempt's log through Ray.
+            shown = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in logs.items())
+            print(f"step {state.global_step}/{state.max_steps} {shown}", flush=True)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._rank == 0 and time.monotonic() - self._last_send >= self._interval:
