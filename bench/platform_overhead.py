@@ -105,12 +105,13 @@ def job_spec(params: Params, model_dir: str, train_uri: str) -> dict[str, Any]:
 
 
 def checkpoint_stamps(store_uri: str, job_id: str) -> list[dict[str, float]]:
-    """Each persisted checkpoint of a job: step, tokens seen, and when its last file landed."""
+    """Each persisted checkpoint of a job's first attempt: step, tokens seen, and when its last file
+    landed."""
     import pyarrow.fs
 
     from trainyard.platform.storage import checkpoints_prefix, open_store
 
-    path, fs = open_store(store_uri).ray_storage(checkpoints_prefix(job_id))
+    path, fs = open_store(store_uri).ray_storage(checkpoints_prefix(job_id, 1))  # a first attempt
     landed: dict[str, float] = {}
     for info in fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=True, allow_not_found=True)):
         if info.type != pyarrow.fs.FileType.File:
@@ -176,6 +177,7 @@ def run_direct(spec: dict[str, Any], store_uri: str, run_id: str) -> dict[str, A
         store_uri=store_uri,
         control=None,
         run_name=run_id,
+        attempt=1,
     )
     t_end = time.time()
     if result.stopped_early or result.steps != spec["hyperparameters"]["max_steps"]:

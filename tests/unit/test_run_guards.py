@@ -92,7 +92,24 @@ def test_a_stop_ends_in_its_target_state_however_it_ended() -> None:
     outcome, code, message, retryable = stopped_outcome("budget_exceeded", 2.5)
     assert (outcome, code, retryable) == (AttemptOutcome.FAILED, "budget_exceeded", False)
     assert message is not None and "$2.50" in message
-    assert stopped_outcome("preempted")[:2] == (AttemptOutcome.CRASHED, "stopped")
+    # A preemption notice: the run saved its step; the job resumes there, counted as a preemption.
+    outcome, code, _, retryable = stopped_outcome("preempted")
+    assert (outcome, code, retryable) == (AttemptOutcome.PREEMPTED, "preempted", True)
+    assert stopped_outcome("something new")[:2] == (AttemptOutcome.CRASHED, "stopped")
+
+
+def test_a_preemption_notice_stops_every_rank_saving_the_current_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trainyard.workers.training import callbacks
+
+    notice = False
+    monkeypatch.setattr(callbacks, "preemption_notice", lambda: notice)
+    stop = callbacks.StopSignal(None, rank=0, world_size=1, poll_interval_s=1.0)
+    assert not stop.should_stop()
+    notice = True
+    assert stop.should_stop()
+    assert stop.reason == callbacks.PREEMPTED and not stop.lease_lost  # it saves before stopping
 
 
 def test_retired_checkpoints_are_deleted_only_under_the_jobs_own_prefix(tmp_path: Path) -> None:

@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # Ray is imported once the attempt trains, not when the proce
 log = logging.getLogger("trainyard.attempt")
 
 EXIT_LEASE_LOST = 3
+NODE_DEATH_WAIT_S = 20.0
 
 
 class AttemptRunner:
@@ -73,6 +74,8 @@ class AttemptRunner:
         self._end_code: int | None = None  # set once the attempt has ended (or failed to)
         self._budget: float | None = None
         self.number = 0  # set in `_load`
+        self._spot = False
+        self._nodes_at_start: set[str] = set()  # the Ray nodes alive when the run started
 
     @property
     def control(self) -> RunControlHandle | None:
@@ -224,6 +227,7 @@ class AttemptRunner:
             self.mailbox.keep = spec.checkpoint.keep if spec.sweep is None else None
             self._budget = spec.policy.max_cost_usd
             self.number = attempt.number
+            self._spot = bool(attempt.spot)
             started = time.monotonic()
             left = s.scalar(
                 select(extract("epoch", JobAttempt.lease_expires_at - func.now())).where(
@@ -264,7 +268,9 @@ class AttemptRunner:
             trained = self._train(job, spec)
             # A stop asked for after the run had already finished changes nothing.
             if trained.stopped_early:
-                outcome, code, message, retryable = stopped_outcome(self.stop_reason, self._budget)
+                # A stop this attempt asked for wins; otherwise the run's own (a preemption notice).
+                reason = self.stop_reason or trained.stop_reason
+                outcome, code, message, retryable = stopped_outcome(reason, self._budget)
             else:
                 outcome, code = AttemptOutcome.SUCCEEDED, None
         except UserError as exc:
@@ -275,6 +281,12 @@ class AttemptRunner:
             log.error("attempt %s: %s", self.attempt_id, exc)
         except Exception as exc:
             outcome, code, message = AttemptOutcome.CRASHED, "training_error", f"{type(exc).__name__}: {exc}"
+            lost = self._nodes_lost()
+            if lost and self._spot:
+                # A spot node that vanished without notice is a preemption, not a bug in the run:
+                # the job resumes from its last recorded checkpoint, counted as a preemption.
+                outcome, code = AttemptOutcome.PREEMPTED, "node_lost"
+                message = f"spot node(s) {', '.join(sorted(lost))} went away during the run"
             log.error("attempt %s failed:\n%s", self.attempt_id, traceback.format_exc())
         finally:
             self._done.set()
@@ -363,6 +375,22 @@ class AttemptRunner:
             return EXIT_LEASE_LOST
         return 0
 
+    def _nodes_lost(self) -> set[str]:
+        """The Ray nodes alive when the run started that are gone now (none if Ray cannot say)."""
+        if not self._nodes_at_start or not self._spot:
+            return set()
+        # The run can fail before the cluster has marked the node dead (its health checks take
+        # some seconds): give it that long to say.
+        deadline = time.monotonic() + NODE_DEATH_WAIT_S
+        while True:
+            try:
+                lost = self._nodes_at_start - _alive_nodes()
+            except Exception:
+                return set()
+            if lost or time.monotonic() > deadline:
+                return lost
+            time.sleep(1.0)
+
     def _train(self, job: Job, spec: JobSpec) -> TrainingOutcome:
         from trainyard.workers.control import create_run_control
         from trainyard.workers.launch import connect, run_training
@@ -372,6 +400,7 @@ class AttemptRunner:
         pool = deployment.pool(job.pool or itype.name)
         log.info("job %s attempt %d: connecting to Ray", job.id, self.number)
         connect(self.settings.ray_address)
+        self._nodes_at_start = _alive_nodes()
         # ray.init installs a SIGTERM handler that exits at once; a worker shutdown must instead
         # let the run checkpoint and hand the job back.
         signal.signal(signal.SIGTERM, lambda *_: self._request_stop("shutdown"))
@@ -403,6 +432,12 @@ class AttemptRunner:
             # A sweep's trials resume through Tune's own record of its experiment.
             resume_from=latest.uri if latest is not None and spec.sweep is None else None,
         )
+
+
+def _alive_nodes() -> set[str]:
+    import ray
+
+    return {str(n["NodeID"]) for n in ray.nodes() if n.get("Alive")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,4 +51,7 @@ def stopped_outcome(
         return AttemptOutcome.FAILED, "budget_exceeded", f"projected spend passed max_cost_usd ({cap})", False
     if reason in ("shutdown", "paused"):
         return AttemptOutcome.HANDED_BACK, None, None, True
+    if reason == "preempted":
+        message = "a node of the run was preempted; the run saved its current step first"
+        return AttemptOutcome.PREEMPTED, "preempted", message, True
     return AttemptOutcome.CRASHED, "stopped", f"run stopped early ({reason})", True

@@ -6,6 +6,9 @@ signal every rank agrees on, and each Trainer checkpoint handed to Ray Train.
 - rank 0 polls ``RunControl.stop_requested()`` without blocking and broadcasts the decision to
   every rank each optimizer step, so all ranks save one last checkpoint and stop on the same step;
   when the reason is a lost lease, all ranks stop on that step without saving anything;
+- a node of the run being drained for preemption (a spot reclaim announced with a deadline, as
+  Ray Train's preemption watcher learns it) is a stop too: every rank saves the current step and
+  stops, so the next attempt loses no step;
 - each Trainer checkpoint is handed to ``ray.train.report`` under a step-numbered directory name,
   so Ray Train persists it in the job's store and hands it back through
   ``ray.train.get_checkpoint()`` when the same run is started again.
@@ -29,6 +32,25 @@ from trainyard.workers.control import MESSAGE, PROGRESS, RunControlHandle
 from trainyard.workers.lease import LEASE_LOST
 
 logger = logging.getLogger(__name__)
+
+PREEMPTED = "preempted"
+# The broadcast's values: go on, stop (saving), stop writing nothing, stop (saving) for preemption.
+_GO, _STOP, _LEASE_LOST, _PREEMPTED = 0, 1, 2, 3
+
+
+def preemption_notice() -> bool:
+    """Whether Ray Train has told this worker that a node of its group is being preempted.
+
+    Read from the worker's own train context, which Ray Train's preemption watcher updates on
+    every worker: unlike ``ray.train.get_preemption_info()`` it is no barrier, so rank 0 can look
+    every step and the decision still reaches every rank through the one stop broadcast."""
+    try:
+        from ray.train.v2._internal.execution.context import get_train_context
+
+        return get_train_context().preemption_context.preemption_info is not None
+    except Exception:  # not in a Ray Train worker, or an API that moved: no notice
+        return False
+
 
 CHECKPOINT_DIR_PREFIX = "checkpoint_"
 
@@ -90,16 +112,20 @@ class StopSignal:
 
     def should_stop(self) -> bool:
         """Call on every rank at the same point of every step."""
-        flag = 0
+        flag = _GO
         if self._rank == 0:
             self._refresh()
-            flag = 0 if self.reason is None else (2 if self.reason == LEASE_LOST else 1)
+            if self.reason is None and preemption_notice():
+                self.reason = PREEMPTED
+            flag = {None: _GO, LEASE_LOST: _LEASE_LOST, PREEMPTED: _PREEMPTED}.get(self.reason, _STOP)
         if self._group is not None:
             t = torch.tensor([flag], dtype=torch.int64)
             dist.broadcast(t, src=0, group=self._group)
             flag = int(t.item())
-        self.lease_lost = self.lease_lost or flag == 2
-        return bool(flag)
+        self.lease_lost = self.lease_lost or flag == _LEASE_LOST
+        if flag == _PREEMPTED and self.reason is None:
+            self.reason = PREEMPTED
+        return flag != _GO
 
 
 class PlatformCallback(TrainerCallback):
