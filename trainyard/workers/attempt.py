@@ -39,7 +39,7 @@ from trainyard.platform.outages import Outage
 from trainyard.platform.spec import JobSpec
 from trainyard.platform.states import AttemptOutcome
 from trainyard.settings import Settings, get_settings
-from trainyard.workers.cluster import InsufficientResources
+from trainyard.workers.cluster import InsufficientResources, alive_nodes, lost_nodes
 from trainyard.workers.lease import LEASE_LOST, Fence, LocalLease
 from trainyard.workers.mailbox import Mailbox
 from trainyard.workers.outcome import TrainingOutcome, stopped_outcome
@@ -281,8 +281,8 @@ class AttemptRunner:
             log.error("attempt %s: %s", self.attempt_id, exc)
         except Exception as exc:
             outcome, code, message = AttemptOutcome.CRASHED, "training_error", f"{type(exc).__name__}: {exc}"
-            lost = self._nodes_lost()
-            if lost and self._spot:
+            lost = lost_nodes(self._nodes_at_start, wait_s=NODE_DEATH_WAIT_S) if self._spot else set()
+            if lost:
                 # A spot node that vanished without notice is a preemption, not a bug in the run:
                 # the job resumes from its last recorded checkpoint, counted as a preemption.
                 outcome, code = AttemptOutcome.PREEMPTED, "node_lost"
@@ -375,22 +375,6 @@ class AttemptRunner:
             return EXIT_LEASE_LOST
         return 0
 
-    def _nodes_lost(self) -> set[str]:
-        """The Ray nodes alive when the run started that are gone now (none if Ray cannot say)."""
-        if not self._nodes_at_start or not self._spot:
-            return set()
-        # The run can fail before the cluster has marked the node dead (its health checks take
-        # some seconds): give it that long to say.
-        deadline = time.monotonic() + NODE_DEATH_WAIT_S
-        while True:
-            try:
-                lost = self._nodes_at_start - _alive_nodes()
-            except Exception:
-                return set()
-            if lost or time.monotonic() > deadline:
-                return lost
-            time.sleep(1.0)
-
     def _train(self, job: Job, spec: JobSpec) -> TrainingOutcome:
         from trainyard.workers.control import create_run_control
         from trainyard.workers.launch import connect, run_training
@@ -400,7 +384,7 @@ class AttemptRunner:
         pool = deployment.pool(job.pool or itype.name)
         log.info("job %s attempt %d: connecting to Ray", job.id, self.number)
         connect(self.settings.ray_address)
-        self._nodes_at_start = _alive_nodes()
+        self._nodes_at_start = alive_nodes()
         # ray.init installs a SIGTERM handler that exits at once; a worker shutdown must instead
         # let the run checkpoint and hand the job back.
         signal.signal(signal.SIGTERM, lambda *_: self._request_stop("shutdown"))
@@ -432,12 +416,6 @@ class AttemptRunner:
             # A sweep's trials resume through Tune's own record of its experiment.
             resume_from=latest.uri if latest is not None and spec.sweep is None else None,
         )
-
-
-def _alive_nodes() -> set[str]:
-    import ray
-
-    return {str(n["NodeID"]) for n in ray.nodes() if n.get("Alive")}
 
 
 def main(argv: list[str] | None = None) -> int:

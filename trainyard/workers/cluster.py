@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -91,3 +92,27 @@ def check_fits(scaling: Any, nodes: list[Mapping[str, Any]], what: str) -> None:
     missing = shortfall(int(scaling.num_workers), need, nodes)
     if missing is not None:
         raise InsufficientResources(f"{what}: {missing}")
+
+
+def alive_nodes() -> set[str]:
+    """The ids of the Ray nodes alive now (this process is connected to the cluster)."""
+    import ray
+
+    return {str(n["NodeID"]) for n in ray.nodes() if n.get("Alive")}
+
+
+def lost_nodes(started_with: set[str], *, wait_s: float) -> set[str]:
+    """The nodes of ``started_with`` that are gone, waiting up to ``wait_s`` for the cluster to
+    mark them dead: a run can fail before the node's health checks have run out. Empty when
+    none went away, or when Ray cannot say."""
+    if not started_with:
+        return set()
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            lost = started_with - alive_nodes()
+        except Exception:
+            return set()
+        if lost or time.monotonic() > deadline:
+            return lost
+        time.sleep(1.0)
