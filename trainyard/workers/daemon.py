@@ -53,6 +53,9 @@ _ATTEMPT_SETTINGS = (
     "allow_local_paths",
     "local_roots",
     "shared_sources",
+    # The attempt places its run by the daemon's pools and prices it by the daemon's catalog.
+    "pools",
+    "catalog_path",
 )
 
 
@@ -274,7 +277,12 @@ class WorkerDaemon:
         # lease it renews is the one this daemon claimed, and it checks sources as the API does.
         for name in _ATTEMPT_SETTINGS:
             value = getattr(self.settings, name)
-            env[f"TRAINYARD_{name.upper()}"] = json.dumps(value) if isinstance(value, list) else str(value)
+            if value is None:
+                env.pop(f"TRAINYARD_{name.upper()}", None)
+            else:
+                env[f"TRAINYARD_{name.upper()}"] = (
+                    json.dumps(value) if isinstance(value, list) else str(value)
+                )
         if self.ray_address:
             env["RAY_ADDRESS"] = self.ray_address
         argv = [claim.attempt_id, "--worker-id", self.worker_id]

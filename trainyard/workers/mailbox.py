@@ -93,6 +93,7 @@ class Mailbox:
                     events.MESSAGE,
                     str(event.get("message", "")),
                     level=str(event.get("level", "info")),
+                    data=event.get("data") if isinstance(event.get("data"), dict) else None,
                 )
             )
 

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, TypedDict
 
+import ray
 import ray.train
 import torch
 
@@ -130,6 +131,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             progress_interval_s=float(config.get("progress_interval_s", 2.0)),
             tags=config.get("tags"),
         )
+        if control is not None:
+            # Where each rank runs goes into the attempt's events: which nodes a pool's job used,
+            # and which node a preemption took away.
+            node = ray.get_runtime_context().get_node_id()
+            control.report.remote(
+                {
+                    "type": MESSAGE,
+                    "level": "info",
+                    "message": f"rank {rank} runs on Ray node {node}",
+                    "data": {"rank": rank, "node_id": node},
+                }
+            )
         trainer = Trainer(
             model=model,
             args=_training_arguments(
