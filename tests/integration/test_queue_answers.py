@@ -10,16 +10,21 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+import typer
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
-from support import TWO_POOLS, headers, job_body, make_key
+from support import TWO_POOLS, AppTransport, headers, job_body, make_key, make_sdk
+from typer.testing import CliRunner
 
 from trainyard.api.app import create_app
+from trainyard.cli import client as cli_client
+from trainyard.cli import user as cli_user
 from trainyard.money import format_usd
 from trainyard.platform import queue
 from trainyard.platform.models import Job, JobEvent
 from trainyard.platform.states import AttemptOutcome
+from trainyard.sdk import QueueAlternative, QueueAnswer
 
 # Long enough that a running job's estimate does not run out while the test looks at it.
 LONG = {"max_steps": 4000, "batch_size": 4, "seq_len": 64}
@@ -229,3 +234,45 @@ def test_the_line_pages_in_claim_order_either_way(two_pools: TestClient, key: st
     assert read(order="desc") == line[::-1]
     r = client.get("/v1/queue/jobs", params={"after": "job_nope"}, headers=headers(key))
     assert r.status_code == 400 and r.json()["error"]["param"] == "after"
+
+
+@pytest.mark.usefixtures("isolated_config")
+def test_sdk_and_cli_show_the_answer_and_move_the_job(
+    two_pools: TestClient, sessions: sessionmaker[Session], key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sdk = make_sdk(AppTransport(two_pools), key)
+    first = sdk.jobs.create(job_body(instance_type=None, hyperparameters=LONG))
+    assert _claim(two_pools, sessions) == [first.id]
+    waiting = sdk.jobs.create(job_body(instance_type=None, hyperparameters=LONG))
+    job = sdk.jobs.get(waiting.id)
+    assert isinstance(job.queue, QueueAnswer) and job.queue.reason == "pool_full"
+    [alt] = job.queue.alternatives
+    assert isinstance(alt, QueueAlternative) and alt.move is not None and alt.instance_type == "c7i.2xlarge"
+    assert job.plan is not None and {o.instance_type for o in job.plan.pool_options} == {
+        "local-cpu",
+        "c7i.2xlarge",
+    }
+    assert [j.id for j in sdk.queue.jobs()] == [waiting.id]
+    assert sdk.queue.summary().waiting == 1
+
+    monkeypatch.setattr(cli_client, "client_factory", lambda: make_sdk(AppTransport(two_pools), key))
+    app = typer.Typer()
+    cli_user.register(app)
+    runner = CliRunner()
+    shown = runner.invoke(app, ["jobs", "get", waiting.id])
+    assert shown.exit_code == 0, shown.output
+    assert "#1 in local-cpu, pool_full: pool local-cpu is full (1 of 1 running)" in shown.stdout
+    assert alt.summary in shown.stdout and f"trainyard jobs move {waiting.id}" in shown.stdout
+    line = runner.invoke(app, ["queue"])
+    assert line.exit_code == 0, line.output
+    row = next(r for r in line.stdout.splitlines() if r.startswith(waiting.id))
+    assert row.split()[1:4] == ["local-cpu", "1", "pool_full"] and "c7i.2xlarge" in row
+    spot = ["--spot"] if alt.spot else ["--on-demand"]
+    moved = runner.invoke(app, ["jobs", "move", waiting.id, "--instance-type", "c7i.2xlarge", *spot])
+    assert moved.exit_code == 0, moved.output
+    assert f"{waiting.id} on c7i.2xlarge" in moved.stdout and "awaiting_worker" in moved.stdout
+    refused = runner.invoke(app, ["jobs", "move", waiting.id, "--instance-type", "p5.48xlarge"])
+    assert refused.exit_code == 2 and "instance_type_unavailable" in refused.output
+    again = sdk.jobs.move(waiting.id, instance_type="c7i.2xlarge", spot=alt.spot)
+    assert again.pool == "c7i.2xlarge" and again.queue is not None and again.queue.position == 1
+    assert _claim(two_pools, sessions, ["c7i.2xlarge"]) == [waiting.id]
