@@ -14,14 +14,14 @@ import typer
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
-from support import TWO_POOLS, AppTransport, headers, job_body, make_key, make_sdk
+from support import TWO_POOLS, AppTransport, headers, job_body, make_key, make_sdk, principal_for
 from typer.testing import CliRunner
 
 from trainyard.api.app import create_app
 from trainyard.cli import client as cli_client
 from trainyard.cli import user as cli_user
 from trainyard.money import format_usd
-from trainyard.platform import queue
+from trainyard.platform import jobs, queue
 from trainyard.platform.models import Job, JobEvent
 from trainyard.platform.states import AttemptOutcome
 from trainyard.sdk import QueueAlternative, QueueAnswer
@@ -276,3 +276,28 @@ def test_sdk_and_cli_show_the_answer_and_move_the_job(
     again = sdk.jobs.move(waiting.id, instance_type="c7i.2xlarge", spot=alt.spot)
     assert again.pool == "c7i.2xlarge" and again.queue is not None and again.queue.position == 1
     assert _claim(two_pools, sessions, ["c7i.2xlarge"]) == [waiting.id]
+
+
+def test_a_job_no_pool_runs_and_a_paused_job_say_so(
+    two_pools: TestClient, sessions: sessionmaker[Session], key: str
+) -> None:
+    client = two_pools
+    job = _submit(client, key)
+    # The deployment no longer runs the pool it was placed in (its pools were changed since).
+    with sessions.begin() as s:
+        s.execute(text("UPDATE jobs SET pool = 'g5.xlarge' WHERE id = :j"), {"j": job["id"]})
+    answer = client.get(f"/v1/jobs/{job['id']}", headers=headers(key)).json()["queue"]
+    assert answer["reason"] == "pool_unavailable" and answer["position"] is None
+    assert answer["eta_seconds"] is None and "no pool of this deployment runs g5.xlarge" in answer["message"]
+    # Every pool here would start it now; the soonest finish first.
+    assert [a["instance_type"] for a in answer["alternatives"]] == ["c7i.2xlarge", "local-cpu"]
+    assert all(a["starts_in_seconds"] < 1 for a in answer["alternatives"])
+    assert all(a["finishes_sooner_by_seconds"] is None for a in answer["alternatives"])
+    assert answer["alternatives"][0]["summary"].startswith("on c7i.2xlarge spot: starts now, finishes in ")
+
+    with sessions.begin() as s:
+        jobs.pause_job(s, principal_for(sessions, key), job["id"])
+    paused = client.get(f"/v1/jobs/{job['id']}", headers=headers(key)).json()["queue"]
+    assert (paused["reason"], paused["position"], paused["alternatives"]) == ("paused", None, [])
+    r = client.post(f"/v1/jobs/{job['id']}/move", json={"instance_type": "local-cpu"}, headers=headers(key))
+    assert r.status_code == 409 and r.json()["error"]["code"] == "job_not_movable"

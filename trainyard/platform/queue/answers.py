@@ -133,10 +133,11 @@ def _later(start: float | None, *bounds: float | None) -> float | None:
     return max([start, *(b for b in bounds if b is not None)])
 
 
-def _summary(label: str, start: float, sooner: float | None, extra: float) -> str:
+def _summary(label: str, start: float, finish: float, sooner: float | None, extra: float) -> str:
     starts = "starts now" if start < NOW_SECONDS else f"starts in {format_duration(start)}"
     if sooner is None:
-        finishes = "finishes sooner"
+        # Where it is, it has no start to compare with.
+        finishes = f"finishes in {format_duration(finish)}"
     elif abs(sooner) < NOW_SECONDS:
         finishes = "finishes at about the same time"
     else:
@@ -267,7 +268,7 @@ def _alternatives(
                 cost + extra,
                 extra,
                 option.get("meets_deadline"),
-                _summary(label, start, sooner, extra),
+                _summary(label, start, finish, sooner, extra),
             )
         )
     found.sort(key=lambda a: (a.finish_seconds, a.extra_usd))
