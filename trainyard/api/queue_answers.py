@@ -6,7 +6,15 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from fastapi import Request
+
+from trainyard.platform.costs.metering import PaceRule
 from trainyard.platform.queue.answers import QueueAnswer
+
+
+def pace(request: Request) -> PaceRule:
+    """When a running job's training pace is trusted, from the app's settings."""
+    return PaceRule.from_settings(request.app.state.settings)
 
 
 def move_body(instance_type: str, spot: bool) -> dict[str, Any]:

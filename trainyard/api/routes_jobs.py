@@ -15,7 +15,7 @@ from trainyard.api.deps import (
     bracket_params,
 )
 from trainyard.api.openapi import errors
-from trainyard.api.queue_answers import queue_out
+from trainyard.api.queue_answers import pace, queue_out
 from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
 from trainyard.platform import costs, jobs, states, submission
 from trainyard.platform.queue import answers
@@ -74,7 +74,7 @@ def get_job(job_id: str, session: SessionDep, principal: PrincipalDep, request: 
     job = jobs.get_job(session, principal, job_id)
     out = job_out(job, goodput=costs.job_goodput(session, job.id))
     # Queued and paused jobs say where they stand and why; others carry null.
-    out["queue"] = queue_out(answers.answer(session, job, request.app.state.deployment))
+    out["queue"] = queue_out(answers.answer(session, job, request.app.state.deployment, pace=pace(request)))
     return out
 
 

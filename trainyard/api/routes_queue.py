@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict
 
 from trainyard.api.deps import OrderQ, PrincipalDep, SessionDep, UnitOfWorkRoute
 from trainyard.api.openapi import errors
-from trainyard.api.queue_answers import queue_out
+from trainyard.api.queue_answers import pace, queue_out
 from trainyard.api.schemas import job_out
 from trainyard.platform import moves
 from trainyard.platform.queue import answers
@@ -46,7 +46,7 @@ def move_job(
         session, principal, job_id, instance_type=body.instance_type, spot=body.spot, planner=planner
     )
     out = job_out(job)
-    out["queue"] = queue_out(answers.answer(session, job, planner.deployment))
+    out["queue"] = queue_out(answers.answer(session, job, planner.deployment, pace=pace(request)))
     return out
 
 
@@ -72,6 +72,7 @@ def list_waiting(
         after=after,
         limit=limit,
         order=order,
+        pace=pace(request),
     )
     data = [{**job_out(job), "queue": queue_out(answer)} for job, answer in rows]
     return {"object": "list", "data": data, "has_more": more}

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from trainyard.money import format_usd
 from trainyard.platform import states
 from trainyard.platform.auth import Principal, visible_team_id
+from trainyard.platform.costs.metering import PaceRule
 from trainyard.platform.costs.windows import ts
 from trainyard.platform.deployment import Deployment
 from trainyard.platform.errors import InvalidRequest
@@ -148,14 +149,19 @@ def _summary(label: str, start: float, finish: float, sooner: float | None, extr
 
 
 def answer(
-    session: Session, job: Job, deployment: Deployment, snapshot: Snapshot | None = None
+    session: Session,
+    job: Job,
+    deployment: Deployment,
+    snapshot: Snapshot | None = None,
+    *,
+    pace: PaceRule | None = None,
 ) -> QueueAnswer | None:
     """The queue answer of a queued or paused job (None for any other), from `snapshot` when the
-    caller answers several jobs at once."""
+    caller answers several jobs at once; `pace` as `Snapshot.read` takes it."""
     if job.status not in WAITING:
         return None
     key = claim_key(job)
-    snap = snapshot or Snapshot.read(session, deployment, key, [job.pool] if job.pool else [])
+    snap = snapshot or Snapshot.read(session, deployment, key, [job.pool] if job.pool else [], pace)
     now, capacity = snap.now, deployment.capacity
     plan = job.plan or {}
     run = number(plan, "estimated_seconds")
@@ -275,13 +281,15 @@ def _alternatives(
     return tuple(found[:MAX_ALTERNATIVES])
 
 
-def answers(session: Session, jobs: Sequence[Job], deployment: Deployment) -> dict[str, QueueAnswer]:
+def answers(
+    session: Session, jobs: Sequence[Job], deployment: Deployment, *, pace: PaceRule | None = None
+) -> dict[str, QueueAnswer]:
     """Answers for many jobs from one snapshot, read up to the last of them in claim order."""
     waiting = [j for j in jobs if j.status in WAITING]
     if not waiting:
         return {}
     upto = max(claim_key(j) for j in waiting)
-    snap = Snapshot.read(session, deployment, upto, [j.pool for j in waiting if j.pool])
+    snap = Snapshot.read(session, deployment, upto, [j.pool for j in waiting if j.pool], pace)
     out = {}
     for job in waiting:
         got = answer(session, job, deployment, snap)
@@ -304,6 +312,7 @@ def list_waiting(
     after: str | None = None,
     limit: int = 20,
     order: str = "asc",
+    pace: PaceRule | None = None,
 ) -> tuple[list[tuple[Job, QueueAnswer]], bool]:
     """The caller's queued and paused jobs (admins: every team's, or `team`'s), by pool and then
     in claim order (`order="desc"`: the last in line first), each with its answer;
@@ -331,5 +340,5 @@ def list_waiting(
         keys = (pool_key.desc(), Job.priority.asc(), Job.seq.desc())
     rows = list(session.scalars(query.order_by(*keys).limit(limit + 1)))
     page = rows[:limit]
-    found = answers(session, page, deployment)
+    found = answers(session, page, deployment, pace=pace)
     return [(job, found[job.id]) for job in page if job.id in found], len(rows) > limit

@@ -87,10 +87,19 @@ class Snapshot:
     _budgets: dict[str, float] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def read(cls, session: Session, deployment: Deployment, upto: Key, pools: Iterable[str] = ()) -> Snapshot:
+    def read(
+        cls,
+        session: Session,
+        deployment: Deployment,
+        upto: Key,
+        pools: Iterable[str] = (),
+        pace: PaceRule | None = None,
+    ) -> Snapshot:
+        """`pace` says when a running job's training pace is trusted (`PaceRule.from_settings`;
+        default: the settings' defaults)."""
         now = db_now(session)
         names = sorted(set(deployment.capacity) | {p for p in pools if p})
-        rule = PaceRule.from_settings()
+        rule = pace or PaceRule()
         rows = session.execute(
             select(Job.pool, Job.team_id, Job.plan, Job.progress, Job.started_at, JobAttempt)
             .outerjoin(JobAttempt, JobAttempt.id == Job.current_attempt_id)
