@@ -217,7 +217,7 @@ def answer(
         reason = max(
             reasons, key=lambda r: (math.inf if bounds[r] is None else bounds[r], -PRECEDENCE.index(r))
         )
-    alternatives = _alternatives(session, job, deployment, snap, here, wait, quota, team_running, team)
+    alternatives = _alternatives(job, deployment, snap, here, wait, quota, team_running, team)
     message = "; ".join(notes)
     not_before = job.run_after if wait > 0 else None
     return QueueAnswer(
@@ -226,7 +226,6 @@ def answer(
 
 
 def _alternatives(
-    session: Session,
     job: Job,
     deployment: Deployment,
     snap: Snapshot,
