@@ -402,9 +402,9 @@ def _seed(sessions: sessionmaker[Session]) -> dict[str, str]:
         attempt(j1, 2, timedelta(days=2), 4, 1.0, "succeeded", True)
         j2 = job("vision", "vit-<b>bold</b>", "failed", big_plan, 18.0)
         attempt(j2, 1, timedelta(days=1), 3, 6.0, "failed", False)
-        job("research", "queued-one", "queued", {**spot_plan, "estimated_cost_usd": 2.0}, 0.0)
+        queued = job("research", "queued-one", "queued", {**spot_plan, "estimated_cost_usd": 2.0}, 0.0)
         job("vision", "running-one", "running", big_plan, 0.0)
-        return {**keys, "j1": j1.id, "j2": j2.id}
+        return {**keys, "j1": j1.id, "j2": j2.id, "queued": queued.id}
 
 
 def _texts(b: Browser, *ids: str) -> dict[str, str]:
@@ -488,6 +488,11 @@ def test_dashboard_in_a_real_browser(
     browser.wait_for("!document.getElementById('job-view').hidden && document.body.dataset.state === 'ready'")
     assert seed["j2"] in browser.evaluate("document.getElementById('job-title').textContent")
     assert '"status": "failed"' in browser.evaluate("document.getElementById('job-json').textContent")
+    # A waiting job's page says why it waits: no pool of this deployment runs its g5.xlarge.
+    browser.evaluate(f"location.hash = '#job/{seed['queued']}'")
+    browser.wait_for(f"document.getElementById('job-title').textContent.includes('{seed['queued']}')")
+    fields = browser.evaluate("document.getElementById('job-fields').textContent")
+    assert "Queueg5.xlarge, pool_unavailable: no pool of this deployment runs g5.xlarge" in fields
 
     # The CSV button downloads the same figures as /v1/costs.csv.
     downloads = Path(browser.profile) / "downloads"

@@ -94,6 +94,8 @@ ROUTES: dict[str, Route] = {
     "POST /v1/jobs/{job_id}/cancel": Route("owned"),
     "GET /v1/jobs/{job_id}/events": Route("owned"),
     "GET /v1/jobs/{job_id}/checkpoints": Route("owned"),
+    # To the pool it is already in: a move that changes nothing, and a 404 for another team.
+    "POST /v1/jobs/{job_id}/move": Route("owned", body=lambda ids: {"instance_type": "local-cpu"}),
     "POST /v1/estimates": Route("owned", body=_job_with_a_file),
     "GET /v1/instance-types": Route("any_key"),
     "GET /v1/costs": Route("owned", query=TEAM_Q),
@@ -102,6 +104,8 @@ ROUTES: dict[str, Route] = {
     "PUT /v1/teams/{name}/budget": Route("admin", body=lambda ids: {"monthly_budget_usd": 100.0}),
     "GET /v1/budgets": Route("listing", marker=_team),
     "GET /v1/queue": Route("owned", query=TEAM_Q),
+    # The last in line first: the job just made for the request.
+    "GET /v1/queue/jobs": Route("listing", query={"order": "desc"}, marker=_job),
     "PUT /v1/teams/{name}/grants": Route("admin", body=lambda ids: {"uri": GRANT}),
     "GET /v1/teams/{name}/grants": Route("admin"),
     "DELETE /v1/teams/{name}/grants": Route("admin", query={"uri": GRANT}, granted=True),

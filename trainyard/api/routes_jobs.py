@@ -15,8 +15,10 @@ from trainyard.api.deps import (
     bracket_params,
 )
 from trainyard.api.openapi import errors
+from trainyard.api.queue_answers import pace, queue_out
 from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
 from trainyard.platform import costs, jobs, states, submission
+from trainyard.platform.queue import answers
 from trainyard.platform.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=UnitOfWorkRoute)
@@ -68,9 +70,12 @@ def list_jobs(
 
 
 @router.get("/{job_id}")
-def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+def get_job(job_id: str, session: SessionDep, principal: PrincipalDep, request: Request) -> dict[str, Any]:
     job = jobs.get_job(session, principal, job_id)
-    return job_out(job, goodput=costs.job_goodput(session, job.id))
+    out = job_out(job, goodput=costs.job_goodput(session, job.id))
+    # Queued and paused jobs say where they stand and why; others carry null.
+    out["queue"] = queue_out(answers.answer(session, job, request.app.state.deployment, pace=pace(request)))
+    return out
 
 
 @router.post("/{job_id}/cancel", responses=errors(409))

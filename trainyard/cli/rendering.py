@@ -145,6 +145,9 @@ def job_detail(job: Job) -> Table:
     ]
     if job.plan is not None and job.plan.reason:
         rows.append(("plan", escape(job.plan.reason)))
+    from trainyard.cli.queue_rendering import queue_rows  # it builds on this module's helpers
+
+    rows += queue_rows(job)
     if job.metadata:
         rows.append(("metadata", escape(", ".join(f"{k}={v}" for k, v in job.metadata.items()))))
     if job.error:

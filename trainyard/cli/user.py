@@ -1,4 +1,4 @@
-"""User commands of the `trainyard` CLI: submit, jobs, logs, estimate, costs, instance-types.
+"""User commands of the `trainyard` CLI: submit, jobs, logs, queue, estimate, costs, instance-types.
 
 They talk to the API through the SDK only, never to the database, so they work against any
 server the credentials point at. Exit codes are in `trainyard.cli.client`.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from trainyard.cli import costs, jobs, logs
+from trainyard.cli import costs, jobs, logs, queue
 
 
 def register(app: typer.Typer) -> None:
@@ -18,10 +18,12 @@ def register(app: typer.Typer) -> None:
     app.command("costs")(costs.costs)
     app.command("instance-types")(costs.instance_types)
     app.command("logs")(logs.logs)
+    app.command("queue")(queue.queue)
     # A fresh sub-app per call, so registering on several apps (tests do) shares no state.
     jobs_app = typer.Typer(no_args_is_help=True, help="List, inspect, cancel and follow jobs.")
     jobs_app.command("list")(jobs.jobs_list)
     jobs_app.command("get")(jobs.jobs_get)
     jobs_app.command("cancel")(jobs.jobs_cancel)
     jobs_app.command("events")(jobs.jobs_events)
+    jobs_app.command("move")(queue.jobs_move)
     app.add_typer(jobs_app, name="jobs")

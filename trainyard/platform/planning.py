@@ -49,6 +49,8 @@ class Planned:
     tokens: int
     # "counted", "dataset_tokens", "max_steps" or "sampled 8.0 MB of 2.0 GB, extrapolated".
     tokens_source: str
+    # The spec it was planned for: `plan_dict` chooses the best option of each pool by its policy.
+    spec: JobSpec | None = None
 
 
 def _read_bytes(uri: str) -> bytes:
@@ -134,7 +136,7 @@ class Planner:
             error = None
         except NoFeasibleOption as exc:
             decision, error = None, exc
-        return Planned(decision, options, error, model, tokens, tokens_source)
+        return Planned(decision, options, error, model, tokens, tokens_source, spec)
 
     def plan(self, session: Session, spec: JobSpec) -> tuple[dict[str, Any], str]:
         """The plan stored on a new job and the pool it waits in; 422 when nothing can run it."""
@@ -179,8 +181,35 @@ class Planner:
                 }
                 for a in planned.decision.alternatives[:3]
             ],
+            "pool_options": self.pool_options(planned),
             "decided_at": datetime.now(UTC).isoformat(),
         }
+
+    def pool_options(self, planned: Planned) -> list[dict[str, Any]]:
+        """The best option on each pool of this deployment by the job's policy, whatever type the
+        job is pinned to: what a queued job's answer offers as alternatives (`queue.answers`),
+        from the estimates just made rather than a second estimate on every read."""
+        if planned.spec is None:
+            return []
+        unpinned = planned.spec.model_copy(update={"instance_type": None})
+        out: list[dict[str, Any]] = []
+        for pool in sorted(self.available):
+            try:
+                best = choose(unpinned, planned.options, available=frozenset({pool})).chosen
+            except NoFeasibleOption:
+                continue
+            itype = self.catalog[best.instance_type]
+            out.append(
+                {
+                    "instance_type": best.instance_type,
+                    "spot": best.spot,
+                    "accelerator_count": itype.accelerator_count * itype.nodes,
+                    "estimated_seconds": round(best.seconds, 1),
+                    "estimated_cost_usd": round(best.cost_usd, 6),
+                    "meets_deadline": best.meets_deadline,
+                }
+            )
+        return out
 
     def option_dict(self, est: Estimate) -> dict[str, Any]:
         itype = self.catalog[est.instance_type]
@@ -203,6 +232,16 @@ class Planner:
             "memory_gb": est.memory.total_gb,
             "reason": est.reason,
         }
+
+    def place(self, job: Job, planned: Planned, plan: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Put a queued job (its row locked by the caller) where `planned` decided: its plan
+        (`plan_dict`'s, unless given), pool and instance type, as dispatch and a move do alike.
+        Returns the new plan."""
+        assert planned.decision is not None
+        plan = plan if plan is not None else self.plan_dict(planned)
+        chosen = planned.decision.chosen.instance_type
+        job.plan, job.pool, job.instance_type = plan, chosen, chosen
+        return plan
 
     def redispatch(self, session: Session, *, waited_seconds: float = 30.0, limit: int = 50) -> list[str]:
         """Move jobs waiting behind a full pool to the best pool with room, when that option
@@ -248,12 +287,7 @@ class Planner:
                 spec.policy.objective == "deadline" and not decision.chosen.meets_deadline
             ):
                 continue
-            old_pool, plan = job.pool, self.plan_dict(planned)
-            job.plan, job.pool, job.instance_type = (
-                plan,
-                decision.chosen.instance_type,
-                decision.chosen.instance_type,
-            )
+            old_pool, plan = job.pool, self.place(job, planned)
             room[decision.chosen.instance_type] -= 1
             events.add(
                 session,

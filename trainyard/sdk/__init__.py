@@ -58,6 +58,12 @@ from trainyard.sdk._models import (
     Page,
     Plan,
     PlanAlternative,
+    PoolOption,
+    QueueAlternative,
+    QueueAnswer,
+    QueueMove,
+    QueuePool,
+    QueueSummary,
 )
 from trainyard.sdk._pagination import AsyncPaginator, SyncPaginator
 from trainyard.sdk._version import __version__
@@ -100,6 +106,12 @@ __all__ = [
     "PermissionDeniedError",
     "Plan",
     "PlanAlternative",
+    "PoolOption",
+    "QueueAlternative",
+    "QueueAnswer",
+    "QueueMove",
+    "QueuePool",
+    "QueueSummary",
     "RateLimitError",
     "SyncPaginator",
     "Trainyard",

@@ -28,6 +28,12 @@ __all__ = [
     "Page",
     "Plan",
     "PlanAlternative",
+    "PoolOption",
+    "QueueAlternative",
+    "QueueAnswer",
+    "QueueMove",
+    "QueuePool",
+    "QueueSummary",
 ]
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
@@ -99,6 +105,75 @@ class JobError(TrainyardModel):
     param: str | None = None
 
 
+class QueueMove(TrainyardModel):
+    """The request that moves a queued job to an alternative (`client.jobs.move` sends it)."""
+
+    method: str = "POST"
+    path: str | None = None
+    body: dict[str, Any] = Field(default_factory=dict)
+
+
+class QueueAlternative(TrainyardModel):
+    """Another pool that would start a queued job sooner: when it would start and finish there,
+    and what it would cost (`extra_cost_usd` against its plan now)."""
+
+    instance_type: str
+    spot: bool = False
+    pool: str | None = None
+    starts_in_seconds: float | None = None
+    estimated_start_at: TimeOrText = None
+    estimated_seconds: float | None = None
+    estimated_finish_at: TimeOrText = None
+    finishes_sooner_by_seconds: float | None = None
+    estimated_cost_usd: float | None = None
+    extra_cost_usd: float | None = None
+    meets_deadline: bool | None = None
+    # "on c7i.2xlarge: starts now, finishes 6 min sooner, +$0.0049"
+    summary: str = ""
+    move: QueueMove | None = None
+    command: str | None = None
+
+
+class QueueAnswer(TrainyardModel):
+    """Where a queued (or paused) job stands: its place in its pool's line (1 is next), when it
+    should start, why it waits, and up to three pools that would start it sooner.
+
+    `reason` is one of pool_full, team_quota, backoff (see `not_before`), paused,
+    pool_unavailable, awaiting_worker; `reasons` lists every one that holds it."""
+
+    object: str = "job.queue"
+    pool: str | None = None
+    position: int | None = None
+    reason: str
+    reasons: list[str] = Field(default_factory=list)
+    message: str = ""
+    not_before: TimeOrText = None
+    eta_seconds: float | None = None
+    estimated_start_at: TimeOrText = None
+    estimated_finish_at: TimeOrText = None
+    alternatives: list[QueueAlternative] = Field(default_factory=list)
+    as_of: TimeOrText = None
+
+
+class QueuePool(TrainyardModel):
+    pool: str | None = None
+    waiting: int = 0
+    running: int = 0
+    gpus_in_use: float = 0.0
+    oldest_waiting_seconds: float | None = None
+
+
+class QueueSummary(TrainyardModel):
+    """Jobs waiting and running now, by pool (GET /v1/queue)."""
+
+    object: str = "queue_summary"
+    waiting: int = 0
+    running: int = 0
+    gpus_in_use: float = 0.0
+    pools: list[QueuePool] = Field(default_factory=list)
+    as_of: TimeOrText = None
+
+
 class Job(TrainyardModel):
     id: str
     object: str = "job"
@@ -128,6 +203,8 @@ class Job(TrainyardModel):
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # Only in a single job's answer and the queue's list, and only while it waits.
+    queue: QueueAnswer | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -182,6 +259,17 @@ class PlanAlternative(TrainyardModel):
     estimated_cost_usd: float | None = None
 
 
+class PoolOption(TrainyardModel):
+    """The best way to run a job on one pool of the deployment, by the job's policy."""
+
+    instance_type: str
+    spot: bool = False
+    accelerator_count: int | None = None
+    estimated_seconds: float | None = None
+    estimated_cost_usd: float | None = None
+    meets_deadline: bool | None = None
+
+
 class Plan(TrainyardModel):
     """The scheduler's choice for a job: where it runs, and what it should take and cost."""
 
@@ -202,6 +290,7 @@ class Plan(TrainyardModel):
     within_budget: bool | None = None
     reason: str | None = None
     alternatives: list[PlanAlternative] = Field(default_factory=list)
+    pool_options: list[PoolOption] = Field(default_factory=list)
 
     @property
     def label(self) -> str:

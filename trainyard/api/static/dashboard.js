@@ -456,6 +456,19 @@
     return `${(g.goodput * 100).toFixed(0)}% productive${parts.length ? ` (${parts.join(", ")})` : ""}`;
   }
 
+  // A waiting job's answer: its place and reason, its start, the pools that would start it sooner.
+  function queueFields(q) {
+    if (!q) return [];
+    const place = q.position ? `#${q.position} in ${q.pool}` : q.pool || "–";
+    const eta = q.eta_seconds === null || q.eta_seconds === undefined ? "unknown" : q.eta_seconds < 60 ? "now" : `in ${Math.round(q.eta_seconds / 60)} min`;
+    const sooner = (q.alternatives || []).map((a) => `${a.summary} (${a.command})`);
+    return [
+      ["Queue", `${place}, ${q.reason}: ${q.message}`],
+      ["Starts", eta],
+      ...(sooner.length ? [["Sooner", sooner.join("; ")]] : []),
+    ];
+  }
+
   async function showJob(id) {
     const job = await api(`/v1/jobs/${encodeURIComponent(id)}`);
     $("job-title").textContent = `${job.name || "Job"} · ${job.id}`;
@@ -472,6 +485,7 @@
       ["Created", job.created_at || "–"],
       ["Finished", job.finished_at || "–"],
       ["Error", job.error ? `${job.error.code}: ${job.error.message}` : "–"],
+      ...queueFields(job.queue),
     ];
     $("job-fields").replaceChildren(...fields.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: String(v) })]));
     $("job-json").textContent = JSON.stringify(job, null, 2);

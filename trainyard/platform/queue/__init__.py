@@ -12,6 +12,10 @@ the rescuer makes). Every writer locks the job row, then the attempt row (`lease
     outcomes.py       end an attempt (finish, or rescue when its lease ran out), its cost report first
     notifications.py  LISTEN/NOTIFY that wakes idle workers; polling is the fallback
     summary.py        waiting and running jobs by pool
+    reasons.py        why a queued job waits: the vocabulary of queue answers
+    eta.py            when a queued job should start: the claim's rules played over estimates
+    snapshot.py       the queue as of one instant, read for answering waiting jobs
+    answers.py        a waiting job's position, start estimate, reason and better pools
 """
 
 from __future__ import annotations

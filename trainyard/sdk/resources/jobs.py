@@ -1,4 +1,4 @@
-"""`client.jobs`: create, get, list, cancel, events, checkpoints, logs, wait."""
+"""`client.jobs`: create, get, list, cancel, move, events, checkpoints, logs, wait."""
 
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ def _idempotency_headers(key: str | None) -> dict[str, str]:
     # A fresh key per call, kept for that call's retries: a create retried after a lost response
     # returns the job the first try made instead of queueing a second one.
     return {"Idempotency-Key": key if key is not None else str(uuid.uuid4())}
+
+
+def _move_body(instance_type: str, spot: bool | None) -> dict[str, Any]:
+    return {"instance_type": instance_type, **({"spot": spot} if spot is not None else {})}
 
 
 def _wait_error(job: Job, timeout: float) -> WaitTimeoutError:
@@ -78,6 +82,15 @@ class Jobs:
     def cancel(self, job_id: str) -> Job:
         """Queued jobs cancel at once; running ones move to `cancelling` until their worker stops."""
         return self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/cancel")
+
+    def move(self, job_id: str, *, instance_type: str, spot: bool | None = None) -> Job:
+        """Move a queued job to the pool of `instance_type` (spot or on-demand capacity, or as
+        its policy chooses when `spot` is None), re-planned there; it stays on that type. Moving
+        it where it already is changes nothing, so a retry is safe. `job.queue.alternatives`
+        names the pools that would start it sooner."""
+        return self._client.post_model(
+            Job, f"/v1/jobs/{path_id(job_id)}/move", body=_move_body(instance_type, spot)
+        )
 
     def events_page(
         self, job_id: str, *, after: str | None = None, limit: int | None = None, order: str | None = None
@@ -211,6 +224,11 @@ class AsyncJobs:
 
     async def cancel(self, job_id: str) -> Job:
         return await self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/cancel")
+
+    async def move(self, job_id: str, *, instance_type: str, spot: bool | None = None) -> Job:
+        return await self._client.post_model(
+            Job, f"/v1/jobs/{path_id(job_id)}/move", body=_move_body(instance_type, spot)
+        )
 
     async def events_page(
         self, job_id: str, *, after: str | None = None, limit: int | None = None, order: str | None = None
