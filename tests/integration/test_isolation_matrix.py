@@ -94,6 +94,7 @@ ROUTES: dict[str, Route] = {
     "POST /v1/jobs/{job_id}/cancel": Route("owned"),
     "GET /v1/jobs/{job_id}/events": Route("owned"),
     "GET /v1/jobs/{job_id}/checkpoints": Route("owned"),
+    "GET /v1/jobs/{job_id}/logs": Route("owned"),
     # To the pool it is already in: a move that changes nothing, and a 404 for another team.
     "POST /v1/jobs/{job_id}/move": Route("owned", body=lambda ids: {"instance_type": "local-cpu"}),
     "POST /v1/estimates": Route("owned", body=_job_with_a_file),
