@@ -61,6 +61,7 @@ def cost_report(session: Session, job_id: str) -> dict[str, Any]:
                 "billable_seconds": round(a.billable_seconds, 3),
                 "instance_type": a.instance_type,
                 "spot": a.spot,
+                "capacity": "spot" if a.spot else "on_demand",
                 "usd_per_hour": a.usd_per_hour,
                 "on_demand_usd_per_hour": a.on_demand_usd_per_hour or None,
                 "accelerator_count": a.accelerator_count,
@@ -86,13 +87,48 @@ def cost_report(session: Session, job_id: str) -> dict[str, Any]:
             "usd_per_million_tokens": round(total_usd / tokens * 1e6, 6) if tokens else None,
             "on_demand_equivalent_usd": round(total_usd + savings, 6) if priced else None,
             "spot_savings_usd": round(savings, 6) if priced else None,
+            **_against_all_on_demand(attempts, total_usd),
         },
+        # Where the deadline contract moved the job as it ran, and why.
+        "replans": list(plan.get("replans") or []),
         "goodput": goodput(attempts),
         "estimate": {
             "estimated_cost_usd": estimated,
             "estimated_seconds": plan.get("estimated_seconds"),
             "cost_error": round((total_usd - estimated) / estimated, 4) if estimated else None,
         },
+    }
+
+
+def all_on_demand_usd(attempts: Sequence[JobAttempt]) -> float | None:
+    """What the job's useful work would have cost on demand, uninterrupted: every attempt's
+    productive training (not its start-up, recomputed steps or lost attempts) at its type's
+    on-demand price, plus one start-up. None when an attempt has no on-demand price."""
+    if not attempts or any((a.on_demand_usd_per_hour or 0.0) <= 0 for a in attempts):
+        return None
+    total = 0.0
+    for a in attempts:
+        if a.outcome in states.WASTED:
+            continue
+        billed = a.billable_seconds or 0.0
+        useful = billed * (1.0 - ledger.startup_fraction(a)) * (1.0 - ledger.recomputed_fraction(a))
+        total += useful / 3600.0 * a.on_demand_usd_per_hour
+    first = attempts[0]
+    total += (
+        (first.billable_seconds or 0.0)
+        * ledger.startup_fraction(first)
+        / 3600.0
+        * first.on_demand_usd_per_hour
+    )
+    return total
+
+
+def _against_all_on_demand(attempts: Sequence[JobAttempt], total_usd: float) -> dict[str, Any]:
+    baseline = all_on_demand_usd(attempts)
+    return {
+        "all_on_demand_usd": round(baseline, 6) if baseline is not None else None,
+        # Negative when interruptions cost more than spot saved.
+        "savings_vs_all_on_demand_usd": round(baseline - total_usd, 6) if baseline is not None else None,
     }
 
 
