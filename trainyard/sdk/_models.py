@@ -120,6 +120,7 @@ class Job(TrainyardModel):
     cost: JobCost = Field(default_factory=JobCost)
     attempts: int = 0
     max_attempts: int | None = None
+    max_preemptions: int | None = None
     priority: int | None = None
     cancel_requested: bool = False
     error: JobError | None = None

@@ -101,25 +101,35 @@ def cost_report(session: Session, job_id: str) -> dict[str, Any]:
 
 
 def all_on_demand_usd(attempts: Sequence[JobAttempt]) -> float | None:
-    """What the job's useful work would have cost on demand, uninterrupted: every attempt's
-    productive training (not its start-up, recomputed steps or lost attempts) at its type's
-    on-demand price, plus one start-up. None when an attempt has no on-demand price."""
-    if not attempts or any((a.on_demand_usd_per_hour or 0.0) <= 0 for a in attempts):
+    """What the job's surviving work would have cost on demand, uninterrupted: one start-up, then
+    each attempt's steps that the run kept, at the attempt's own seconds per step and its type's
+    on-demand price. None when an attempt has no on-demand price.
+
+    An attempt's steps survive up to where the run next resumed from (the earliest start of any
+    later attempt): work past the checkpoint an interruption fell back to was done again, and is
+    counted once, in the attempt that did it last. A lost last attempt keeps nothing.
+    """
+    ordered = sorted(attempts, key=lambda a: a.number)
+    if not ordered or any((a.on_demand_usd_per_hour or 0.0) <= 0 for a in ordered):
         return None
-    total = 0.0
-    for a in attempts:
-        if a.outcome in states.WASTED:
-            continue
-        billed = a.billable_seconds or 0.0
-        useful = billed * (1.0 - ledger.startup_fraction(a)) * (1.0 - ledger.recomputed_fraction(a))
-        total += useful / 3600.0 * a.on_demand_usd_per_hour
-    first = attempts[0]
-    total += (
+    first = ordered[0]
+    total = (
         (first.billable_seconds or 0.0)
         * ledger.startup_fraction(first)
         / 3600.0
         * first.on_demand_usd_per_hour
     )
+    later_start: int | None = None
+    for a in reversed(ordered):
+        start, end = a.start_step or 0, a.end_step or 0
+        if later_start is not None:
+            kept = min(end, later_start) - start
+        else:
+            kept = 0 if a.outcome in states.WASTED else end - start
+        if kept > 0 and end > start:
+            training = (a.billable_seconds or 0.0) * (1.0 - ledger.startup_fraction(a))
+            total += kept * training / (end - start) / 3600.0 * a.on_demand_usd_per_hour
+        later_start = start if later_start is None else min(later_start, start)
     return total
 
 
