@@ -208,6 +208,14 @@ def test_tpu_types_are_estimated_but_never_chosen() -> None:
     assert (
         choose_many([(spec, LLAMA_70B, 100_000_000)], shipped_catalog(), now=NOW)[0].instance_type != "v6e-8"
     )
+    # GPUs run on the same torch code path as CPUs (CUDA): they stay choosable.
+    gpu = job(
+        method="lora",
+        hyperparameters={"batch_size": 8, "seq_len": 2048},
+        policy={"allowed_accelerators": ["gpu"]},
+    )
+    assert decide_now(gpu, LLAMA_70B, 100_000_000).chosen.kind == "multi_gpu"
+    assert decide_now(job(method="lora", instance_type="g5.xlarge"), LLAMA_8B, 1_000_000).chosen.kind == "gpu"
     with pytest.raises(NoFeasibleOption) as info:
         decide_now(job(method="lora", instance_type="v6e-8"), LLAMA_70B, 100_000_000)
     assert info.value.code == "no_eligible_instance" and info.value.param == "instance_type"
