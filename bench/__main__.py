@@ -162,6 +162,10 @@ BENCHMARKS: dict[str, tuple[Callable[[bool], list[dict[str, Any]]], str]] = {
     "api_throughput": (_module_runner("api_throughput"), "job creates per second over HTTP vs /healthz"),
     "checkpoint_io": (run_checkpoint_io, "checkpoint write/read through the store vs boto3 (moto)"),
     "cost_query": (run_cost_query, "the dashboard's cost allocation query over 1M attempts"),
+    "spot_contract": (
+        _module_runner("spot_contract"),
+        "a month of spot interruption traces: dollars and deadline misses, on-demand / spot / contract",
+    ),
     "platform_overhead": (
         _module_runner("platform_overhead"),
         "a small fine-tune through the embedded stack vs run_training directly (figures 1, 2)",

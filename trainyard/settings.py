@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # the attempt has shown this many steps over this many seconds (start-up is not counted).
     budget_projection_min_steps: int = Field(default=10, ge=1)
     budget_projection_min_seconds: float = Field(default=60.0, ge=0)
+    # The deadline contract keeps a job with a deadline on spot while spot still finishes in time
+    # with this probability (and a budget job on its option while it stays within budget with it).
+    deadline_confidence: float = Field(default=0.9, gt=0, lt=1)
     ray_address: str | None = Field(default=None, validation_alias=AliasChoices("ray_address", "RAY_ADDRESS"))
 
     @field_validator("local_roots", "shared_sources", mode="before")

@@ -19,6 +19,7 @@ from trainyard.platform.scheduling import (
     choose_many,
     estimate_all,
 )
+from trainyard.platform.scheduling.execution import runnable
 from trainyard.platform.spec import JobSpec
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -62,7 +63,7 @@ def test_cheapest_picks_the_lowest_whole_run_cost() -> None:
     spec = job(method="lora")
     options = options_for(spec, LLAMA_8B, 100_000_000)
     decision = choose(spec, options)
-    fitting = [o for o in options if o.fits]
+    fitting = [o for o in options if o.fits and runnable(o.kind)]
     assert decision.chosen.cost_usd == min(o.cost_usd for o in fitting)
     assert decision.objective == "cheapest"
     assert len(decision.alternatives) == len(fitting) - 1
@@ -105,7 +106,7 @@ def test_deadline_picks_the_cheapest_option_in_time() -> None:
     spec = job(method="lora", policy={"objective": "deadline", "deadline": NOW + timedelta(hours=2)})
     options = options_for(spec, LLAMA_8B, 100_000_000)
     decision = choose(spec, options)
-    in_time = [o for o in options if o.fits and o.meets_deadline]
+    in_time = [o for o in options if o.fits and o.meets_deadline and runnable(o.kind)]
     assert decision.chosen.meets_deadline
     assert decision.chosen.cost_usd == min(o.cost_usd for o in in_time)
     # The cheapest option overall is too slow for this deadline.
@@ -170,8 +171,11 @@ def test_allowed_accelerators_and_pinned_type() -> None:
         "A100-40GB",
         "A100-80GB",
     }
+    # TPU types are estimated but never chosen: no tested execution path runs them yet.
     tpu = job(method="lora", policy={"allowed_accelerators": ["tpu"]})
-    assert decide_now(tpu, LLAMA_8B, 100_000_000).chosen.kind == "tpu"
+    with pytest.raises(NoFeasibleOption) as info:
+        decide_now(tpu, LLAMA_8B, 100_000_000)
+    assert info.value.code == "no_eligible_instance"
     pinned = job(method="lora", instance_type="p4d.24xlarge", policy={"spot": "never"})
     decision = decide_now(pinned, LLAMA_8B, 100_000_000)
     assert decision.chosen.instance_type == "p4d.24xlarge" and not decision.chosen.spot
@@ -188,6 +192,34 @@ def test_available_pools_narrow_the_choice() -> None:
     assert info.value.code == "no_eligible_instance" and info.value.param == "policy"
     assert "instance_type 'g5.xlarge'" in info.value.message
     assert "the pools that exist (local-cpu)" in info.value.message
+
+
+def test_tpu_types_are_estimated_but_never_chosen() -> None:
+    # A 70B LoRA fits a v6e-8 (32 GB chips) with micro-batch 1 x 8; still no policy places it, and
+    # pinning it says why.
+    spec = job(method="lora", hyperparameters={"batch_size": 8, "seq_len": 2048})
+    options = options_for(spec, LLAMA_70B, 100_000_000)
+    v6e = next(o for o in options if o.instance_type == "v6e-8" and not o.spot)
+    assert v6e.fits and (v6e.micro_batch_size, v6e.gradient_accumulation_steps) == (1, 8)
+    for objective in ({"objective": "cheapest"}, {"objective": "fastest"}):
+        s = job(method="lora", hyperparameters={"batch_size": 8, "seq_len": 2048}, policy=objective)
+        decision = choose(s, options_for(s, LLAMA_70B, 100_000_000))
+        assert decision.chosen.kind != "tpu" and all(a.kind != "tpu" for a in decision.alternatives)
+    assert (
+        choose_many([(spec, LLAMA_70B, 100_000_000)], shipped_catalog(), now=NOW)[0].instance_type != "v6e-8"
+    )
+    # GPUs run on the same torch code path as CPUs (CUDA): they stay choosable.
+    gpu = job(
+        method="lora",
+        hyperparameters={"batch_size": 8, "seq_len": 2048},
+        policy={"allowed_accelerators": ["gpu"]},
+    )
+    assert decide_now(gpu, LLAMA_70B, 100_000_000).chosen.kind == "multi_gpu"
+    assert decide_now(job(method="lora", instance_type="g5.xlarge"), LLAMA_8B, 1_000_000).chosen.kind == "gpu"
+    with pytest.raises(NoFeasibleOption) as info:
+        decide_now(job(method="lora", instance_type="v6e-8"), LLAMA_70B, 100_000_000)
+    assert info.value.code == "no_eligible_instance" and info.value.param == "instance_type"
+    assert "no tested XLA execution path" in info.value.message
 
 
 def test_narrowing_errors() -> None:
@@ -266,6 +298,7 @@ def eligible(spec: JobSpec, options: list[Estimate]) -> list[Estimate]:
     for o in options:
         if (
             not o.fits
+            or o.kind == "tpu"
             or (spec.policy.spot == "never" and o.spot)
             or (spec.policy.spot == "always" and not o.spot)
         ):

@@ -89,6 +89,8 @@ def test_a_stop_ends_in_its_target_state_however_it_ended() -> None:
     assert stopped_outcome("cancelled")[0] == AttemptOutcome.CANCELLED
     assert stopped_outcome("paused")[0] == AttemptOutcome.HANDED_BACK
     assert stopped_outcome("shutdown")[0] == AttemptOutcome.HANDED_BACK
+    # The deadline contract moved the job at a checkpoint: the run hands it back to run elsewhere.
+    assert stopped_outcome("replanned")[0] == AttemptOutcome.HANDED_BACK
     outcome, code, message, retryable = stopped_outcome("budget_exceeded", 2.5)
     assert (outcome, code, retryable) == (AttemptOutcome.FAILED, "budget_exceeded", False)
     assert message is not None and "$2.50" in message

@@ -11,6 +11,7 @@ from trainyard.api.deps import PrincipalDep, SessionDep, UnitOfWorkRoute
 from trainyard.api.openapi import errors
 from trainyard.platform import submission
 from trainyard.platform.planning import Planner
+from trainyard.platform.scheduling.execution import not_runnable_reason, runnable
 from trainyard.platform.spec import JobSpec, UriStr
 
 router = APIRouter(prefix="/v1", tags=["scheduling"], route_class=UnitOfWorkRoute)
@@ -62,6 +63,9 @@ def list_instance_types(principal: PrincipalDep, request: Request) -> dict[str, 
             {
                 "object": "instance_type",
                 "available": itype.name in planner.available,
+                # No policy chooses a type without a tested execution path (TPUs, for now).
+                "runnable": runnable(itype.kind),
+                "runnable_reason": not_runnable_reason(itype.kind),
                 "max_concurrent": capacity.get(itype.name),
                 "accelerator_spec": acc.to_dict() if acc else None,
             }

@@ -201,8 +201,15 @@ def estimate_table(est: Estimate) -> Table:
             notes.append("misses deadline")
         if opt.within_budget is False:
             notes.append("over budget")
+        if opt.runnable is False:
+            notes.append("not runnable here")
         if opt.strategy and opt.fits:
-            notes.append(opt.strategy)
+            plan = opt.strategy
+            if opt.micro_batch_size and opt.gradient_accumulation_steps:
+                plan += f", micro-batch {opt.micro_batch_size} x {opt.gradient_accumulation_steps}"
+            if opt.gradient_checkpointing:
+                plan += ", checkpointed"
+            notes.append(plan)
         table.add_row(
             "[green]*[/green]" if est.is_chosen(opt) else "",
             escape(opt.label),
@@ -263,7 +270,19 @@ def costs_table(report: CostReport) -> Table:
 
 def types_table(types: list[InstanceType]) -> Table:
     table = Table(box=None, pad_edge=False)
-    for name in ("NAME", "KIND", "ACCELERATORS", "ACC MEM", "VCPUS", "RAM", "$/H", "SPOT $/H", "AVAILABLE"):
+    columns = (
+        "NAME",
+        "KIND",
+        "ACCELERATORS",
+        "ACC MEM",
+        "VCPUS",
+        "RAM",
+        "$/H",
+        "SPOT $/H",
+        "AVAILABLE",
+        "RUNNABLE",
+    )
+    for name in columns:
         table.add_column(name, no_wrap=True)
     for t in types:
         acc = f"{t.accelerator_count} x {t.accelerator}" if t.accelerator and t.accelerator_count else "-"
@@ -277,5 +296,6 @@ def types_table(types: list[InstanceType]) -> Table:
             usd(t.on_demand_usd_per_hour),
             usd(t.spot_usd_per_hour),
             yes_no(t.available),
+            yes_no(t.runnable),
         )
     return table

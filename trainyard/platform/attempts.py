@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from trainyard.platform import events, queue
+from trainyard.platform import events, queue, replanning
 from trainyard.platform.costs import ledger
 from trainyard.platform.models import Checkpoint
 
@@ -80,6 +80,8 @@ def record_checkpoint(
         attempt_id=attempt_id,
         data={"step": step, "uri": uri, "metrics": metrics or {}},
     )
+    # Each checkpoint is a point to re-plan from: the deadline contract may move the job off spot.
+    replanning.at_checkpoint(session, job, attempt)
     session.commit()
     return gone
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from trainyard.platform import events, queue, states, storage
+from trainyard.platform import events, queue, replanning, states, storage
 from trainyard.platform.deployment import Deployment
 from trainyard.platform.errors import InvalidRequest, TrainyardError, Unprocessable
 from trainyard.platform.models import Job
@@ -32,6 +32,7 @@ from trainyard.platform.scheduling import (
     resolve_model_info,
 )
 from trainyard.platform.scheduling.dataset_tokens import dataset_tokens_and_source
+from trainyard.platform.scheduling.execution import runnable
 from trainyard.platform.sources import is_local_path
 from trainyard.platform.spec import JobSpec
 
@@ -51,6 +52,17 @@ class Planned:
     tokens_source: str
     # The spec it was planned for: `plan_dict` chooses the best option of each pool by its policy.
     spec: JobSpec | None = None
+
+
+def memory_plan(est: Estimate) -> dict[str, Any]:
+    """The part of a plan the worker trains with exactly: micro-batch, accumulation (their product
+    is the job's batch_size x gradient_accumulation_steps), checkpointing and sharding."""
+    return {
+        "strategy": est.strategy,
+        "gradient_checkpointing": est.gradient_checkpointing,
+        "micro_batch_size": est.micro_batch_size,
+        "gradient_accumulation_steps": est.gradient_accumulation_steps,
+    }
 
 
 def _read_bytes(uri: str) -> bytes:
@@ -162,8 +174,7 @@ class Planner:
             "estimated_seconds": round(chosen.seconds, 1),
             "estimated_cost_usd": round(chosen.cost_usd, 6),
             "usd_per_million_tokens": chosen.usd_per_million_tokens,
-            "strategy": chosen.strategy,
-            "gradient_checkpointing": chosen.gradient_checkpointing,
+            **memory_plan(chosen),
             "model_parameters": planned.model.parameters,
             "method": chosen.method,
             "tokens": planned.tokens,
@@ -183,7 +194,14 @@ class Planner:
             ],
             "pool_options": self.pool_options(planned),
             "decided_at": datetime.now(UTC).isoformat(),
-        }
+        } | self._contract(planned)
+
+    def _contract(self, planned: Planned) -> dict[str, Any]:
+        """The deadline contract's options, for jobs it re-plans as they run (``replanning``)."""
+        if planned.decision is None or planned.spec is None:
+            return {}
+        block = replanning.contract_block(planned.spec, planned.decision, self.catalog)
+        return {"contract": block} if block is not None else {}
 
     def pool_options(self, planned: Planned) -> list[dict[str, Any]]:
         """The best option on each pool of this deployment by the job's policy, whatever type the
@@ -220,7 +238,11 @@ class Planner:
             "count": itype.accelerator_count * itype.nodes,
             "spot": est.spot,
             "fits": est.fits,
+            "runnable": runnable(itype.kind),
             "strategy": est.strategy,
+            "micro_batch_size": est.micro_batch_size,
+            "gradient_accumulation_steps": est.gradient_accumulation_steps,
+            "gradient_checkpointing": est.gradient_checkpointing,
             "estimated_seconds": round(est.seconds, 1),
             "estimated_cost_usd": round(est.cost_usd, 6),
             "usd_per_hour": est.usd_per_hour,

@@ -37,6 +37,8 @@ UriStr = Annotated[
 InstanceTypeName = Annotated[str, Field(min_length=1, max_length=64)]
 Priority = Annotated[int, Field(ge=-1000, le=1000)]
 MaxAttempts = Annotated[int, Field(ge=1, le=20)]
+MaxPreemptions = Annotated[int, Field(ge=0, le=1000)]
+DEFAULT_MAX_PREEMPTIONS = 10
 ModelParameters = Annotated[int, Field(gt=0, le=10**13)]
 DatasetTokens = Annotated[int, Field(gt=0, le=10**15)]
 MaxCostUsd = Annotated[float, Field(gt=0, le=10_000_000)]
@@ -120,6 +122,8 @@ class JobSpec(_Strict):
     checkpoint: CheckpointPolicy = Field(default_factory=CheckpointPolicy)
     priority: Priority = 0
     max_attempts: MaxAttempts = 3
+    # Spot interruptions the job survives, apart from max_attempts (failures, crashes, lost workers).
+    max_preemptions: MaxPreemptions = DEFAULT_MAX_PREEMPTIONS
     metadata: Metadata = Field(default_factory=dict, json_schema_extra=METADATA_SCHEMA)
     # Estimation hints for when the model config or the dataset cannot be read at submit time.
     model_parameters: ModelParameters | None = None

@@ -66,9 +66,11 @@ TERMINAL: frozenset[JobStatus] = frozenset({SUCCEEDED, FAILED, CANCELLED})
 ACTIVE: frozenset[JobStatus] = frozenset({RUNNING, CANCELLING})
 # A job a worker will still run or is running: waits on the queue or holds an instance.
 PENDING: frozenset[JobStatus] = frozenset({QUEUED, RUNNING, CANCELLING, PAUSED})
-# Outcomes that use up one of the job's `max_attempts`.
+# Outcomes that use up one of the job's `max_attempts`. A preemption is the capacity's doing, not
+# the job's: it counts against `max_preemptions` instead (`queue.preemptions`), as Ray Train's
+# FailureConfig keeps `max_preemption_failures` apart from `max_failures`.
 COUNTS_AS_FAILURE: frozenset[AttemptOutcome] = frozenset(
-    {AttemptOutcome.FAILED, AttemptOutcome.CRASHED, AttemptOutcome.LOST, AttemptOutcome.PREEMPTED}
+    {AttemptOutcome.FAILED, AttemptOutcome.CRASHED, AttemptOutcome.LOST}
 )
 # Outcomes whose spend bought nothing that survives: no checkpoint carried the work forward.
 # A hand-back keeps its checkpoint, so it is not waste.

@@ -195,6 +195,7 @@ class Job(TrainyardModel):
     cost: JobCost = Field(default_factory=JobCost)
     attempts: int = 0
     max_attempts: int | None = None
+    max_preemptions: int | None = None
     priority: int | None = None
     cancel_requested: bool = False
     error: JobError | None = None
@@ -285,6 +286,10 @@ class Plan(TrainyardModel):
     estimated_cost_usd: float | None = None
     usd_per_million_tokens: float | None = None
     strategy: str | None = None
+    gradient_checkpointing: bool | None = None
+    # Per worker; their product is the job's batch_size x gradient_accumulation_steps.
+    micro_batch_size: int | None = None
+    gradient_accumulation_steps: int | None = None
     objective: str | None = None
     meets_deadline: bool | None = None
     within_budget: bool | None = None
@@ -309,7 +314,11 @@ class EstimateOption(TrainyardModel):
     count: int | None = None
     fits: bool | None = None
     available: bool | None = None
+    runnable: bool | None = None
     strategy: str | None = None
+    micro_batch_size: int | None = None
+    gradient_accumulation_steps: int | None = None
+    gradient_checkpointing: bool | None = None
     estimated_seconds: float | None = None
     estimated_cost_usd: float | None = None
     usd_per_hour: float | None = None
@@ -427,3 +436,6 @@ class InstanceType(TrainyardModel):
     # Whether this deployment has a pool that can run it, and how many at once.
     available: bool | None = None
     max_concurrent: int | None = None
+    # Whether the platform has a tested way to run jobs on it (TPUs: not yet), and if not, why.
+    runnable: bool | None = None
+    runnable_reason: str | None = None

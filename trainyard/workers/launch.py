@@ -16,6 +16,8 @@ applies to its recorded checkpoints across attempts, so Ray Train keeps all of a
 
 from __future__ import annotations
 
+from typing import Any
+
 from trainyard.platform.scheduling.catalog import InstanceType
 from trainyard.platform.scheduling.pools import Pool
 from trainyard.platform.spec import JobSpec
@@ -52,9 +54,11 @@ def run_training(
     resume_from: str | None = None,
     progress_interval_s: float = DEFAULT_PROGRESS_INTERVAL_S,
     stop_poll_interval_s: float = DEFAULT_STOP_POLL_INTERVAL_S,
+    plan: dict[str, Any] | None = None,
 ) -> TrainingOutcome:
     """Run attempt number ``attempt`` of ``spec`` on ``itype`` in ``pool`` and wait for it,
-    starting from the recorded checkpoint ``resume_from`` if there is one.
+    starting from the recorded checkpoint ``resume_from`` if there is one, batched as the job's
+    ``plan`` says (micro-batch, accumulation, gradient checkpointing).
 
     Raises ``InsufficientResources`` when the live nodes cannot hold the run, and
     ``ray.train.TrainingFailedError`` when a worker fails (the daemon decides on retries).
@@ -87,4 +91,5 @@ def run_training(
         stop_poll_interval_s=stop_poll_interval_s,
         keep=None,
         resume_from=resume_from,
+        plan=plan,
     )

@@ -49,7 +49,7 @@ def stopped_outcome(
     if reason == "budget_exceeded":
         cap = "its cap" if budget is None else format_usd(budget)
         return AttemptOutcome.FAILED, "budget_exceeded", f"projected spend passed max_cost_usd ({cap})", False
-    if reason in ("shutdown", "paused"):
+    if reason in ("shutdown", "paused", "replanned"):
         return AttemptOutcome.HANDED_BACK, None, None, True
     if reason == "preempted":
         message = "a node of the run was preempted; the run saved its current step first"

@@ -108,8 +108,10 @@ def loop_config(
     stop_poll_interval_s: float = DEFAULT_STOP_POLL_INTERVAL_S,
     tags: dict[str, Any] | None = None,
     resume_from: str | None = None,
+    plan: dict[str, Any] | None = None,
 ) -> LoopConfig:
-    """The plain dict ``train_loop_per_worker`` receives (pickled to every worker)."""
+    """The plain dict ``train_loop_per_worker`` receives (pickled to every worker). ``plan``: the
+    job's plan, whose memory plan (micro-batch, accumulation, checkpointing) the loop trains with."""
     config: LoopConfig = {
         "spec": spec.model_dump(mode="json"),
         "store_uri": store_uri,
@@ -122,6 +124,8 @@ def loop_config(
         config["tags"] = dict(tags)
     if resume_from:
         config["resume_from"] = resume_from
+    if plan:
+        config["plan"] = dict(plan)
     return config
 
 
@@ -140,6 +144,7 @@ def build_trainer(
     stop_poll_interval_s: float = DEFAULT_STOP_POLL_INTERVAL_S,
     keep: int | None = None,
     resume_from: str | None = None,
+    plan: dict[str, Any] | None = None,
 ) -> TorchTrainer:
     """A TorchTrainer for one run whose checkpoints live under the store prefix ``checkpoints``.
 
@@ -157,6 +162,7 @@ def build_trainer(
         stop_poll_interval_s=stop_poll_interval_s,
         tags=tags,
         resume_from=resume_from,
+        plan=plan,
     )
     events = CheckpointEvents(
         control, store_uri=store_uri, prefix=checkpoints, storage_path=storage_path, tags=tags
@@ -210,6 +216,7 @@ def train(
     stop_poll_interval_s: float = DEFAULT_STOP_POLL_INTERVAL_S,
     keep: int | None = None,
     resume_from: str | None = None,
+    plan: dict[str, Any] | None = None,
 ) -> TrainingOutcome:
     """Run one Train run and wait for it: resumed from ``resume_from`` (a recorded checkpoint), or,
     with the same ``run_name`` and ``checkpoints`` as an earlier run, from Ray Train's own record.
@@ -230,6 +237,7 @@ def train(
         stop_poll_interval_s=stop_poll_interval_s,
         keep=keep,
         resume_from=resume_from,
+        plan=plan,
     )
     # fit() is annotated with V1's Result; under V2 it returns V2's, which has return_value.
     fit_result = cast(Result, trainer.fit())

@@ -7,7 +7,7 @@ Mapping choices, where OpenAI leaves room:
 * "auto" hyperparameters take Trainyard's defaults; `learning_rate_multiplier` scales
   `BASE_LEARNING_RATE`. Trainyard's own hyperparameters (`max_steps`, `seq_len`, ...) are accepted
   beside OpenAI's, as are the job fields `policy`, `instance_type`, `max_cost_usd`, `task`,
-  `model_parameters`, `dataset_tokens`, `priority`, `max_attempts` and `checkpoint`.
+  `model_parameters`, `dataset_tokens`, `priority`, `max_attempts`, `max_preemptions` and `checkpoint`.
 * A job needs a name: the `suffix` names the model in OpenAI, so it names the job here.
 """
 
@@ -29,6 +29,7 @@ from trainyard.platform.spec import (
     JobSpec,
     MaxAttempts,
     MaxCostUsd,
+    MaxPreemptions,
     Metadata,
     ModelParameters,
     Priority,
@@ -71,6 +72,7 @@ class FineTuningJobRequest(BaseModel):
     dataset_tokens: DatasetTokens | None = None
     priority: Priority | None = None
     max_attempts: MaxAttempts | None = None
+    max_preemptions: MaxPreemptions | None = None
     checkpoint: CheckpointPolicy | None = None
 
 
@@ -164,6 +166,7 @@ def to_job_spec(req: FineTuningJobRequest) -> JobSpec:
         "dataset_tokens",
         "priority",
         "max_attempts",
+        "max_preemptions",
         "checkpoint",
     ):
         value = getattr(req, name)

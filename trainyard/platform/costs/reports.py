@@ -61,6 +61,7 @@ def cost_report(session: Session, job_id: str) -> dict[str, Any]:
                 "billable_seconds": round(a.billable_seconds, 3),
                 "instance_type": a.instance_type,
                 "spot": a.spot,
+                "capacity": "spot" if a.spot else "on_demand",
                 "usd_per_hour": a.usd_per_hour,
                 "on_demand_usd_per_hour": a.on_demand_usd_per_hour or None,
                 "accelerator_count": a.accelerator_count,
@@ -86,13 +87,58 @@ def cost_report(session: Session, job_id: str) -> dict[str, Any]:
             "usd_per_million_tokens": round(total_usd / tokens * 1e6, 6) if tokens else None,
             "on_demand_equivalent_usd": round(total_usd + savings, 6) if priced else None,
             "spot_savings_usd": round(savings, 6) if priced else None,
+            **_against_all_on_demand(attempts, total_usd),
         },
+        # Where the deadline contract moved the job as it ran, and why.
+        "replans": list(plan.get("replans") or []),
         "goodput": goodput(attempts),
         "estimate": {
             "estimated_cost_usd": estimated,
             "estimated_seconds": plan.get("estimated_seconds"),
             "cost_error": round((total_usd - estimated) / estimated, 4) if estimated else None,
         },
+    }
+
+
+def all_on_demand_usd(attempts: Sequence[JobAttempt]) -> float | None:
+    """What the job's surviving work would have cost on demand, uninterrupted: one start-up, then
+    each attempt's steps that the run kept, at the attempt's own seconds per step and its type's
+    on-demand price. None when an attempt has no on-demand price.
+
+    An attempt's steps survive up to where the run next resumed from (the earliest start of any
+    later attempt): work past the checkpoint an interruption fell back to was done again, and is
+    counted once, in the attempt that did it last. A lost last attempt keeps nothing.
+    """
+    ordered = sorted(attempts, key=lambda a: a.number)
+    if not ordered or any((a.on_demand_usd_per_hour or 0.0) <= 0 for a in ordered):
+        return None
+    first = ordered[0]
+    total = (
+        (first.billable_seconds or 0.0)
+        * ledger.startup_fraction(first)
+        / 3600.0
+        * first.on_demand_usd_per_hour
+    )
+    later_start: int | None = None
+    for a in reversed(ordered):
+        start, end = a.start_step or 0, a.end_step or 0
+        if later_start is not None:
+            kept = min(end, later_start) - start
+        else:
+            kept = 0 if a.outcome in states.WASTED else end - start
+        if kept > 0 and end > start:
+            training = (a.billable_seconds or 0.0) * (1.0 - ledger.startup_fraction(a))
+            total += kept * training / (end - start) / 3600.0 * a.on_demand_usd_per_hour
+        later_start = start if later_start is None else min(later_start, start)
+    return total
+
+
+def _against_all_on_demand(attempts: Sequence[JobAttempt], total_usd: float) -> dict[str, Any]:
+    baseline = all_on_demand_usd(attempts)
+    return {
+        "all_on_demand_usd": round(baseline, 6) if baseline is not None else None,
+        # Negative when interruptions cost more than spot saved.
+        "savings_vs_all_on_demand_usd": round(baseline - total_usd, 6) if baseline is not None else None,
     }
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from trainyard.platform import costs, states
+from trainyard.platform import costs, replanning, states
 from trainyard.platform.errors import LeaseLost
 from trainyard.platform.models import Job, JobAttempt
 
@@ -18,7 +18,8 @@ from trainyard.platform.models import Job, JobAttempt
 class Heartbeat:
     lease_expires_at: datetime
     cancel_requested: bool
-    # Why the attempt must stop, if it must: "cancelled", "paused" or "budget_exceeded".
+    # Why the attempt must stop, if it must: "cancelled", "paused", "replanned" (the job moved to
+    # other capacity) or "budget_exceeded".
     stop_reason: str | None = None
 
 
@@ -106,6 +107,9 @@ def heartbeat(
     costs.meter(attempt, now)
     costs.total_job_cost(session, job)
     stop = "cancelled" if job.cancel_requested else ("paused" if job.pause_requested else None)
+    if stop is None and replanning.superseded(job, attempt):
+        # The deadline contract moved the job (at a checkpoint): hand it back to run elsewhere.
+        stop = "replanned"
     cap = (job.spec.get("policy") or {}).get("max_cost_usd")
     if stop is None and cap is not None:
         projected = costs.projected_cost(job, attempt, now, pace or costs.PaceRule.from_settings())

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from trainyard.platform import costs, states
+from trainyard.platform import costs, replanning, states
 from trainyard.platform.costs.reports import publish_cost_report, record_cost_report
 from trainyard.platform.models import Job, JobAttempt
+from trainyard.platform.queue import preemptions
 from trainyard.platform.queue.leases import fence, lock
 from trainyard.platform.queue.notifications import notify
 from trainyard.platform.states import AttemptOutcome, JobStatus
@@ -85,6 +86,9 @@ def _end_attempt(
         msg = f"attempt {attempt.number} handed back; queued again"
     else:
         session.flush()
+        retryable, error_code, error_message = preemptions.limit(
+            session, job, outcome, retryable, error_code, error_message
+        )
         failures = _failures(session, job.id)
         if retryable and failures < job.max_attempts:
             delay = backoff_seconds(failures, base=backoff_base, cap=backoff_cap)
@@ -120,6 +124,7 @@ def _end_attempt(
         data=info,
         level="error" if dst == states.FAILED else "info",
     )
+    replanning.after_attempt(session, job, attempt, dst, now)
     if dst == states.QUEUED:
         notify(session, job.pool)
     return dst

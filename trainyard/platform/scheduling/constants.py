@@ -30,6 +30,8 @@ class EstimatorConstants:
     small_model_params_per_peak_tflop: float
     small_model_exponent: float
     small_model_floor: float
+    micro_batch_saturating_tokens: float
+    micro_batch_exponent: float
     cpu_effective_gflops_per_vcpu: float
     scaling_efficiency: Mapping[str, float]
     fsdp_efficiency: float
@@ -121,6 +123,8 @@ def load_constants(path: str | Path | None = None) -> EstimatorConstants:
         small_model_params_per_peak_tflop=pos("utilisation.small_model_params_per_peak_tflop"),
         small_model_exponent=pos("utilisation.small_model_exponent"),
         small_model_floor=frac("utilisation.small_model_floor"),
+        micro_batch_saturating_tokens=pos("utilisation.micro_batch_saturating_tokens"),
+        micro_batch_exponent=pos("utilisation.micro_batch_exponent"),
         cpu_effective_gflops_per_vcpu=pos("cpu_effective_gflops_per_vcpu"),
         scaling_efficiency=table("scaling_efficiency", fraction=True),
         fsdp_efficiency=frac("fsdp_efficiency"),

@@ -41,6 +41,9 @@ class Estimate:
     # "single", "ddp" (replicated) or "fsdp" (sharded weights, gradients and optimizer state).
     strategy: str
     gradient_checkpointing: bool
+    # Per worker; their product is the job's batch_size x gradient_accumulation_steps.
+    micro_batch_size: int
+    gradient_accumulation_steps: int
     memory: MemoryBreakdown
     model_parameters: int
     trainable_parameters: int
@@ -51,6 +54,8 @@ class Estimate:
     # "model" (FLOPs over peak x utilisation) or "learned" (measured on comparable runs).
     throughput_source: str
     startup_seconds: float
+    # After a spot interruption: reprovisioning and the model reload.
+    restart_seconds: float
     compute_seconds: float
     seconds: float
     usd_per_hour: float
@@ -60,6 +65,8 @@ class Estimate:
     spot_seconds: float | None
     spot_cost_usd: float | None
     expected_preemptions: float
+    # The spot option's interruption rate (0 on demand).
+    interruptions_per_hour: float
     usd_per_million_tokens: float
     deadline_seconds: float | None
     meets_deadline: bool | None
@@ -75,10 +82,14 @@ class Estimate:
         if not self.fits:
             return (
                 f"{self.option}: does not fit: needs {self.memory.total_gb:.1f} GB per device "
-                f"({self.strategy}{', checkpointed' if self.gradient_checkpointing else ''}), "
+                f"({self.strategy}, micro-batch {self.micro_batch_size}"
+                f"{', checkpointed' if self.gradient_checkpointing else ''}), "
                 f"has {self.memory.capacity_gb:.1f} GB"
             )
-        plan = self.strategy + (" + gradient checkpointing" if self.gradient_checkpointing else "")
+        plan = (
+            f"{self.strategy}, micro-batch {self.micro_batch_size} x {self.gradient_accumulation_steps}"
+            + (" + gradient checkpointing" if self.gradient_checkpointing else "")
+        )
         text = (
             f"{self.option}: {_device_text(self)}, {plan}, "
             f"{self.memory.total_gb:.1f}/{self.memory.capacity_gb:.1f} GB; "
@@ -218,6 +229,8 @@ def _on_demand(
         fits=prof.fits,
         strategy=prof.strategy,
         gradient_checkpointing=prof.gradient_checkpointing,
+        micro_batch_size=prof.micro_batch_size,
+        gradient_accumulation_steps=prof.gradient_accumulation_steps,
         memory=prof.memory,
         model_parameters=model.parameters,
         trainable_parameters=prof.trainable_parameters,
@@ -227,6 +240,7 @@ def _on_demand(
         tokens_per_second=prof.tokens_per_second,
         throughput_source=prof.throughput_source,
         startup_seconds=prof.startup_seconds,
+        restart_seconds=prof.restart_seconds,
         compute_seconds=compute,
         seconds=seconds,
         usd_per_hour=itype.on_demand_usd_per_hour,
@@ -236,6 +250,7 @@ def _on_demand(
         spot_seconds=spot_secs,
         spot_cost_usd=spot_cost,
         expected_preemptions=0.0,
+        interruptions_per_hour=0.0,
         usd_per_million_tokens=cost / tokens * 1e6,
         deadline_seconds=deadline_seconds,
         meets_deadline=None if deadline_seconds is None else seconds <= deadline_seconds,
@@ -276,6 +291,7 @@ def _on_spot(on_demand: Estimate, itype: InstanceType, prof: Profile, spec: JobS
         cost_usd=cost,
         usd_per_hour=itype.price(True),
         expected_preemptions=prof.preemptions_per_second * seconds,
+        interruptions_per_hour=prof.preemptions_per_second * 3600,
         usd_per_million_tokens=cost / on_demand.tokens * 1e6,
         meets_deadline=None if on_demand.deadline_seconds is None else seconds <= on_demand.deadline_seconds,
         within_budget=None if budget is None else cost <= budget,

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from trainyard.platform.scheduling.estimator import Estimate, format_duration, format_usd
+from trainyard.platform.scheduling.execution import not_runnable_reason
 from trainyard.platform.scheduling.ranking import OBJECTIVES, option_allowed, rank
 from trainyard.platform.spec import JobSpec
 
@@ -122,6 +123,14 @@ def _infeasible(
 ) -> NoFeasibleOption:
     """The error for ``rank``'s code, naming what came closest."""
     if code == "no_eligible_instance":
+        pinned = next((o for o in options if o.instance_type == spec.instance_type), None)
+        why = not_runnable_reason(pinned.kind) if pinned is not None else None
+        if why is not None:
+            return NoFeasibleOption(
+                f"instance type {spec.instance_type!r} cannot run jobs here: {why}",
+                code=code,
+                param="instance_type",
+            )
         return NoFeasibleOption(_no_eligible_message(spec, available), code=code, param="policy")
     if code == "no_instance_fits":
         eligible = [o for o, ok in zip(options, allowed, strict=True) if ok]
@@ -147,7 +156,9 @@ def _no_eligible_message(spec: JobSpec, available: set[str] | frozenset[str] | N
     if spec.instance_type is not None:
         parts.append(f"instance_type {spec.instance_type!r}")
     if spec.policy.allowed_accelerators is not None:
-        parts.append(f"allowed_accelerators {spec.policy.allowed_accelerators}")
+        parts.append(
+            f"allowed_accelerators {spec.policy.allowed_accelerators} (TPU types do not run here yet)"
+        )
     if spec.policy.spot != "auto":
         parts.append(
             f"spot {spec.policy.spot!r}"

@@ -5,16 +5,20 @@ type, not on its token count, deadline or budget. It is cached on the catalog, b
 holds many jobs of few shapes; finishing it for one job is a handful of arithmetic operations
 (``estimator.run_figures``).
 
-Memory: each candidate plan (data-parallel replicas or FSDP shards, with or without gradient
-checkpointing) is sized per device; the fastest plan that fits is kept. Speed: peak FLOP/s x
+Memory: each candidate plan (a micro-batch size with the gradient accumulation that keeps the
+job's effective batch, data-parallel replicas or FSDP shards, with or without gradient
+checkpointing) is sized per device; the fastest plan that fits is kept, and the worker trains
+with exactly its micro-batch, accumulation and checkpointing. Speed: peak FLOP/s x
 utilisation x scaling over FLOPs per token, unless comparable runs measured it (``throughput``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 
 from trainyard.platform.scheduling.catalog import Catalog
+from trainyard.platform.scheduling.constants import EstimatorConstants
 from trainyard.platform.scheduling.instance_types import InstanceType
 from trainyard.platform.scheduling.model_info import ModelInfo
 from trainyard.platform.scheduling.throughput import LearnedThroughput, throughput_key
@@ -44,6 +48,10 @@ class Profile:
     fits: bool
     strategy: str
     gradient_checkpointing: bool
+    # Per worker: micro_batch_size x gradient_accumulation_steps is the job's batch_size x
+    # gradient_accumulation_steps, whatever the plan.
+    micro_batch_size: int
+    gradient_accumulation_steps: int
     memory: MemoryBreakdown
     trainable_parameters: int
     flops_per_token: float
@@ -125,15 +133,6 @@ def _compute_profile(
         grads = params * c.full_bytes_gradients
         optim = params * c.full_bytes_optimizer
 
-    micro_tokens = hp.batch_size * hp.seq_len  # batch_size is per worker
-    logits = micro_tokens * vocab * c.logits_bytes_per_element if spec.task == "causal_lm" else 0.0
-    act_full = c.activation_factor * micro_tokens * hidden * layers + logits
-    act_ckpt = (
-        c.checkpointed_activation_factor * micro_tokens * hidden * layers
-        + c.activation_factor * micro_tokens * hidden
-        + logits
-    )
-
     base_flops = (c.lora_flops_per_param_token if lora else c.full_flops_per_param_token) * params
     base_flops += c.attention_flops_factor * layers * hp.seq_len * hidden
     if lora:
@@ -152,20 +151,6 @@ def _compute_profile(
         overhead = c.framework_overhead_gb * GB
         replicas = 1
 
-    # Candidate plans, each with its memory per device and its slow-down relative to plain DDP.
-    data_parallel = "ddp" if (n > 1 or itype.workers > 1) else "single"
-    plans: list[tuple[str, bool, float, float, float, float]] = []
-    for ckpt in (False, True):
-        act = act_ckpt if ckpt else act_full
-        plans.append(
-            (data_parallel, ckpt, weights * replicas, grads * replicas, optim * replicas, act * replicas)
-        )
-    if n > 1:
-        gathered = c.fsdp_gathered_layers * (params / layers) * 2  # bf16 all-gathered layers
-        for ckpt in (False, True):
-            act = act_ckpt if ckpt else act_full
-            plans.append(("fsdp", ckpt, weights / n + gathered, grads / n, optim / n, act))
-
     scaling = 1.0
     if cpu:
         if itype.workers > 1:
@@ -183,20 +168,24 @@ def _compute_profile(
         saturating = c.small_model_params_per_peak_tflop * accel.peak_bf16_tflops
         util *= max(c.small_model_floor, min(1.0, (params / saturating) ** c.small_model_exponent))
 
-    best: tuple[float, int] | None = None
-    chosen = plans[-1]
-    for index, plan in enumerate(plans):
-        strategy, ckpt, w, g, o, a = plan
-        if w + g + o + a + overhead > capacity:
-            continue
-        slowdown = (base_flops + (recompute if ckpt else 0.0)) / (
-            c.fsdp_efficiency if strategy == "fsdp" else 1.0
-        )
-        if best is None or slowdown < best[0]:
-            best = (slowdown, index)
-            chosen = plan
-    fits = best is not None
-    strategy, ckpt, w, g, o, a = chosen
+    plan = _best_plan(
+        spec,
+        c,
+        weights=weights,
+        grads=grads,
+        optim=optim,
+        shape=(layers, hidden, vocab),
+        devices=n,
+        replicas=replicas,
+        data_parallel="ddp" if (n > 1 or itype.workers > 1) else "single",
+        overhead=overhead,
+        capacity=capacity,
+        base_flops=base_flops,
+        recompute=recompute,
+        params=params,
+    )
+    fits, strategy, ckpt = plan.fits, plan.strategy, plan.gradient_checkpointing
+    w, g, o, a = plan.weights, plan.gradients, plan.optimizer, plan.activations
     memory = MemoryBreakdown(
         weights_gb=w / GB,
         gradients_gb=g / GB,
@@ -208,7 +197,13 @@ def _compute_profile(
     )
 
     flops_per_token = base_flops + (recompute if ckpt else 0.0)
-    effective = peak_flops * util * scaling * (c.fsdp_efficiency if strategy == "fsdp" else 1.0)
+    effective = (
+        peak_flops
+        * util
+        * scaling
+        * plan.micro_efficiency
+        * (c.fsdp_efficiency if strategy == "fsdp" else 1.0)
+    )
     tps = effective / flops_per_token
     source = "model"
     if learned is not None:
@@ -227,6 +222,8 @@ def _compute_profile(
         fits=fits,
         strategy=strategy,
         gradient_checkpointing=ckpt,
+        micro_batch_size=plan.micro_batch_size,
+        gradient_accumulation_steps=plan.gradient_accumulation_steps,
         memory=memory,
         trainable_parameters=trainable,
         flops_per_token=flops_per_token,
@@ -234,6 +231,116 @@ def _compute_profile(
         throughput_source=source,
         startup_seconds=startup,
         restart_seconds=c.spot_restart_overhead_seconds + load_seconds,
-        tokens_per_step=micro_tokens * hp.gradient_accumulation_steps * itype.workers * itype.nodes,
+        # The plan keeps micro-batch x accumulation at what the job asked for, so a step is the same.
+        tokens_per_step=hp.batch_size
+        * hp.gradient_accumulation_steps
+        * hp.seq_len
+        * itype.workers
+        * itype.nodes,
         preemptions_per_second=c.spot_preemptions_per_hour[itype.kind] / 3600,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPlan:
+    """One way to lay a job out on a device: bytes per device and what it does to speed."""
+
+    fits: bool
+    strategy: str
+    gradient_checkpointing: bool
+    micro_batch_size: int
+    gradient_accumulation_steps: int
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    # Utilisation relative to the job's own micro-batch (1.0 there, below it for smaller ones).
+    micro_efficiency: float
+    # Training FLOP/s needed per token relative to the fastest conceivable plan: lower is faster.
+    slowdown: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+
+def micro_batch_sizes(batch_size: int) -> list[int]:
+    """The micro-batches a plan may use, largest first: the divisors of the job's per-worker
+    batch, so that micro-batch x accumulation is exactly the batch it asked for."""
+    small = [d for d in range(1, math.isqrt(batch_size) + 1) if batch_size % d == 0]
+    return sorted({*small, *(batch_size // d for d in small)}, reverse=True)
+
+
+def _best_plan(
+    spec: JobSpec,
+    c: EstimatorConstants,
+    *,
+    weights: float,
+    grads: float,
+    optim: float,
+    shape: tuple[int, int, int],
+    devices: int,
+    replicas: int,
+    data_parallel: str,
+    overhead: float,
+    capacity: float,
+    base_flops: float,
+    recompute: float,
+    params: int,
+) -> MemoryPlan:
+    """The fastest memory plan that fits: over micro-batch sizes (with the accumulation that keeps
+    the effective batch), gradient checkpointing, and replicated or sharded state. Ties go to the
+    larger micro-batch, then to replicas over shards. When nothing fits, the plan that needs the
+    least memory, so the reason can say how far off it is."""
+    hp = spec.hyperparameters
+    layers, hidden, vocab = shape
+    requested = _micro_efficiency(c, hp.batch_size * hp.seq_len)
+    shard = devices > 1
+    gathered = c.fsdp_gathered_layers * (params / layers) * 2 if shard else 0.0  # bf16 all-gathered layers
+    best: MemoryPlan | None = None
+    smallest: MemoryPlan | None = None
+    for micro in micro_batch_sizes(hp.batch_size):
+        tokens = micro * hp.seq_len
+        logits = tokens * vocab * c.logits_bytes_per_element if spec.task == "causal_lm" else 0.0
+        act_full = c.activation_factor * tokens * hidden * layers + logits
+        act_ckpt = (
+            c.checkpointed_activation_factor * tokens * hidden * layers
+            + c.activation_factor * tokens * hidden
+            + logits
+        )
+        efficiency = _micro_efficiency(c, tokens) / requested
+        accumulation = hp.batch_size * hp.gradient_accumulation_steps // micro
+        layouts = [(data_parallel, weights * replicas, grads * replicas, optim * replicas, replicas)]
+        if shard:
+            layouts.append(("fsdp", weights / devices + gathered, grads / devices, optim / devices, 1))
+        for strategy, w, g, o, copies in layouts:
+            for ckpt in (False, True):
+                flops = base_flops + (recompute if ckpt else 0.0)
+                speed = efficiency * (c.fsdp_efficiency if strategy == "fsdp" else 1.0)
+                plan = MemoryPlan(
+                    fits=False,
+                    strategy=strategy,
+                    gradient_checkpointing=ckpt,
+                    micro_batch_size=micro,
+                    gradient_accumulation_steps=accumulation,
+                    weights=w,
+                    gradients=g,
+                    optimizer=o,
+                    activations=(act_ckpt if ckpt else act_full) * copies,
+                    micro_efficiency=efficiency,
+                    slowdown=flops / base_flops / speed,
+                )
+                if smallest is None or plan.total < smallest.total:
+                    smallest = plan
+                if plan.total + overhead > capacity:
+                    continue
+                if best is None or plan.slowdown < best.slowdown:
+                    best = plan
+    if best is not None:
+        return replace(best, fits=True)
+    assert smallest is not None
+    return smallest
+
+
+def _micro_efficiency(c: EstimatorConstants, tokens: int) -> float:
+    return float(min(1.0, tokens / c.micro_batch_saturating_tokens) ** c.micro_batch_exponent)

@@ -1,6 +1,7 @@
 """The policy rules, written once: which options a job may take, and in which order it wants them.
 
-Eligibility comes first and is the same for every objective: the pinned instance type, the pools
+Eligibility comes first and is the same for every objective: instance kinds with a tested
+execution path (``execution``; TPUs are estimated but never chosen), the pinned instance type, the pools
 that exist (``available``), the spot choice (never: on-demand rows only; always: spot rows only;
 auto: both) and the allowed accelerators narrow the options; then only options whose memory plan
 fits remain; then, when the policy sets ``max_cost_usd``, only those within it. Each step that
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from trainyard.platform.scheduling.execution import runnable
 from trainyard.platform.spec import JobSpec
 
 OBJECTIVES: tuple[str, ...] = ("cheapest", "fastest", "deadline", "budget")
@@ -69,6 +71,8 @@ def option_allowed(
 ) -> bool:
     """Whether the job may take this option at all (before memory and budget are looked at)."""
     policy = spec.policy
+    if not runnable(kind):
+        return False
     if spec.instance_type is not None and instance_type != spec.instance_type:
         return False
     if available is not None and instance_type not in available:

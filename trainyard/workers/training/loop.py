@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 import ray
 import ray.train
@@ -50,19 +51,68 @@ class LoopConfig(TypedDict, total=False):
     log_every_steps: int
     tags: dict[str, Any]  # merged into every event (a sweep tags events with the trial id)
     resume_from: str  # a recorded checkpoint's store URI, when Ray Train has none of this run's
+    plan: dict[str, Any]  # the job's plan: the memory plan (micro-batch, accumulation, checkpointing)
 
 
-def _training_arguments(spec: JobSpec, output_dir: Path, has_eval: bool, log_every: int) -> Any:
+class BatchPlan(NamedTuple):
+    """How each worker forms its batch: what the estimator found fits the device."""
+
+    micro_batch_size: int
+    gradient_accumulation_steps: int
+    gradient_checkpointing: bool
+
+
+def batch_plan(spec: JobSpec, plan: Mapping[str, Any] | None) -> BatchPlan:
+    """The plan's micro-batch, accumulation and checkpointing, when they make the batch the spec
+    asks for (micro-batch x accumulation = batch_size x gradient_accumulation_steps); otherwise the
+    spec's own (a job planned before plans carried them, or a sweep trial that changes the batch)."""
+    hp = spec.hyperparameters
+    asked = BatchPlan(hp.batch_size, hp.gradient_accumulation_steps, False)
+    plan = plan or {}
+    micro, accumulation = plan.get("micro_batch_size"), plan.get("gradient_accumulation_steps")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in (micro, accumulation)):
+        return asked
+    assert isinstance(micro, int) and isinstance(accumulation, int)
+    if micro * accumulation != hp.batch_size * hp.gradient_accumulation_steps:
+        return asked
+    return BatchPlan(micro, accumulation, plan.get("gradient_checkpointing") is True)
+
+
+def _checkpointing(arguments: type, on: bool) -> dict[str, Any]:
+    """Activation (gradient) checkpointing, under the name this transformers release uses (later
+    5.x releases renamed ``gradient_checkpointing`` to ``activation_checkpointing``)."""
+    name = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in getattr(arguments, "__dataclass_fields__", {})
+        else "gradient_checkpointing"
+    )
+    # Non-reentrant checkpointing works with frozen inputs (a LoRA base) and under DDP.
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False} if on else None}
+
+
+def training_arguments(
+    spec: JobSpec,
+    plan: Mapping[str, Any] | None,
+    output_dir: Path,
+    *,
+    has_eval: bool,
+    log_every: int,
+    use_cpu: bool | None = None,
+) -> Any:
+    """The Hugging Face ``TrainingArguments`` of a run: the spec's hyperparameters, batched as the
+    plan says. ``use_cpu``: None decides by whether CUDA is there."""
     from transformers import TrainingArguments
 
     hp = spec.hyperparameters
+    batch = batch_plan(spec, plan)
     every = spec.checkpoint.every_steps
-    on_cuda = torch.cuda.is_available()
+    on_cuda = torch.cuda.is_available() if use_cpu is None else not use_cpu
     return TrainingArguments(
         output_dir=str(output_dir),
-        per_device_train_batch_size=hp.batch_size,
-        per_device_eval_batch_size=hp.batch_size,
-        gradient_accumulation_steps=hp.gradient_accumulation_steps,
+        per_device_train_batch_size=batch.micro_batch_size,
+        per_device_eval_batch_size=batch.micro_batch_size,
+        gradient_accumulation_steps=batch.gradient_accumulation_steps,
+        **_checkpointing(TrainingArguments, batch.gradient_checkpointing),
         learning_rate=hp.learning_rate,
         weight_decay=hp.weight_decay,
         warmup_steps=hp.warmup_steps,
@@ -145,8 +195,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             )
         trainer = Trainer(
             model=model,
-            args=_training_arguments(
-                spec, work / "hf", eval_ds is not None, int(config.get("log_every_steps", 5))
+            args=training_arguments(
+                spec,
+                config.get("plan"),
+                work / "hf",
+                has_eval=eval_ds is not None,
+                log_every=int(config.get("log_every_steps", 5)),
             ),
             data_collator=collator,
             train_dataset=train_ds,
