@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from trainyard.api import routes_costs, routes_grants, routes_jobs, routes_scheduling
+from trainyard.api import routes_costs, routes_grants, routes_jobs, routes_outputs, routes_scheduling
 from trainyard.api.deps import PrincipalDep
 from trainyard.api.errors import error_response, install_error_handlers
 from trainyard.api.hygiene import refuse_bad_text
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None, deployment: Deployment | None =
         upload_max_bytes=routes_openai.upload_body_limit(settings),
     )
     app.include_router(routes_jobs.router)
+    app.include_router(routes_outputs.router)
     app.include_router(routes_scheduling.router)
     app.include_router(routes_costs.router)
     app.include_router(routes_grants.router)

@@ -9,12 +9,16 @@ import httpx
 
 from trainyard.sdk._base import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, AsyncAPIClient, SyncAPIClient
 from trainyard.sdk.resources import (
+    AsyncBudgets,
     AsyncCosts,
     AsyncEstimates,
+    AsyncFiles,
     AsyncInstanceTypes,
     AsyncJobs,
+    Budgets,
     Costs,
     Estimates,
+    Files,
     InstanceTypes,
     Jobs,
 )
@@ -35,6 +39,8 @@ class Trainyard(SyncAPIClient):
     estimates: Estimates
     costs: Costs
     instance_types: InstanceTypes
+    files: Files
+    budgets: Budgets
 
     def __init__(
         self,
@@ -50,6 +56,8 @@ class Trainyard(SyncAPIClient):
         self.estimates = Estimates(self)
         self.costs = Costs(self)
         self.instance_types = InstanceTypes(self)
+        self.files = Files(self)
+        self.budgets = Budgets(self)
 
     def health(self) -> dict[str, Any]:
         """The server's /healthz answer (it checks the database)."""
@@ -78,6 +86,8 @@ class AsyncTrainyard(AsyncAPIClient):
     estimates: AsyncEstimates
     costs: AsyncCosts
     instance_types: AsyncInstanceTypes
+    files: AsyncFiles
+    budgets: AsyncBudgets
 
     def __init__(
         self,
@@ -93,6 +103,8 @@ class AsyncTrainyard(AsyncAPIClient):
         self.estimates = AsyncEstimates(self)
         self.costs = AsyncCosts(self)
         self.instance_types = AsyncInstanceTypes(self)
+        self.files = AsyncFiles(self)
+        self.budgets = AsyncBudgets(self)
 
     async def health(self) -> dict[str, Any]:
         data, _ = await self.request("GET", "/healthz")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from trainyard import money
+from trainyard import durations, money
 from trainyard.platform.scheduling.catalog import Catalog
 from trainyard.platform.scheduling.instance_types import InstanceType
 from trainyard.platform.scheduling.model_info import EstimateInputError, ModelInfo
@@ -104,13 +104,8 @@ def _device_text(e: Estimate) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "never"
-    if seconds < 3600:
-        return f"{max(seconds / 60, 1):.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+    # The one duration rule (trainyard/durations.py): a reason reads as the CLI's tables do.
+    return durations.format_duration(seconds)
 
 
 def format_usd(usd: float) -> str:
