@@ -217,7 +217,9 @@ def test_another_team_reaches_none_of_it(
     assert traversal.status_code == 404
 
 
-def test_files(sdk: Trainyard, transport: AppTransport, sessions: sessionmaker[Session], tmp_path: Path) -> None:
+def test_files(
+    sdk: Trainyard, transport: AppTransport, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
     path = tmp_path / "chat.jsonl"
     path.write_bytes(jsonl(CHAT))
     uploaded = sdk.files.upload(path)
