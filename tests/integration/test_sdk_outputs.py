@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
-from support import BASE, CHAT, AppTransport, job_body, jsonl, make_key, make_sdk
+from support import BASE, CHAT, AppTransport, finish_with_model, job_body, jsonl, make_key, make_sdk
 
 from trainyard.platform import queue, storage
 from trainyard.platform.models import Job as JobRow
@@ -57,36 +57,6 @@ def transport(client: Any) -> AppTransport:
 @pytest.fixture
 def sdk(transport: AppTransport, key: str) -> Trainyard:
     return make_sdk(transport, key)
-
-
-def finish_with_model(
-    sessions: sessionmaker[Session], store: storage.ObjectStore, model_dir: Path, *, steps: int = 20
-) -> str:
-    """Play a worker: claim the oldest queued job, upload its final model under the attempt's
-    prefix, record two checkpoints' URIs and finish it, publishing the cost report."""
-    with sessions() as s:
-        [claim] = queue.claim(s, worker_id="test-worker")
-    with sessions() as s:
-        queue.heartbeat(
-            s, claim.attempt_id, progress={"step": steps, "total_steps": steps, "loss": 0.5, "tokens": 5120}
-        )
-    final = store.upload_dir(storage.final_model_prefix(claim.job_id, claim.attempt_number), model_dir)
-    ckpts = [store.uri_for(f"{storage.checkpoints_prefix(claim.job_id, 1)}/step_{n}") for n in (10, 20)]
-    result = {
-        "final_model_uri": final,
-        "metrics": {"loss": 0.5, "step": steps},
-        "steps": steps,
-        "start_step": 0,
-        "total_steps": steps,
-        "tokens_trained": 5120,
-        "tokens_this_attempt": 5120,
-        "stopped_early": False,
-        "latest_checkpoint_uri": ckpts[-1],
-        "checkpoint_uris": ckpts,
-    }
-    with sessions() as s:
-        queue.finish(s, claim.attempt_id, "succeeded", result=result, store=store)
-    return claim.job_id
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""User commands of the `trainyard` CLI: submit, jobs, estimate, costs, instance-types.
+"""User commands of the `trainyard` CLI: submit, jobs, pause, resume, estimate, costs,
+instance-types, files, budgets.
 
 They talk to the API through the SDK only, never to the database, so they work against any
 server the credentials point at. Exit codes are in `trainyard.cli.client`.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from trainyard.cli import costs, jobs
+from trainyard.cli import budgets, costs, files, jobs, outputs
 
 
 def register(app: typer.Typer) -> None:
@@ -17,10 +18,20 @@ def register(app: typer.Typer) -> None:
     app.command("estimate")(costs.estimate)
     app.command("costs")(costs.costs)
     app.command("instance-types")(costs.instance_types)
+    app.command("pause")(jobs.pause)
+    app.command("resume")(jobs.resume)
+    files.register(app)
+    budgets.register(app)
     # A fresh sub-app per call, so registering on several apps (tests do) shares no state.
-    jobs_app = typer.Typer(no_args_is_help=True, help="List, inspect, cancel and follow jobs.")
+    jobs_app = typer.Typer(
+        no_args_is_help=True, help="List, inspect, cancel and follow jobs; download their models."
+    )
     jobs_app.command("list")(jobs.jobs_list)
     jobs_app.command("get")(jobs.jobs_get)
     jobs_app.command("cancel")(jobs.jobs_cancel)
+    jobs_app.command("pause")(jobs.pause)
+    jobs_app.command("resume")(jobs.resume)
     jobs_app.command("events")(jobs.jobs_events)
+    jobs_app.command("download")(outputs.download)
+    jobs_app.command("cost-report")(outputs.cost_report)
     app.add_typer(jobs_app, name="jobs")

@@ -104,8 +104,9 @@ def _device_text(e: Estimate) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    # The one duration rule (trainyard/durations.py): a reason reads as the CLI's tables do.
-    return durations.format_duration(seconds)
+    # The one duration rule (trainyard/durations.py), on the figure a plan stores (to a tenth of
+    # a second), so a reason's time and the plan's `estimated_seconds` read the same.
+    return durations.format_duration(round(seconds, 1) if math.isfinite(seconds) else seconds)
 
 
 def format_usd(usd: float) -> str:
