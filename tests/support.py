@@ -26,6 +26,7 @@ from trainyard.platform.models import Checkpoint
 from trainyard.platform.scheduling import Catalog, load_catalog
 from trainyard.platform.scheduling.catalog import InstanceType
 from trainyard.platform.states import AttemptOutcome
+from trainyard.platform.storage import ObjectStore, checkpoints_prefix, final_model_prefix
 from trainyard.sdk import Trainyard
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,6 +134,40 @@ def run_job(
     return claim.job_id
 
 
+def finish_with_model(
+    sessions: sessionmaker[Session], store: ObjectStore, model_dir: Path, *, steps: int = 20
+) -> str:
+    """Play a worker: claim the oldest queued job, upload its final model (`model_dir`) under
+    the attempt's prefix, record checkpoints at steps 10 and 20, and finish it with a result,
+    publishing the cost report to `store`."""
+    with sessions() as s:
+        [claim] = queue.claim(s, worker_id="test-worker")
+    with sessions() as s:
+        queue.heartbeat(
+            s, claim.attempt_id, progress={"step": steps, "total_steps": steps, "loss": 0.5, "tokens": 5120}
+        )
+    final = store.upload_dir(final_model_prefix(claim.job_id, claim.attempt_number), model_dir)
+    ckpts = [store.uri_for(f"{checkpoints_prefix(claim.job_id, 1)}/step_{n}") for n in (10, 20)]
+    with sessions.begin() as s:
+        for step, uri in zip((10, 20), ckpts, strict=True):
+            s.add(Checkpoint(job_id=claim.job_id, attempt_id=claim.attempt_id, step=step, uri=uri))
+    result = {
+        "final_model_uri": final,
+        "metrics": {"loss": 0.5, "step": steps},
+        "steps": steps,
+        "start_step": 0,
+        "total_steps": steps,
+        "tokens_trained": 5120,
+        "tokens_this_attempt": 5120,
+        "stopped_early": False,
+        "latest_checkpoint_uri": ckpts[-1],
+        "checkpoint_uris": ckpts,
+    }
+    with sessions() as s:
+        queue.finish(s, claim.attempt_id, "succeeded", result=result, store=store)
+    return claim.job_id
+
+
 # --- the catalog ----------------------------------------------------------------------------
 
 
@@ -234,6 +269,7 @@ __all__ = [
     "TWO_POOLS",
     "AppTransport",
     "error_response",
+    "finish_with_model",
     "free_port",
     "headers",
     "instance_type",

@@ -103,7 +103,9 @@ def test_submit_list_get_events_cancel(cli: Invoke, job_file: Path) -> None:
     got = _json(cli("jobs", "get", first, "--json"))
     assert got["id"] == first and got["status"] == "queued" and got["hyperparameters"]["max_steps"] == 20
     detail = cli("jobs", "get", first)
-    assert detail.exit_code == 0 and "tiny-gpt2" in detail.stdout and "0/" not in detail.stdout
+    assert detail.exit_code == 0 and "tiny-gpt2" in detail.stdout and "None" not in detail.stdout
+    # The total is the plan's from the start; the loss is "-" until the run reports one.
+    assert "0/20" in detail.stdout and "loss           -" in detail.stdout
 
     cancelled = cli("jobs", "cancel", first)
     assert cancelled.exit_code == 0 and f"{first} cancelled" in cancelled.stdout

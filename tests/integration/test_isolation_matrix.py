@@ -27,6 +27,9 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy.orm import Session, sessionmaker
 from support import headers, job_body, make_key
 
+from trainyard.platform import storage
+from trainyard.platform.models import Job as JobRow
+
 TEAM_A = "research"
 PRINCIPALS = ("own", "other", "admin", "none", "bad")
 
@@ -48,6 +51,8 @@ class Route:
     upload: bool = False
     # Team A holds the grant `GRANT` before the request (an admin granted it), so revoking finds it.
     granted: bool = False
+    # Team A's job has finished with a final model in the store (its `config.json`).
+    with_model: bool = False
 
 
 def _job_with_a_file(ids: Ids) -> dict[str, Any]:
@@ -97,6 +102,11 @@ ROUTES: dict[str, Route] = {
     "GET /v1/jobs/{job_id}/logs": Route("owned"),
     # To the pool it is already in: a move that changes nothing, and a 404 for another team.
     "POST /v1/jobs/{job_id}/move": Route("owned", body=lambda ids: {"instance_type": "local-cpu"}),
+    "POST /v1/jobs/{job_id}/pause": Route("owned"),
+    "POST /v1/jobs/{job_id}/resume": Route("owned"),
+    "GET /v1/jobs/{job_id}/cost-report": Route("owned"),
+    "GET /v1/jobs/{job_id}/model": Route("owned", with_model=True),
+    "GET /v1/jobs/{job_id}/model/{path:path}": Route("owned", with_model=True),
     "POST /v1/estimates": Route("owned", body=_job_with_a_file),
     "GET /v1/instance-types": Route("any_key"),
     "GET /v1/costs": Route("owned", query=TEAM_Q),
@@ -157,12 +167,24 @@ def _world(client: Any, keys: dict[str, str], route: Route) -> Ids:
     if route.granted:
         r = client.put(f"/v1/teams/{TEAM_A}/grants", json={"uri": GRANT}, headers=headers(keys["admin"]))
         assert r.status_code == 200, r.text
+    if route.with_model:
+        _give_a_model(client, job.json()["id"])
     return Ids(job_id=job.json()["id"], file_id=_upload(client, keys["own"]))
+
+
+def _give_a_model(client: Any, job_id: str) -> None:
+    """What a finished run leaves: a model directory under the job's prefix, named by its result."""
+    store = storage.open_store(client.app.state.settings.storage_uri)
+    prefix = storage.final_model_prefix(job_id, 1)
+    store.put_bytes(f"{prefix}/config.json", b'{"model_type": "gpt2"}')
+    with client.app.state.sessionmaker.begin() as s:
+        row = s.get(JobRow, job_id)
+        row.result = {"final_model_uri": store.uri_for(prefix)}
 
 
 def _request(client: Any, label: str, route: Route, ids: Ids, auth: dict[str, str]) -> Any:
     method, template = label.split(" ", 1)
-    path = template.format(
+    path = template.replace("{path:path}", "config.json").format(
         job_id=ids.job_id, file_id=ids.file_id, name=STATIC_FILE if "static" in template else ids.name
     )
     if route.upload:

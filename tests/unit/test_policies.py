@@ -111,7 +111,7 @@ def test_deadline_picks_the_cheapest_option_in_time() -> None:
     assert decision.chosen.cost_usd == min(o.cost_usd for o in in_time)
     # The cheapest option overall is too slow for this deadline.
     assert min((o for o in options if o.fits), key=lambda o: o.cost_usd).meets_deadline is False
-    assert "meets the 2.0 h deadline" in decision.reason
+    assert "meets the 2h00m deadline" in decision.reason
 
 
 def test_deadline_nobody_meets_falls_back_to_the_fastest() -> None:
@@ -120,7 +120,7 @@ def test_deadline_nobody_meets_falls_back_to_the_fastest() -> None:
     decision = choose(spec, options)
     assert decision.chosen.meets_deadline is False
     assert decision.chosen.seconds == min(o.seconds for o in options if o.fits)
-    assert "misses the 5 min deadline" in decision.reason
+    assert "misses the 5m00s deadline" in decision.reason
 
 
 def test_budget_picks_the_fastest_within_it() -> None:

@@ -31,7 +31,7 @@ from trainyard.sdk import (
     load_credentials,
     save_credentials,
 )
-from trainyard.sdk._base import retry_after_seconds
+from trainyard.sdk._retries import retry_after_seconds
 
 pytestmark = pytest.mark.usefixtures("isolated_config")
 

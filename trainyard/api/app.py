@@ -16,6 +16,7 @@ from trainyard.api import (
     routes_grants,
     routes_jobs,
     routes_logs,
+    routes_outputs,
     routes_queue,
     routes_scheduling,
 )
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, deployment: Deployment | None =
     app.include_router(routes_jobs.router)
     app.include_router(routes_logs.router)
     app.include_router(routes_queue.router)
+    app.include_router(routes_outputs.router)
     app.include_router(routes_scheduling.router)
     app.include_router(routes_costs.router)
     app.include_router(routes_grants.router)

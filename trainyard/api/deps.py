@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from trainyard.platform import auth, db, jobs
+from trainyard.platform import auth, db, jobs, storage
 from trainyard.platform.errors import InvalidRequest
 
 
@@ -85,3 +85,15 @@ def bracket_params(request: Request, name: str, example: str) -> dict[str, str]:
                 raise InvalidRequest(f"{name} needs a key: {example}", param=name)
             out[key] = value
     return out
+
+
+def get_store(request: Request) -> storage.ObjectStore:
+    """This deployment's object store, opened on first use (opening contacts nothing)."""
+    store: storage.ObjectStore | None = getattr(request.app.state, "store", None)
+    if store is None:
+        store = storage.open_store(request.app.state.settings.storage_uri)
+        request.app.state.store = store
+    return store
+
+
+StoreDep = Annotated[storage.ObjectStore, Depends(get_store)]

@@ -9,6 +9,7 @@ for a named team, 409) they declare with `responses=errors(...)`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,11 +97,15 @@ def _ref(name: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
 
 
+_CONVERTOR = re.compile(r"\{([^}:]+):[^}]+\}")
+
+
 def _operations(app: FastAPI) -> Iterator[tuple[str, str, Any]]:
     for context in iter_route_contexts(app.routes):
         if isinstance(context.original_route, APIRoute) and context.include_in_schema and context.path:
             for method in sorted(context.methods or ()):
-                yield context.path, method.lower(), context
+                # The document names `{path:path}` as `{path}`, as FastAPI writes it.
+                yield _CONVERTOR.sub(r"{\1}", context.path), method.lower(), context
 
 
 def _parameters(operation: dict[str, Any]) -> None:

@@ -83,6 +83,18 @@ def cancel_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dic
     return job_out(jobs.cancel_job(session, principal, job_id))
 
 
+@router.post("/{job_id}/pause", responses=errors(409))
+def pause_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    """A queued job pauses at once; a running one checkpoints, frees its instance, then pauses."""
+    return job_out(jobs.pause_job(session, principal, job_id))
+
+
+@router.post("/{job_id}/resume", responses=errors(409))
+def resume_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+    """A paused job goes back to the queue and resumes from its last checkpoint."""
+    return job_out(jobs.resume_job(session, principal, job_id))
+
+
 @router.get("/{job_id}/events")
 def list_events(
     job_id: str,

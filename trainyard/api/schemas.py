@@ -19,6 +19,14 @@ def page(items: Sequence[T], has_more: bool, render: Callable[[T], dict[str, Any
     return {"object": "list", "data": [render(i) for i in items], "has_more": has_more}
 
 
+def planned_steps(job: Job) -> int | None:
+    """The steps the run will take before its trainer says: the spec's max_steps, else the
+    plan's count (dataset tokens over tokens per step)."""
+    hyperparameters = (job.spec or {}).get("hyperparameters") or {}
+    steps = hyperparameters.get("max_steps") or (job.plan or {}).get("total_steps")
+    return int(steps) if steps else None
+
+
 def job_out(job: Job, *, goodput: dict[str, Any] | None = None) -> dict[str, Any]:
     """A job on the wire; `goodput` (`costs.job_goodput`) goes in its cost where given."""
     spec = dict(job.spec)
@@ -35,7 +43,8 @@ def job_out(job: Job, *, goodput: dict[str, Any] | None = None) -> dict[str, Any
         "pool": job.pool,
         "progress": {
             "step": progress.get("step", 0),
-            "total_steps": progress.get("total_steps"),
+            "total_steps": progress.get("total_steps") or planned_steps(job),
+            "phase": progress.get("phase"),
             "tokens": progress.get("tokens", job.tokens_trained or 0),
             "loss": progress.get("loss"),
             "tokens_per_second": progress.get("tokens_per_second"),
@@ -48,6 +57,7 @@ def job_out(job: Job, *, goodput: dict[str, Any] | None = None) -> dict[str, Any
         },
         "attempts": job.attempt_count,
         "cancel_requested": job.cancel_requested,
+        "pause_requested": job.pause_requested,
         "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
         "result": job.result,
         "created_at": ts(job.created_at),

@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 
 from trainyard.cli import rendering as show
+from trainyard.cli import tables
 from trainyard.cli.client import JSON_OPT, api, echo_json, fail
 from trainyard.cli.jobfile import FILE_ARG, load_job_file
 
@@ -22,7 +23,7 @@ def estimate(file: Path = FILE_ARG, as_json: bool = JSON_OPT) -> None:
         echo_json(est.to_dict())
     else:
         out = show.out()
-        out.print(show.estimate_table(est))
+        out.print(tables.estimate_table(est))
         sizes = []
         if est.model_parameters:
             sizes.append(f"{est.model_parameters / 1e6:,.1f}M parameters")
@@ -51,7 +52,7 @@ def costs(
 ) -> None:
     """Spend over a time window, grouped, against the window before it."""
     with api() as client:
-        report = client.costs.query(window=window, aggregate=by, step=step, team=team)
+        report = client.costs.query(window=window, by=by, step=step, team=team)
     if as_json:
         echo_json(report.to_dict())
         return
@@ -59,7 +60,7 @@ def costs(
     if not report.data:
         show.err().print(f"no spend in the window ({window})")
         return
-    out.print(show.costs_table(report))
+    out.print(tables.costs_table(report))
     total = f"total {show.usd(report.totals.cost_usd)} over {report.totals.jobs} job(s)"
     change = (report.change or {}).get("cost_usd") or {}
     if change.get("percent") is not None:
@@ -81,4 +82,4 @@ def instance_types(
     if as_json:
         echo_json([t.to_dict() for t in types])
     else:
-        show.out().print(show.types_table(types))
+        show.out().print(tables.types_table(types))

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from trainyard.durations import format_duration
 from trainyard.money import format_usd
 
 # soft_wrap: URIs must stay whole on one line so they can be copied.
@@ -52,7 +53,7 @@ def estimate_table(estimate: dict[str, Any], limit: int = 12) -> Table:
             f"{o['count']}x {o['accelerator']}" if o["accelerator"] else "cpu",
             "spot" if o["spot"] else "",
             "yes" if o["fits"] else "no",
-            f"{o['estimated_seconds'] / 60:.1f} min",
+            format_duration(o["estimated_seconds"]),
             format_usd(o["estimated_cost_usd"]),
             format_usd(o["usd_per_million_tokens"]) if o["usd_per_million_tokens"] else "-",
             mark,
@@ -76,7 +77,7 @@ def follow(client: Any, job_id: str, timeout: float = 900.0) -> Any:
             job = client.jobs.get(job_id)
             p = job.progress
             total = p.total_steps or 1
-            loss = f"loss {p.loss:.3f}" if p.loss is not None else ""
+            loss = f"loss {p.loss:.4g}" if p.loss is not None else ""
             tps = f"{p.tokens_per_second:,.0f} tok/s" if p.tokens_per_second else ""
             info = "  ".join(x for x in (loss, tps, format_usd(job.cost.usd)) if x)
             progress.update(bar, description=job.status, completed=p.step or 0, total=total, info=info)
@@ -122,12 +123,12 @@ def run_demo(data_dir: Path, port: int = 8000) -> int:
             console.print(f"[red]error:[/] {job.error}")
             return 1
         checkpoints = list(client.jobs.checkpoints(job.id))
-        result = job.result or {}
+        result = job.result
         console.print(f"Checkpoints ({len(checkpoints)}):")
         for c in checkpoints:
             console.print(f"  step {c.step}: {c.uri}")
-        console.print(f"Final model:  {result.get('final_model_uri')}")
-        console.print(f"Cost report:  {result.get('cost_report_uri')}")
+        console.print(f"Final model:  {result.final_model_uri if result else None}")
+        console.print(f"Cost report:  {result.cost_report_uri if result else None}")
         console.print(
             f"Cost: {format_usd(job.cost.usd)} for {job.cost.billable_seconds:.0f} billable seconds "
             f"(estimated {format_usd(job.cost.estimated_usd or 0)})"

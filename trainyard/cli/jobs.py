@@ -1,98 +1,38 @@
-"""The job commands: `submit` and `jobs list|get|cancel|events`, and the watch they share."""
+"""The job commands: `submit`, `jobs list|get|cancel|events`, `pause` and `resume`."""
 
 from __future__ import annotations
 
 import itertools
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from trainyard.cli import rendering as show
+from trainyard.cli import tables
 from trainyard.cli.client import EXIT_INTERRUPTED, EXIT_JOB_FAILED, JSON_OPT, api, echo_json, fail
 from trainyard.cli.jobfile import FILE_ARG, load_job_file
+from trainyard.cli.watch import summary, watch
 from trainyard.sdk import Job, Trainyard
 
 INTERVAL_OPT = typer.Option(2.0, "--interval", min=0.01, help="Seconds between polls while watching.")
 
 
-# ------------------------------------------------------------------------------------------
-# Watching a job: the progress bar shared by `submit --wait` and `jobs events --follow`
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.fields[status]}"),
-        BarColumn(),
-        TextColumn("{task.fields[steps]}"),
-        TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[tps]} tok/s"),
-        TextColumn("{task.fields[usd]}"),
-        TimeElapsedColumn(),
-        console=show.err(),
-    )
-
-
-def _bar_fields(job: Job) -> dict[str, Any]:
-    p = job.progress
-    return {
-        "status": show.status(job.status),
-        "steps": show.steps(job),
-        "loss": f"{p.loss:.4f}" if p.loss is not None else "-",
-        "tps": f"{p.tokens_per_second:,.0f}" if p.tokens_per_second else "-",
-        "usd": show.usd(job.cost.usd),
-    }
-
-
-def _update_bar(progress: Progress, task: TaskID, job: Job) -> None:
-    total = job.progress.total_steps
-    completed = job.progress.step if total else 0
-    if job.status == "succeeded" and total:
-        completed = total
-    progress.update(task, total=total or None, completed=completed, **_bar_fields(job))
-
-
-def _watch(client: Trainyard, job_id: str, *, interval: float, events: bool, json_lines: bool) -> Job:
-    """Poll the job (and, with `events`, print its new events) until it finishes."""
-    last_event: str | None = None
-    out = show.out()
-    with _progress() as progress:
-        task: TaskID | None = None
-        while True:
-            job = client.jobs.get(job_id)
-            # Events after the job: the event that finishes a job is written with its status,
-            # so a terminal job's events are complete by the time we read them.
-            if events:
-                for event in client.jobs.events(job_id, after=last_event, limit=100):
-                    last_event = event.id
-                    if json_lines:
-                        typer.echo(json.dumps(event.to_dict()))
-                    else:
-                        out.print(show.event_line(event))
-            if task is None:
-                task = progress.add_task("job", total=None, **_bar_fields(job))
-            _update_bar(progress, task, job)
-            if job.is_settled:
-                return job
-            time.sleep(interval)
-
-
-def _finish_watch(job: Job) -> None:
-    message = f"job {job.id} {show.status(job.status)}"
-    if job.error:
-        message += f": {escape(job.error.message or job.error.code or '')}"
-    show.err().print(message)
+def _finish_watch(client: Trainyard, job: Job) -> None:
+    """The end of a watch: the summary (state, cost against the estimate, model, checkpoints),
+    and exit 1 unless the job succeeded."""
+    checkpoints = list(client.jobs.checkpoints(job.id, limit=100))
+    show.err().print(summary(job, checkpoints))
+    if job.status == "paused":
+        show.err().print(f"resume it with: trainyard resume {job.id}")
     if job.status != "succeeded":
         raise typer.Exit(EXIT_JOB_FAILED)
 
 
 def _watch_guarded(client: Trainyard, job_id: str, **kwargs: Any) -> Job:
     try:
-        return _watch(client, job_id, **kwargs)
+        return watch(client, job_id, **kwargs)
     except KeyboardInterrupt:
         show.err().print(
             f"stopped watching; job {job_id} keeps running (trainyard jobs cancel {job_id} stops it)"
@@ -127,9 +67,9 @@ def submit(
             return
         show.err().print(f"queued {job.id}; waiting for it to finish (Ctrl-C stops watching, not the job)")
         job = _watch_guarded(client, job.id, interval=interval, events=False, json_lines=False)
-    if as_json:
-        echo_json(job.to_dict())
-    _finish_watch(job)
+        if as_json:
+            echo_json(job.to_dict())
+        _finish_watch(client, job)
 
 
 def jobs_list(
@@ -153,7 +93,7 @@ def jobs_list(
     elif not jobs:
         show.err().print("no jobs")
     else:
-        show.out().print(show.jobs_table(jobs))
+        show.out().print(tables.jobs_table(jobs))
 
 
 def jobs_get(job_id: str = typer.Argument(..., help="Job id."), as_json: bool = JSON_OPT) -> None:
@@ -178,6 +118,30 @@ def jobs_cancel(job_id: str = typer.Argument(..., help="Job id."), as_json: bool
         show.out().print(f"{job.id} {job.status}")
 
 
+def pause(job_id: str = typer.Argument(..., help="Job id."), as_json: bool = JSON_OPT) -> None:
+    """Pause a job: a queued one at once; a running one saves a checkpoint and frees its
+    instance first. `trainyard resume` continues it from that checkpoint."""
+    with api() as client:
+        job = client.jobs.pause(job_id)
+    if as_json:
+        echo_json(job.to_dict())
+    elif job.status == "running" and job.pause_requested:
+        show.out().print(f"{job.id} pausing: the worker saves a checkpoint and stops at its next heartbeat")
+    else:
+        show.out().print(f"{job.id} {show.status(job.status)}")
+
+
+def resume(job_id: str = typer.Argument(..., help="Job id."), as_json: bool = JSON_OPT) -> None:
+    """Queue a paused job again, to continue from its latest checkpoint (or withdraw a pause
+    that has not taken effect yet)."""
+    with api() as client:
+        job = client.jobs.resume(job_id)
+    if as_json:
+        echo_json(job.to_dict())
+    else:
+        show.out().print(f"{job.id} {show.status(job.status)}")
+
+
 def jobs_events(
     job_id: str = typer.Argument(..., help="Job id."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing new events until the job ends."),
@@ -190,6 +154,7 @@ def jobs_events(
     with api() as client:
         if follow:
             job = _watch_guarded(client, job_id, interval=interval, events=True, json_lines=as_json)
+            _finish_watch(client, job)
         else:
             events = list(client.jobs.events(job_id, limit=100))
             if as_json:
@@ -198,5 +163,3 @@ def jobs_events(
                 out = show.out()
                 for event in events:
                     out.print(show.event_line(event))
-            return
-    _finish_watch(job)

@@ -1,4 +1,5 @@
-"""How the user commands show things: consoles, figures, status colours and tables.
+"""How the user commands show things: consoles, figures, status colours, the job view and
+event lines (the list tables are in `tables`, the live display in `watch`).
 
 Only SDK models come in here; nothing is fetched.
 """
@@ -14,8 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from trainyard.durations import format_duration
 from trainyard.money import format_usd
-from trainyard.sdk import CostReport, Estimate, InstanceType, Job, JobEvent, JobGoodput
+from trainyard.sdk import Job, JobEvent, JobGoodput
 
 # Keyed by the API's status strings (the CLI reads the API, not the server's enums); a test
 # checks that every job status has a colour.
@@ -63,14 +65,18 @@ def usd(value: float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+    # The one duration rule (trainyard/durations.py): tables, the job view and plans' reasons
+    # show an estimate the same way.
+    return format_duration(seconds)
+
+
+def loss(value: float | None) -> str:
+    """A loss to 4 significant figures (`3.852`), `-` until the run has reported one."""
+    return "-" if value is None else f"{value:.4g}"
+
+
+def rate(tokens_per_second: float | None) -> str:
+    return f"{tokens_per_second:,.0f}" if tokens_per_second else "-"
 
 
 def status(value: str) -> str:
@@ -81,6 +87,23 @@ def status(value: str) -> str:
 def steps(job: Job) -> str:
     total = job.progress.total_steps
     return f"{job.progress.step}/{total}" if total else str(job.progress.step or "-")
+
+
+def stage(job: Job) -> str:
+    """The job's state, with what its run is doing when the server says (`running: training`)."""
+    phase = job.progress.phase
+    return status(job.status) + (f": {escape(phase)}" if phase and phase != job.status else "")
+
+
+def against_estimate(actual: float | None, estimated: float | None, *, final: bool = True) -> str:
+    """`$0.0012 of $0.0050 estimated (76% under)`; the share only once the spend is `final`."""
+    if not estimated:
+        return usd(actual)
+    text = f"{usd(actual)} of {usd(estimated)} estimated"
+    if actual is None or not final:
+        return text
+    off = (actual - estimated) / estimated
+    return text + (f" ({abs(off):.0%} {'over' if off > 0 else 'under'})" if abs(off) >= 0.005 else "")
 
 
 def yes_no(value: bool | None) -> str:
@@ -101,48 +124,41 @@ def cell(value: Any, money: bool = False) -> str:
 # Jobs
 
 
-def jobs_table(jobs: list[Job]) -> Table:
-    table = Table(box=None, pad_edge=False)
-    for name in ("ID", "NAME", "STATUS", "INSTANCE", "STEPS", "COST", "CREATED"):
-        table.add_column(name, no_wrap=name in ("ID", "STATUS"))
-    for job in jobs:
-        table.add_row(
-            job.id,
-            escape(job.name or ""),
-            status(job.status),
-            escape(job.instance_type or "-"),
-            steps(job),
-            usd(job.cost.usd),
-            when(job.created_at),
-        )
-    return table
-
-
 def job_detail(job: Job) -> Table:
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
-    table.add_column()
+    table.add_column(overflow="fold")
     p = job.progress
+    requested = " (cancel requested)" if job.cancel_requested else ""
+    requested += " (pause requested)" if job.pause_requested else ""
     rows: list[tuple[str, str]] = [
         ("id", job.id),
         ("name", escape(job.name or "")),
-        ("status", status(job.status) + (" (cancel requested)" if job.cancel_requested else "")),
+        ("status", stage(job) + requested),
         ("team", escape(job.team or "-")),
         ("base model", escape(job.base_model or "-")),
         ("task / method", f"{job.task or '-'} / {job.method or '-'}"),
         ("training file", escape(job.training_file or "-")),
         ("instance type", escape(job.instance_type or "-")),
         ("steps", steps(job)),
-        ("loss", f"{p.loss:.4f}" if p.loss is not None else "-"),
+        ("loss", loss(p.loss)),
         ("tokens", f"{p.tokens:,}"),
-        ("tokens/s", f"{p.tokens_per_second:,.0f}" if p.tokens_per_second else "-"),
-        ("cost", f"{usd(job.cost.usd)} (estimated {usd(job.cost.estimated_usd)})"),
+        ("tokens/s", rate(p.tokens_per_second)),
+    ]
+    if job.plan is not None and job.plan.estimated_seconds is not None:
+        rows.append(
+            ("estimate", f"{duration(job.plan.estimated_seconds)}, {usd(job.plan.estimated_cost_usd)}")
+        )
+    rows += [
+        ("cost", against_estimate(job.cost.usd, job.cost.estimated_usd, final=job.is_terminal)),
         *([("goodput", goodput(job.cost.goodput))] if job.cost.goodput is not None else []),
         ("attempts", str(job.attempts)),
         ("created", when(job.created_at)),
         ("started", when(job.started_at)),
         ("finished", when(job.finished_at)),
     ]
+    if job.started_at and job.finished_at:
+        rows.append(("took", duration((job.finished_at - job.started_at).total_seconds())))
     if job.plan is not None and job.plan.reason:
         rows.append(("plan", escape(job.plan.reason)))
     from trainyard.cli.queue_rendering import queue_rows  # it builds on this module's helpers
@@ -154,8 +170,14 @@ def job_detail(job: Job) -> Table:
         rows.append(
             ("error", f"[red]{escape(job.error.code or '')}[/red]: {escape(job.error.message or '')}")
         )
-    if job.result:
-        rows.append(("result", escape(json.dumps(job.result, default=str))))
+    if job.result is not None:
+        result = job.result
+        rows.append(("model", escape(result.final_model_uri or "-")))
+        if result.checkpoint_uris:
+            last = escape(result.latest_checkpoint_uri or result.checkpoint_uris[-1])
+            rows.append(("checkpoints", f"{len(result.checkpoint_uris)} kept, latest {last}"))
+        if result.cost_report_uri:
+            rows.append(("cost report", escape(result.cost_report_uri)))
     for key, value in rows:
         table.add_row(key, value)
     return table
@@ -182,120 +204,22 @@ def goodput(parts: JobGoodput) -> str:
 def event_line(event: JobEvent) -> str:
     level = event.level.lower()
     style = {"error": "red", "warning": "yellow"}.get(level)
-    text = escape(event.message or json.dumps(event.data, default=str))
+    text = escape(_metrics_text(event) or event.message or json.dumps(event.data, default=str))
     kind = escape(f"[{event.type}]")
     return f"{when(event.created_at)} {kind} " + (f"[{style}]{text}[/{style}]" if style else text)
 
 
-# ------------------------------------------------------------------------------------------
-# Estimates, costs, instance types
-
-
-def estimate_table(est: Estimate) -> Table:
-    table = Table(box=None, pad_edge=False)
-    for name in ("", "OPTION", "FITS", "AVAILABLE", "TIME", "COST", "TOK/S", "$/H", "NOTES"):
-        table.add_column(name, no_wrap=name != "NOTES")
-    for opt in est.options:
-        notes = []
-        if opt.meets_deadline is False:
-            notes.append("misses deadline")
-        if opt.within_budget is False:
-            notes.append("over budget")
-        if opt.runnable is False:
-            notes.append("not runnable here")
-        if opt.strategy and opt.fits:
-            plan = opt.strategy
-            if opt.micro_batch_size and opt.gradient_accumulation_steps:
-                plan += f", micro-batch {opt.micro_batch_size} x {opt.gradient_accumulation_steps}"
-            if opt.gradient_checkpointing:
-                plan += ", checkpointed"
-            notes.append(plan)
-        table.add_row(
-            "[green]*[/green]" if est.is_chosen(opt) else "",
-            escape(opt.label),
-            yes_no(opt.fits),
-            yes_no(opt.available),
-            duration(opt.estimated_seconds) if opt.fits is not False else "-",
-            usd(opt.estimated_cost_usd) if opt.fits is not False else "-",
-            f"{opt.tokens_per_second:,.0f}" if opt.tokens_per_second else "-",
-            usd(opt.usd_per_hour),
-            escape(", ".join(notes)),
-        )
-    return table
-
-
-# (column, field, is money): the figures worth a column; --json has them all.
-COST_COLUMNS = (
-    ("COST", "cost_usd", True),
-    ("PREVIOUS", "previous_cost_usd", True),
-    ("JOBS", "jobs", False),
-    ("HOURS", "billable_hours", False),
-    ("GPU HOURS", "gpu_hours", False),
-    ("WASTE", "waste_usd", True),
-    ("SPOT SAVINGS", "spot_savings_usd", True),
-)
-
-
-def costs_table(report: CostReport) -> Table:
-    dims = list(report.aggregate) or sorted({k for row in report.data for k in row.key})
-    bucketed = bool(report.series)
-    table = Table(box=None, pad_edge=False)
-    if bucketed:
-        table.add_column("FROM", no_wrap=True)
-    for dim in dims:
-        table.add_column(dim.upper(), no_wrap=True)
-    columns = [c for c in COST_COLUMNS if not (bucketed and c[1] == "previous_cost_usd")]
-    for title, _, _ in columns:
-        table.add_column(title, justify="right", no_wrap=True)
-
-    def add(row: Any, *lead: str) -> None:
-        figures = row.model_dump()
-        cells = [cell(figures.get(fld), money) for _, fld, money in columns]
-        table.add_row(*lead, *(escape(str(row.key.get(d, "-"))) for d in dims), *cells)
-
-    if bucketed:
-        for bucket in report.series or []:
-            start = (
-                bucket.start.strftime("%Y-%m-%d %H:%M")
-                if isinstance(bucket.start, datetime)
-                else bucket.start
-            )
-            for row in bucket.data:
-                add(row, escape(str(start)))
-    else:
-        for row in report.data:
-            add(row)
-    return table
-
-
-def types_table(types: list[InstanceType]) -> Table:
-    table = Table(box=None, pad_edge=False)
-    columns = (
-        "NAME",
-        "KIND",
-        "ACCELERATORS",
-        "ACC MEM",
-        "VCPUS",
-        "RAM",
-        "$/H",
-        "SPOT $/H",
-        "AVAILABLE",
-        "RUNNABLE",
-    )
-    for name in columns:
-        table.add_column(name, no_wrap=True)
-    for t in types:
-        acc = f"{t.accelerator_count} x {t.accelerator}" if t.accelerator and t.accelerator_count else "-"
-        table.add_row(
-            escape(t.name),
-            escape(t.kind or "-"),
-            escape(acc),
-            f"{t.accelerator_memory_gb:g} GB" if t.accelerator_memory_gb else "-",
-            str(t.vcpus) if t.vcpus is not None else "-",
-            f"{t.ram_gb:g} GB" if t.ram_gb is not None else "-",
-            usd(t.on_demand_usd_per_hour),
-            usd(t.spot_usd_per_hour),
-            yes_no(t.available),
-            yes_no(t.runnable),
-        )
-    return table
+def _metrics_text(event: JobEvent) -> str | None:
+    # A metrics event's figures, from its data rather than its message, so a loss reads `3.852`
+    # (not 3.8515220642089845) and an unknown one `-` (not None).
+    data = event.data
+    if event.type != "metrics" or "step" not in data:
+        return None
+    total = data.get("total_steps")
+    parts = [f"step {data.get('step')}" + (f"/{total}" if total else "")]
+    value = data.get("loss")
+    parts.append(f"loss {loss(value) if isinstance(value, int | float) else '-'}")
+    tps = data.get("tokens_per_second")
+    if isinstance(tps, int | float) and tps:
+        parts.append(f"{rate(tps)} tok/s")
+    return " ".join(parts)

@@ -178,6 +178,8 @@ class Planner:
             "model_parameters": planned.model.parameters,
             "method": chosen.method,
             "tokens": planned.tokens,
+            # Known before training starts, so progress has a total from the first poll.
+            "total_steps": chosen.steps,
             "dataset_tokens_source": planned.tokens_source,
             "throughput_source": chosen.throughput_source,
             "objective": planned.decision.objective,

@@ -12,6 +12,7 @@ It depends on httpx and pydantic only, never on the server's packages.
 from __future__ import annotations
 
 from trainyard.sdk._base import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT
+from trainyard.sdk._budgets import TeamBudget
 from trainyard.sdk._client import AsyncTrainyard, Trainyard
 from trainyard.sdk._credentials import (
     DEFAULT_BASE_URL,
@@ -37,6 +38,7 @@ from trainyard.sdk._errors import (
     UnprocessableEntityError,
     WaitTimeoutError,
 )
+from trainyard.sdk._files import FileDeleted, FileObject
 from trainyard.sdk._models import (
     SETTLED_STATUSES,
     TERMINAL_STATUSES,
@@ -55,6 +57,7 @@ from trainyard.sdk._models import (
     JobEvent,
     JobGoodput,
     JobProgress,
+    JobResult,
     Page,
     Plan,
     PlanAlternative,
@@ -64,8 +67,17 @@ from trainyard.sdk._models import (
     QueueMove,
     QueuePool,
     QueueSummary,
+    SweepTrial,
 )
 from trainyard.sdk._pagination import AsyncPaginator, SyncPaginator
+from trainyard.sdk._results import (
+    CostReportAttempt,
+    CostReportEstimate,
+    CostReportTotals,
+    JobCostReport,
+    ModelFile,
+    ModelFiles,
+)
 from trainyard.sdk._version import __version__
 
 __all__ = [
@@ -87,19 +99,28 @@ __all__ = [
     "CostBucket",
     "CostMetrics",
     "CostReport",
+    "CostReportAttempt",
+    "CostReportEstimate",
+    "CostReportTotals",
     "CostRow",
     "CostWindow",
     "Credentials",
     "Estimate",
     "EstimateOption",
+    "FileDeleted",
+    "FileObject",
     "InstanceType",
     "InternalServerError",
     "Job",
     "JobCost",
+    "JobCostReport",
     "JobError",
     "JobEvent",
     "JobGoodput",
     "JobProgress",
+    "JobResult",
+    "ModelFile",
+    "ModelFiles",
     "NotFoundError",
     "Page",
     "PayloadTooLargeError",
@@ -113,7 +134,9 @@ __all__ = [
     "QueuePool",
     "QueueSummary",
     "RateLimitError",
+    "SweepTrial",
     "SyncPaginator",
+    "TeamBudget",
     "Trainyard",
     "TrainyardError",
     "UnprocessableEntityError",

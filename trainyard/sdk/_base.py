@@ -3,36 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, date, datetime
+from datetime import date, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from trainyard.sdk._credentials import resolve
+from trainyard.sdk._download import write_async, write_sync
 from trainyard.sdk._errors import (
     APIConnectionError,
     APIResponseValidationError,
     APITimeoutError,
     make_status_error,
 )
+from trainyard.sdk._retries import retry_delay, should_retry
 from trainyard.sdk._version import __version__
 
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
 DEFAULT_MAX_RETRIES = 2
-INITIAL_RETRY_DELAY = 0.5
-MAX_RETRY_DELAY = 8.0
-# A Retry-After longer than this is clamped: a client call should not hang for minutes unasked.
-MAX_RETRY_AFTER = 60.0
 
 Params = Mapping[str, Any]
+# httpx's `files=`: field name -> (filename, file object or bytes, content type).
+FileParts = Mapping[str, tuple[str, Any, str]]
 
 
 def _json_default(value: Any) -> Any:
@@ -61,43 +60,6 @@ def clean_params(params: Params | None) -> dict[str, Any]:
         else:
             out[name] = value
     return out
-
-
-def retry_after_seconds(response: httpx.Response | None) -> float | None:
-    """The server's Retry-After, in seconds (a number or an HTTP date), or None."""
-    if response is None:
-        return None
-    raw = response.headers.get("retry-after")
-    if not raw:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            parsed = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None  # neither a number nor a date: fall back to our own backoff
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        seconds = parsed.timestamp() - time.time()
-    if seconds != seconds or seconds < 0:  # NaN or a date in the past
-        return 0.0
-    return min(seconds, MAX_RETRY_AFTER)
-
-
-def retry_delay(retries_taken: int, response: httpx.Response | None) -> float:
-    """Seconds to wait before the next try: the server's Retry-After when given, else
-    exponential backoff with jitter (so that many clients do not come back in step)."""
-    after = retry_after_seconds(response)
-    if after is not None:
-        return after
-    delay = min(INITIAL_RETRY_DELAY * 2.0**retries_taken, MAX_RETRY_DELAY)
-    return delay * (1.0 - 0.25 * random.random())
-
-
-def should_retry(response: httpx.Response) -> bool:
-    # 408 and 429 say "try again later"; 5xx may be a passing fault. Other 4xx will not change.
-    return response.status_code in (408, 429) or response.status_code >= 500
 
 
 def parse_json(response: httpx.Response) -> Any:
@@ -167,10 +129,11 @@ class _Core:
         params: Params | None,
         body: Any,
         headers: Mapping[str, str] | None,
+        files: FileParts | None = None,
     ) -> httpx.Request:
         all_headers = self._headers(headers)
         content = None
-        if body is not None:
+        if body is not None and files is None:
             content = encode_json(body)
             all_headers["Content-Type"] = "application/json"
         return http.build_request(
@@ -178,6 +141,9 @@ class _Core:
             f"{self.base_url}{path}",
             params=clean_params(params),
             content=content,
+            # A multipart upload: `body` holds its plain fields (httpx sets the content type).
+            files=files,
+            data=body if files is not None else None,
             headers=all_headers,
             timeout=self.timeout,
         )
@@ -225,11 +191,13 @@ class SyncAPIClient(_Core):
         params: Params | None = None,
         body: Any = None,
         headers: Mapping[str, str] | None = None,
+        files: FileParts | None = None,
     ) -> tuple[Any, httpx.Response]:
         """Send with retries; returns the decoded JSON body and the final response."""
         # One request object for every try: the headers (Idempotency-Key among them) and the
-        # body are byte-for-byte the same on a retry.
-        request = self._build(self._http, method, path, params, body, headers)
+        # body are byte-for-byte the same on a retry (a file being uploaded is read again from
+        # its start).
+        request = self._build(self._http, method, path, params, body, headers, files)
         retries = 0
         while True:
             try:
@@ -264,6 +232,45 @@ class SyncAPIClient(_Core):
         data, response = self.request("POST", path, body=body, headers=headers)
         return parse_model(model, data, response)
 
+    def request_model(
+        self,
+        model: type[M],
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        body: Any = None,
+        files: FileParts | None = None,
+    ) -> M:
+        data, response = self.request(method, path, params=params, body=body, files=files)
+        return parse_model(model, data, response)
+
+    def download(self, path: str, dest: Path, *, params: Params | None = None) -> int:
+        """GET `path` into the local file `dest` (streamed; whole or not at all); returns its
+        size. Retried like any request, a broken transfer included."""
+        request = self._build(self._http, "GET", path, params, None, {"Accept": "*/*"})
+        retries = 0
+        while True:
+            try:
+                response = self._http.send(request, stream=True)
+                try:
+                    if response.is_success:
+                        return write_sync(response.iter_bytes(), dest)
+                    response.read()
+                finally:
+                    response.close()
+            except httpx.TransportError as exc:  # before or during the transfer
+                if retries < self.max_retries:
+                    self._sleep(retry_delay(retries, None))
+                    retries += 1
+                    continue
+                raise self._transport_error(exc, request) from exc
+            if should_retry(response) and retries < self.max_retries:
+                self._sleep(retry_delay(retries, response))
+                retries += 1
+                continue
+            raise self._status_error(response)
+
     def close(self) -> None:
         """Close the connection pool, unless the caller passed in their own http_client."""
         if self._owns_http:
@@ -293,8 +300,9 @@ class AsyncAPIClient(_Core):
         params: Params | None = None,
         body: Any = None,
         headers: Mapping[str, str] | None = None,
+        files: FileParts | None = None,
     ) -> tuple[Any, httpx.Response]:
-        request = self._build(self._http, method, path, params, body, headers)
+        request = self._build(self._http, method, path, params, body, headers, files)
         retries = 0
         while True:
             try:
@@ -328,6 +336,43 @@ class AsyncAPIClient(_Core):
     ) -> M:
         data, response = await self.request("POST", path, body=body, headers=headers)
         return parse_model(model, data, response)
+
+    async def request_model(
+        self,
+        model: type[M],
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        body: Any = None,
+        files: FileParts | None = None,
+    ) -> M:
+        data, response = await self.request(method, path, params=params, body=body, files=files)
+        return parse_model(model, data, response)
+
+    async def download(self, path: str, dest: Path, *, params: Params | None = None) -> int:
+        request = self._build(self._http, "GET", path, params, None, {"Accept": "*/*"})
+        retries = 0
+        while True:
+            try:
+                response = await self._http.send(request, stream=True)
+                try:
+                    if response.is_success:
+                        return await write_async(response.aiter_bytes(), dest)
+                    await response.aread()
+                finally:
+                    await response.aclose()
+            except httpx.TransportError as exc:
+                if retries < self.max_retries:
+                    await self._sleep(retry_delay(retries, None))
+                    retries += 1
+                    continue
+                raise self._transport_error(exc, request) from exc
+            if should_retry(response) and retries < self.max_retries:
+                await self._sleep(retry_delay(retries, response))
+                retries += 1
+                continue
+            raise self._status_error(response)
 
     async def close(self) -> None:
         if self._owns_http:

@@ -9,13 +9,17 @@ import httpx
 
 from trainyard.sdk._base import DEFAULT_MAX_RETRIES, DEFAULT_TIMEOUT, AsyncAPIClient, SyncAPIClient
 from trainyard.sdk.resources import (
+    AsyncBudgets,
     AsyncCosts,
     AsyncEstimates,
+    AsyncFiles,
     AsyncInstanceTypes,
     AsyncJobs,
     AsyncQueue,
+    Budgets,
     Costs,
     Estimates,
+    Files,
     InstanceTypes,
     Jobs,
     Queue,
@@ -38,6 +42,8 @@ class Trainyard(SyncAPIClient):
     costs: Costs
     instance_types: InstanceTypes
     queue: Queue
+    files: Files
+    budgets: Budgets
 
     def __init__(
         self,
@@ -54,6 +60,8 @@ class Trainyard(SyncAPIClient):
         self.costs = Costs(self)
         self.instance_types = InstanceTypes(self)
         self.queue = Queue(self)
+        self.files = Files(self)
+        self.budgets = Budgets(self)
 
     def health(self) -> dict[str, Any]:
         """The server's /healthz answer (it checks the database)."""
@@ -83,6 +91,8 @@ class AsyncTrainyard(AsyncAPIClient):
     costs: AsyncCosts
     instance_types: AsyncInstanceTypes
     queue: AsyncQueue
+    files: AsyncFiles
+    budgets: AsyncBudgets
 
     def __init__(
         self,
@@ -99,6 +109,8 @@ class AsyncTrainyard(AsyncAPIClient):
         self.costs = AsyncCosts(self)
         self.instance_types = AsyncInstanceTypes(self)
         self.queue = AsyncQueue(self)
+        self.files = AsyncFiles(self)
+        self.budgets = AsyncBudgets(self)
 
     async def health(self) -> dict[str, Any]:
         data, _ = await self.request("GET", "/healthz")

@@ -25,6 +25,7 @@ __all__ = [
     "JobError",
     "JobEvent",
     "JobProgress",
+    "JobResult",
     "Page",
     "Plan",
     "PlanAlternative",
@@ -34,6 +35,7 @@ __all__ = [
     "QueueMove",
     "QueuePool",
     "QueueSummary",
+    "SweepTrial",
 ]
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
@@ -71,6 +73,8 @@ class JobProgress(TrainyardModel):
     tokens: int = 0
     loss: float | None = None
     tokens_per_second: float | None = None
+    # What the run is doing (loading the model, training, saving, ...) when the server says.
+    phase: str | None = None
 
     @property
     def fraction(self) -> float | None:
@@ -97,6 +101,35 @@ class JobCost(TrainyardModel):
     estimated_usd: float | None = None
     # Only in a single job's answer (GET /v1/jobs/{id}), not in lists.
     goodput: JobGoodput | None = None
+
+
+class SweepTrial(TrainyardModel):
+    trial: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    metric: float | None = None
+    step: int | None = None
+    final_model_uri: str | None = None
+    latest_checkpoint_uri: str | None = None
+
+
+class JobResult(TrainyardModel):
+    """What a finished attempt recorded: the final model, the cost report, the checkpoints Ray
+    Train kept and the last step's metrics. Filled in as the job ends."""
+
+    final_model_uri: str | None = None
+    cost_report_uri: str | None = None
+    latest_checkpoint_uri: str | None = None
+    checkpoint_uris: list[str] = Field(default_factory=list)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    steps: int | None = None
+    total_steps: int | None = None
+    start_step: int | None = None
+    tokens_trained: int | None = None
+    tokens_this_attempt: int | None = None
+    stopped_early: bool | None = None
+    stop_reason: str | None = None
+    best_trial: str | None = None
+    trials: list[SweepTrial] = Field(default_factory=list)
 
 
 class JobError(TrainyardModel):
@@ -198,8 +231,9 @@ class Job(TrainyardModel):
     max_preemptions: int | None = None
     priority: int | None = None
     cancel_requested: bool = False
+    pause_requested: bool = False
     error: JobError | None = None
-    result: dict[str, Any] | None = None
+    result: JobResult | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     created_at: datetime | None = None
     started_at: datetime | None = None

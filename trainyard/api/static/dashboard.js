@@ -38,6 +38,7 @@
 
   // money.js: the precision follows the amount ($0.00052, $3.10, $12,400), as in the CLI.
   const money = (v) => (v === null || v === undefined ? "–" : window.trainyardMoney.formatUsd(v));
+  const duration = (v) => (v === null || v === undefined ? "–" : window.trainyardDuration.formatDuration(v));
   const number = (v, digits = 1) =>
     v === null || v === undefined
       ? "–"
@@ -394,7 +395,7 @@
         integer(p.waiting),
         integer(p.running),
         integer(p.gpus_in_use),
-        p.oldest_waiting_seconds === null ? "–" : `${Math.round(p.oldest_waiting_seconds / 60)} min`,
+        duration(p.oldest_waiting_seconds),
       ]),
       "Nothing queued or running",
     );

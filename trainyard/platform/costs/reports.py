@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from trainyard.durations import format_duration
 from trainyard.money import format_usd
 from trainyard.platform import events, states
 from trainyard.platform.costs import ledger
@@ -179,7 +180,7 @@ def record_cost_report(
         session,
         job.id,
         events.COST,
-        f"{format_usd(totals['cost_usd'])} over {totals['billable_seconds']:.0f}s",
+        f"{format_usd(totals['cost_usd'])} over {format_duration(totals['billable_seconds'])}",
         attempt_id=attempt_id,
         data={"uri": uri, **totals},
     )

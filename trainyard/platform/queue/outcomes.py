@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from trainyard.durations import format_duration
 from trainyard.platform import costs, replanning, states
 from trainyard.platform.costs.reports import publish_cost_report, record_cost_report
 from trainyard.platform.models import Job, JobAttempt
@@ -94,7 +95,7 @@ def _end_attempt(
             delay = backoff_seconds(failures, base=backoff_base, cap=backoff_cap)
             job.run_after = now + timedelta(seconds=delay)
             dst = states.QUEUED
-            msg = f"attempt {attempt.number} {outcome}; retrying in {delay:.0f}s"
+            msg = f"attempt {attempt.number} {outcome}; retrying in {format_duration(delay)}"
             info["retry_in_seconds"] = delay
         else:
             dst = states.FAILED

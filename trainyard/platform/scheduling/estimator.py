@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from trainyard import money
+from trainyard import durations, money
 from trainyard.platform.scheduling.catalog import Catalog
 from trainyard.platform.scheduling.instance_types import InstanceType
 from trainyard.platform.scheduling.model_info import EstimateInputError, ModelInfo
@@ -115,13 +115,9 @@ def _device_text(e: Estimate) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "never"
-    if seconds < 3600:
-        return f"{max(seconds / 60, 1):.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+    # The one duration rule (trainyard/durations.py), on the figure a plan stores (to a tenth of
+    # a second), so a reason's time and the plan's `estimated_seconds` read the same.
+    return durations.format_duration(round(seconds, 1) if math.isfinite(seconds) else seconds)
 
 
 def format_usd(usd: float) -> str:

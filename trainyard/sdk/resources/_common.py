@@ -16,6 +16,11 @@ def path_id(value: str) -> str:
     return quote(value, safe="")
 
 
+def path_in_url(value: str) -> str:
+    """A relative file path as URL path segments: each quoted, the '/' between them kept."""
+    return "/".join(quote(part, safe="") for part in value.split("/"))
+
+
 def job_body(spec: Mapping[str, Any] | BaseModel | None, fields: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON body of a job: `spec` (a dict or a pydantic model) with keyword fields on top."""
     if spec is None:

@@ -13,15 +13,27 @@ if TYPE_CHECKING:
 __all__ = ["AsyncCosts", "Costs"]
 
 
+Dimensions = str | Sequence[str]
+
+
+def _dims(value: Dimensions) -> str:
+    return value if isinstance(value, str) else ",".join(value)
+
+
 def _params(
     window: str,
-    aggregate: str | Sequence[str],
+    aggregate: Dimensions | None,
+    by: Dimensions | None,
     step: str | None,
     team: str | None,
     filters: Mapping[str, str] | None,
     limit: int | None,
 ) -> dict[str, Any]:
-    dims = aggregate if isinstance(aggregate, str) else ",".join(aggregate)
+    # `by` is what the CLI calls it (`--by`), `aggregate` what the API does; either works.
+    if by is not None and aggregate is not None and _dims(by) != _dims(aggregate):
+        raise ValueError("pass the dimensions as by= or aggregate=, not both")
+    chosen = by if by is not None else aggregate
+    dims = _dims(chosen) if chosen is not None else "team"
     params: dict[str, Any] = {"window": window, "aggregate": dims, "step": step, "team": team, "limit": limit}
     # `filter[dimension]=value`, the bracket form the job list uses for metadata.
     for dim, value in (filters or {}).items():
@@ -36,17 +48,19 @@ class Costs:
     def query(
         self,
         window: str = "7d",
-        aggregate: str | Sequence[str] = "team",
+        aggregate: Dimensions | None = None,
         step: str | None = None,
         *,
+        by: Dimensions | None = None,
         team: str | None = None,
         filters: Mapping[str, str] | None = None,
         limit: int | None = None,
     ) -> CostReport:
-        """Spend over `window` ("24h", "7d", "30d", "month" or "start,end") grouped by
-        `aggregate` (one dimension or several: "team", "instance_type", "user", "model",
-        "label:<key>", ...); `step` (e.g. "1d") adds a series of time buckets."""
-        params = _params(window, aggregate, step, team, filters, limit)
+        """Spend over `window` ("24h", "7d", "30d", "month" or "start,end") grouped by `by`
+        (or its other name, `aggregate`): one dimension or several, "team" (the default),
+        "instance_type", "user", "model", "label:<key>", ...; `step` (e.g. "1d") adds a series
+        of time buckets."""
+        params = _params(window, aggregate, by, step, team, filters, limit)
         return self._client.get_model(CostReport, "/v1/costs", params=params)
 
 
@@ -57,12 +71,13 @@ class AsyncCosts:
     async def query(
         self,
         window: str = "7d",
-        aggregate: str | Sequence[str] = "team",
+        aggregate: Dimensions | None = None,
         step: str | None = None,
         *,
+        by: Dimensions | None = None,
         team: str | None = None,
         filters: Mapping[str, str] | None = None,
         limit: int | None = None,
     ) -> CostReport:
-        params = _params(window, aggregate, step, team, filters, limit)
+        params = _params(window, aggregate, by, step, team, filters, limit)
         return await self._client.get_model(CostReport, "/v1/costs", params=params)

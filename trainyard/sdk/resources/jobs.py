@@ -1,18 +1,23 @@
-"""`client.jobs`: create, get, list, cancel, move, events, checkpoints, logs, wait."""
+"""`client.jobs`: create, get, list, cancel, move, pause, resume, events, checkpoints, logs, wait,
+and what a job leaves behind: its cost report and its final model (`model_files`, `download`)."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from trainyard.sdk._errors import WaitTimeoutError
+from trainyard.sdk._download import local_target
+from trainyard.sdk._errors import TrainyardError, WaitTimeoutError
 from trainyard.sdk._models import Checkpoint, Job, JobEvent, JobLog, Page
 from trainyard.sdk._pagination import AsyncPaginator, SyncPaginator
-from trainyard.sdk.resources._common import job_body, path_id
+from trainyard.sdk._results import JobCostReport, ModelFile, ModelFiles
+from trainyard.sdk.resources._common import job_body, path_id, path_in_url
 
 if TYPE_CHECKING:
     from trainyard.sdk._base import AsyncAPIClient, SyncAPIClient
@@ -32,6 +37,15 @@ def _move_body(instance_type: str, spot: bool | None) -> dict[str, Any]:
 
 def _wait_error(job: Job, timeout: float) -> WaitTimeoutError:
     return WaitTimeoutError(f"job {job.id} still {job.status} after {timeout:g}s", job=job)
+
+
+def _file_route(job_id: str, file: ModelFile) -> str:
+    return f"/v1/jobs/{path_id(job_id)}/model/{path_in_url(file.path)}"
+
+
+def _check_size(file: ModelFile, target: Path, written: int) -> None:
+    if written != file.bytes:
+        raise TrainyardError(f"{target}: got {written} bytes of {file.path}, expected {file.bytes}")
 
 
 class Jobs:
@@ -91,6 +105,33 @@ class Jobs:
         return self._client.post_model(
             Job, f"/v1/jobs/{path_id(job_id)}/move", body=_move_body(instance_type, spot)
         )
+
+    def pause(self, job_id: str) -> Job:
+        """A queued job pauses at once; a running one saves a checkpoint, frees its instance and
+        pauses (`pause_requested` until then). Pausing twice is not an error."""
+        return self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/pause")
+
+    def resume(self, job_id: str) -> Job:
+        """Queue a paused job again, to continue from its latest checkpoint."""
+        return self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/resume")
+
+    def cost_report(self, job_id: str) -> JobCostReport:
+        """The job's cost report: the one published when it ended, else the figures so far."""
+        return self._client.get_model(JobCostReport, f"/v1/jobs/{path_id(job_id)}/cost-report")
+
+    def model_files(self, job_id: str) -> ModelFiles:
+        """The files of the job's final model (NotFoundError until the job has one)."""
+        return self._client.get_model(ModelFiles, f"/v1/jobs/{path_id(job_id)}/model")
+
+    def download(self, job_id: str, path: str | os.PathLike[str]) -> Path:
+        """Download the job's final model (a `save_pretrained` directory) into the directory
+        `path`, created if needed; returns it. Each file is written whole or not at all."""
+        root = Path(path)
+        for file in self.model_files(job_id).data:
+            target = local_target(root, file.path)
+            _check_size(file, target, self._client.download(_file_route(job_id, file), target))
+        root.mkdir(parents=True, exist_ok=True)
+        return root
 
     def events_page(
         self, job_id: str, *, after: str | None = None, limit: int | None = None, order: str | None = None
@@ -229,6 +270,26 @@ class AsyncJobs:
         return await self._client.post_model(
             Job, f"/v1/jobs/{path_id(job_id)}/move", body=_move_body(instance_type, spot)
         )
+
+    async def pause(self, job_id: str) -> Job:
+        return await self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/pause")
+
+    async def resume(self, job_id: str) -> Job:
+        return await self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/resume")
+
+    async def cost_report(self, job_id: str) -> JobCostReport:
+        return await self._client.get_model(JobCostReport, f"/v1/jobs/{path_id(job_id)}/cost-report")
+
+    async def model_files(self, job_id: str) -> ModelFiles:
+        return await self._client.get_model(ModelFiles, f"/v1/jobs/{path_id(job_id)}/model")
+
+    async def download(self, job_id: str, path: str | os.PathLike[str]) -> Path:
+        root = Path(path)
+        for file in (await self.model_files(job_id)).data:
+            target = local_target(root, file.path)
+            _check_size(file, target, await self._client.download(_file_route(job_id, file), target))
+        root.mkdir(parents=True, exist_ok=True)
+        return root
 
     async def events_page(
         self, job_id: str, *, after: str | None = None, limit: int | None = None, order: str | None = None
