@@ -17,9 +17,13 @@ from support import job_body, make_key, principal_for
 
 from trainyard.platform import jobs, queue, states
 from trainyard.platform.models import Job, JobAttempt, JobEvent
+from trainyard.platform.queue.quotas import _TEAM_LOCK_CLASS
 from trainyard.platform.spec import JobSpec
 
 _TEAM_LOCK = "SELECT pg_advisory_xact_lock(CAST(:cls AS int4), hashtext(:team))"
+_WAITING = (
+    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+)
 
 
 def _blocked_until_released(
@@ -45,11 +49,7 @@ def _blocked_until_released(
     with sessions() as watch:
         deadline = time.monotonic() + 20
         while True:
-            waiting = watch.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                )
-            )
+            waiting = watch.scalar(text(_WAITING))
             if int(waiting or 0) >= len(racers) or time.monotonic() > deadline:
                 break
             watch.rollback()
@@ -98,7 +98,6 @@ def test_two_claimers_for_a_teams_last_gpus_exactly_one_wins(sessions: sessionma
     with sessions() as s:
         assert len(queue.claim(s, worker_id="first", n=1)) == 1
     team_id = capped.team_id
-    from trainyard.platform.queue.quotas import _TEAM_LOCK_CLASS
 
     def claim(s: Session) -> list[queue.Claim]:
         return queue.claim(s, worker_id="racer", n=2)

@@ -155,13 +155,16 @@ def check_budget(
     creates must not queue behind one another on its row. A budget set meanwhile applies from
     the next create, as if it had been set just after this one.
     """
-    row = session.execute(select(Team.monthly_budget_usd).where(Team.id == team_id)).one_or_none()
-    if row is None:
+    unlocked = session.get(Team, team_id)
+    if unlocked is None:
         raise NotFound(f"no team {team_id!r}", param="team")
-    if row[0] is None:
+    if unlocked.monthly_budget_usd is None:
         return None
     team = session.execute(
-        select(Team).where(Team.id == team_id).with_for_update(key_share=True)
+        select(Team)
+        .where(Team.id == team_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)  # the row as it is once locked
     ).scalar_one_or_none()
     if team is None:
         raise NotFound(f"no team {team_id!r}", param="team")
