@@ -10,6 +10,12 @@ A second figure runs the same loop through the pool-capacity path that the worke
 when pools have a concurrency limit (``claim(pools=..., capacity=...)``: an advisory lock per pool
 held to commit, so claimers of one pool take turns). It is reported for information.
 
+A third, also for information, is the harness's own ceiling: the same 8 threads, sessions and
+connection checkouts, each "job" two transactions of ``SELECT 1`` where claim and finish would
+be. It is what one Python process of 8 threads can reach with two committed transactions per job
+through this session layer at all, whatever the queue does; the goal's ratio is against pgbench,
+whose client is C.
+
     python -m bench.queue_claims [--quick]
 
 On a real cluster, ``TRAINYARD_BENCH_ADMIN_URL`` (or ``TRAINYARD_DATABASE_URL``'s server) selects
@@ -74,8 +80,11 @@ def _queued(engine: Any) -> int:
         return int(conn.execute(queued).scalar_one())
 
 
-def run_claimers(url: str, seconds: float, *, with_capacity: bool = False) -> dict[str, Any]:
-    """8 threads, each with its own connection, claim and finish for `seconds`; returns jobs/s."""
+def run_claimers(
+    url: str, seconds: float, *, with_capacity: bool = False, floor: bool = False
+) -> dict[str, Any]:
+    """8 threads, each with its own connection, claim and finish for `seconds`; returns jobs/s.
+    `floor`: two transactions of `SELECT 1` in their place (the harness's ceiling)."""
     from sqlalchemy import event
 
     from trainyard.platform import db, queue
@@ -103,6 +112,13 @@ def run_claimers(url: str, seconds: float, *, with_capacity: bool = False) -> di
         start.wait()
         try:
             while not stop.is_set():
+                if floor:
+                    for _ in range(2):
+                        with sessions() as s:
+                            s.execute(text("SELECT 1"))
+                            s.commit()
+                    done[i] += 1
+                    continue
                 with sessions() as s:
                     claims = queue.claim(s, worker_id=f"bench-{i}", n=1, lease_seconds=600, **kwargs)
                 if not claims:
@@ -189,6 +205,7 @@ def results(quick: bool = False, repeats: int | None = None) -> list[dict[str, A
     capacity_seconds = 3 if quick else 5
     ours: list[dict[str, Any]] = []
     ours_capacity: list[dict[str, Any]] = []
+    floors: list[dict[str, Any]] = []
     base: list[dict[str, Any]] = []
     with (
         scratch_database("trainyard_bench_queue") as url,
@@ -218,6 +235,7 @@ def results(quick: bool = False, repeats: int | None = None) -> list[dict[str, A
                 if missing > 0:
                     _fill(engine, missing)
                 ours_capacity.append(run_claimers(url, capacity_seconds, with_capacity=True))
+                floors.append(run_claimers(url, capacity_seconds, floor=True))
         finally:
             engine.dispose()
     shape = {
@@ -244,6 +262,14 @@ def results(quick: bool = False, repeats: int | None = None) -> list[dict[str, A
             unit="jobs/s vs tps",
             goal="info",
             detail={**shape, "seconds_per_round": capacity_seconds, "ours": ours_capacity},
+        ),
+        figure(
+            "queue_claim_finish_per_s_harness_floor",
+            [r["jobs_per_s"] for r in floors],
+            base_tps,
+            unit="jobs/s vs tps",
+            goal="info",
+            detail={**shape, "seconds_per_round": capacity_seconds, "ours": floors},
         ),
     ]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -23,7 +22,7 @@ from trainyard.api import (
 from trainyard.api.deps import PrincipalDep
 from trainyard.api.errors import error_response, install_error_handlers
 from trainyard.api.hygiene import refuse_bad_text
-from trainyard.api.metrics import latency_middleware, make_registry
+from trainyard.api.metrics import LatencyMiddleware, make_registry
 from trainyard.api.openai import routes as routes_openai
 from trainyard.api.openapi import install_openapi
 from trainyard.api.spend_metrics import register_spend_metrics
@@ -71,12 +70,7 @@ def create_app(settings: Settings | None = None, deployment: Deployment | None =
     install_error_handlers(app)
     install_openapi(app)
 
-    @app.middleware("http")
-    async def _latency(request: Request, call_next: Any) -> Response:
-        latency = getattr(request.app.state, "latency", None)
-        if latency is None:
-            return await call_next(request)  # type: ignore[no-any-return]
-        return await latency_middleware(latency)(request, call_next)
+    app.add_middleware(LatencyMiddleware)
 
     app.add_middleware(
         routes_openai.BodySizeLimitWithUploads,

@@ -4,15 +4,14 @@ at scrape time, so every API replica reports the same truth."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from trainyard.platform import states
 
@@ -79,15 +78,28 @@ def make_registry(factory: sessionmaker[Session]) -> tuple[CollectorRegistry, Hi
     return registry, latency
 
 
-def latency_middleware(
-    latency: Histogram,
-) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        response = await call_next(request)
-        # The route template, not the raw path, keeps label cardinality bounded.
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        latency.labels(request.method, route, str(response.status_code)).observe(time.perf_counter() - start)
-        return response
+class LatencyMiddleware:
+    """Observes each HTTP request's latency, up to the start of its response, in the app's
+    `state.latency` histogram (none until the lifespan has made it). A plain ASGI middleware:
+    it adds no task and no stream to a request, as one built on `BaseHTTPMiddleware` would."""
 
-    return middleware
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        latency: Histogram | None = getattr(scope["app"].state, "latency", None)
+        if scope["type"] != "http" or latency is None:
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                # The route template, not the raw path, keeps label cardinality bounded.
+                route = getattr(scope.get("route"), "path", "unmatched")
+                latency.labels(scope["method"], route, str(message["status"])).observe(
+                    time.perf_counter() - start
+                )
+            await send(message)
+
+        await self.app(scope, receive, timed_send)

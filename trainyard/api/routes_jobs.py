@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from trainyard.api.deps import (
+    Authorization,
     IdempotencyKey,
     OrderQ,
     PrincipalDep,
     SessionDep,
     UnitOfWorkRoute,
     bracket_params,
+    unit_of_work,
 )
 from trainyard.api.openapi import errors
 from trainyard.api.queue_answers import pace, queue_out
 from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
 from trainyard.platform import costs, jobs, states, submission
+from trainyard.platform.auth import Principal
 from trainyard.platform.queue import answers
 from trainyard.platform.spec import JobSpec
 
@@ -32,26 +37,28 @@ def _metadata_filters(request: Request) -> dict[str, str]:
     return bracket_params(request, "metadata", "metadata[key]=value")
 
 
-@router.post("", status_code=201, responses=errors(403, 404, 409))
-def create_job(
+# 401 and 503 as the dependencies would document them: `unit_of_work` authenticates and commits.
+@router.post("", status_code=201, responses=errors(401, 403, 404, 409, 503))
+async def create_job(
     spec: JobSpec,
-    session: SessionDep,
-    principal: PrincipalDep,
     request: Request,
-    response: Response,
+    authorization: Authorization = None,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
-    job, created = submission.submit(
-        session,
-        principal,
-        spec,
-        planner=request.app.state.planner,
-        sources=request.app.state.sources,
-        idempotency_key=idempotency_key,
-    )
-    if not created:
-        response.status_code = 200
-    return job_out(job)
+    def work(session: Session, principal: Principal) -> tuple[dict[str, Any], bool]:
+        job, created = submission.submit(
+            session,
+            principal,
+            spec,
+            planner=request.app.state.planner,
+            sources=request.app.state.sources,
+            idempotency_key=idempotency_key,
+        )
+        return job_out(job), created
+
+    body, created = await unit_of_work(request, authorization, work)
+    # Returned as it is: the body is JSON already, with nothing for a response model to check.
+    return JSONResponse(body, status_code=201 if created else 200)  # type: ignore[return-value]
 
 
 @router.get("")

@@ -11,8 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Select, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session
 
 from trainyard.platform import events, queue, states
@@ -94,28 +93,62 @@ def create_job(
     }
     # ON CONFLICT DO NOTHING waits for a concurrent insert with the same key to commit, so of
     # any number of racing creates exactly one inserts and the rest find its row below.
-    inserted = session.execute(
-        pg_insert(Job)
-        .values(**values)
-        .on_conflict_do_nothing(constraint="uq_jobs_team_idempotency_key")
-        .returning(Job.id)
-    ).scalar_one_or_none()
-    if inserted is None:
+    event = {"from": None, "to": states.QUEUED, **({"plan": plan} if plan else {})}
+    params = {
+        **{f"v_{name}": values[name] for name in _INSERTED},
+        **{f"v_{n}": json.dumps(values[n]) if values[n] is not None else None for n in _INSERTED_JSON},
+        "v_status": str(states.QUEUED),
+        "event_data": json.dumps(event),
+        "pool_payload": pool or "",
+    }
+    job = session.scalars(select(Job).from_statement(_CREATE_SQL), params).one_or_none()
+    if job is None:
         existing = find_replay(session, principal, idempotency_key, digest)
         assert existing is not None
         return existing, False
-    events.add(
-        session,
-        job_id,
-        events.STATUS,
-        "job queued",
-        data={"from": None, "to": states.QUEUED, **({"plan": plan} if plan else {})},
-    )
-    queue.notify(session, pool)
-    session.flush()
-    job = session.get(Job, job_id)
-    assert job is not None
     return job, True
+
+
+# The insert, its `status` event and the notification that wakes the pool's workers, in one
+# statement that returns the new row (none when the Idempotency-Key is taken).
+_INSERTED_JSON = ("spec", "job_metadata", "plan")
+_INSERTED = (
+    "id",
+    "team_id",
+    "api_key_id",
+    "name",
+    "status",
+    "priority",
+    "max_attempts",
+    "instance_type",
+    "pool",
+    "idempotency_key",
+    "request_hash",
+)
+_COLUMN = {"job_metadata": "metadata"}
+_CREATE_SQL = text(
+    f"""
+    WITH inserted AS (
+        INSERT INTO jobs ({", ".join(_COLUMN.get(n, n) for n in (*_INSERTED, *_INSERTED_JSON))})
+        VALUES ({
+        ", ".join([*(f":v_{n}" for n in _INSERTED), *(f"CAST(:v_{n} AS jsonb)" for n in _INSERTED_JSON)])
+    })
+        ON CONFLICT ON CONSTRAINT uq_jobs_team_idempotency_key DO NOTHING
+        RETURNING *
+    ), event AS ({
+        events.insert_sql(
+            "inserted i",
+            type=events.STATUS,
+            job_id="i.id",
+            attempt_id="NULL",
+            message="'job queued'",
+            data="CAST(:event_data AS jsonb)",
+        )
+    })
+    SELECT inserted.*, pg_notify('{queue.NOTIFY_CHANNEL}', CAST(:pool_payload AS text)) AS notified
+    FROM inserted
+    """
+)
 
 
 def _visible(principal: Principal) -> Select[Job]:

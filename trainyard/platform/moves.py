@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from trainyard.platform import costs, db, events, jobs, queue, states
 from trainyard.platform.auth import Principal
 from trainyard.platform.errors import Conflict, InvalidRequest, Unprocessable
-from trainyard.platform.models import Job
+from trainyard.platform.models import Job, Team
 from trainyard.platform.planning import Planner
 from trainyard.platform.queue.quotas import check_gpu_quota
 from trainyard.platform.spec import JobSpec
@@ -86,7 +86,9 @@ def move_job(
     if _already_there(job, instance_type, spot):
         return job, False
     new_plan = planner.plan_dict(planned)
-    check_gpu_quota(session, job.team_id, new_plan)
+    team = session.get(Team, job.team_id)
+    assert team is not None
+    check_gpu_quota(team, new_plan)
     extra = float(new_plan.get("estimated_cost_usd") or 0.0) - float(
         (job.plan or {}).get("estimated_cost_usd") or 0.0
     )

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from trainyard.platform import events, states
+from trainyard.platform import events
 from trainyard.platform.models import Checkpoint, Job, JobAttempt
 from trainyard.platform.scheduling.catalog import Catalog
 from trainyard.platform.scheduling.deadline_contract import Option, Verdict, decide
@@ -111,9 +111,14 @@ def _option_entry(e: Estimate, itype: InstanceType) -> dict[str, Any]:
 # --- the hooks ----------------------------------------------------------------------------------
 
 
-def after_attempt(session: Session, job: Job, attempt: JobAttempt, dst: str, now: datetime) -> None:
-    """An attempt ended: when the job goes back to the queue, choose where its next attempt runs."""
-    if dst == states.QUEUED:
+def after_attempt(session: Session, job_id: str, attempt_id: str, now: datetime) -> None:
+    """An attempt ended and its job went back to the queue (written, under its lock): choose
+    where its next attempt runs."""
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is None or "contract" not in (job.plan or {}):
+        return
+    attempt = session.get(JobAttempt, attempt_id, populate_existing=True)
+    if attempt is not None:
         _replan(session, job, attempt, now, running=False)
 
 

@@ -105,6 +105,12 @@ def can_transition(src: str, dst: str) -> bool:
         return False
 
 
+def check_transition(job_id: str, src: str, dst: str) -> None:
+    """Refuse (Conflict `invalid_state`) a move the state machine does not allow."""
+    if not can_transition(src, dst):
+        raise Conflict(f"job {job_id} cannot go from {src} to {dst}", code="invalid_state")
+
+
 def transition(
     session: Session,
     job: Job,
@@ -119,8 +125,7 @@ def transition(
     from trainyard.platform import events
 
     src = job.status
-    if not can_transition(src, dst):
-        raise Conflict(f"job {job.id} cannot go from {src} to {dst}", code="invalid_state")
+    check_transition(job.id, src, dst)
     now = utcnow()
     job.status = JobStatus(dst)
     job.updated_at = now

@@ -26,7 +26,8 @@ from sqlalchemy.orm import Session
 
 from trainyard.platform import costs, db, files, jobs
 from trainyard.platform.auth import Principal
-from trainyard.platform.models import Job
+from trainyard.platform.errors import NotFound
+from trainyard.platform.models import Job, Team
 from trainyard.platform.planning import Planner
 from trainyard.platform.queue.quotas import check_gpu_quota
 from trainyard.platform.scheduling import NoFeasibleOption
@@ -67,7 +68,11 @@ def submit(
     spec = _resolve(session, principal, spec, sources=sources)
     db.release(session)  # planning reads the store and the hub; the write transaction comes after
     plan, pool = planner.plan(session, spec)
-    check_gpu_quota(session, principal.team_id, plan)
+    # Read once: the budget check below finds it in the session while `team` holds it.
+    team = session.get(Team, principal.team_id)
+    if team is None:
+        raise NotFound(f"no team {principal.team_id!r}", param="team")
+    check_gpu_quota(team, plan)
     replay = _check_budget(session, principal, plan.get("estimated_cost_usd"), idempotency_key, digest)
     if replay is not None:
         return replay, False

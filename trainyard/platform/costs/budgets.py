@@ -145,13 +145,26 @@ def check_budget(
 ) -> dict[str, Any] | None:
     """Refuse a new job whose estimate does not fit in what its team has left this month.
 
-    Call it in the transaction that creates the job: it locks the team row until commit, so two
-    jobs created at once cannot both take the last dollars. Running jobs are never stopped for
-    the team budget; this only gates new work. Returns the budget status (None when the team has
-    no budget); a job without an estimate is refused only once the budget is used up.
+    Call it in the transaction that creates the job: a team with a budget has its row locked
+    until commit, so two jobs created at once cannot both take the last dollars. Running jobs are
+    never stopped for the team budget; this only gates new work. Returns the budget status (None
+    when the team has no budget); a job without an estimate is refused only once the budget is
+    used up.
+
+    A team without a budget is read, not locked: there are no dollars to race for, and its
+    creates must not queue behind one another on its row. A budget set meanwhile applies from
+    the next create, as if it had been set just after this one.
     """
+    unlocked = session.get(Team, team_id)
+    if unlocked is None:
+        raise NotFound(f"no team {team_id!r}", param="team")
+    if unlocked.monthly_budget_usd is None:
+        return None
     team = session.execute(
-        select(Team).where(Team.id == team_id).with_for_update(key_share=True)
+        select(Team)
+        .where(Team.id == team_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)  # the row as it is once locked
     ).scalar_one_or_none()
     if team is None:
         raise NotFound(f"no team {team_id!r}", param="team")

@@ -1,8 +1,9 @@
 """The attempt ledger: each attempt row says what it is billed on and what it did, so that every
 cost figure comes from attempts alone, never from a job's plan as it stands now.
 
-- At claim (`record_terms`): instance type, spot or not, price per hour, on-demand price per
-  hour, accelerator and count, and the furthest the job's earlier attempts got (`prior_*`).
+- At claim (`record_terms`, and its SQL form `terms_sql` that the claim statement inserts with):
+  instance type, spot or not, price per hour, on-demand price per hour, accelerator and count,
+  and the furthest the job's earlier attempts got (`prior_*`).
 - When it resumes (`record_start`): the checkpoint's step and cumulative tokens.
 - As it reports progress (`record_progress`): the furthest step and cumulative tokens it got to,
   and its first progress (where its training pace is measured from).
@@ -11,7 +12,11 @@ cost figure comes from attempts alone, never from a job's plan as it stands now.
   attempt had already done (steps and tokens recomputed).
 
 The figures an attempt contributes (the functions below `settle`) are the ones the allocation
-SQL computes per attempt (`queries.attempts_sql`); a property test holds the two to each other.
+SQL computes per attempt (`queries.attempts_sql`); a property test holds the two to each other,
+as another holds `terms_sql` to `record_terms`.
+
+The functions take any `Line`: an ORM `JobAttempt`, or the plain row the queue ends an attempt
+with (`queue.leases.AttemptRow`).
 """
 
 from __future__ import annotations
@@ -19,13 +24,30 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from trainyard.platform import states
 from trainyard.platform.models import Checkpoint, JobAttempt
+
+
+class Line(Protocol):
+    """What the functions below read and write of an attempt's ledger line."""
+
+    job_id: str
+    start_step: int
+    start_tokens: int
+    end_step: int
+    end_tokens: int
+    prior_step: int
+    prior_tokens: int
+    tokens_trained: int
+    steps_recomputed: int
+    tokens_recomputed: int
+    pace_step: int | None
+    pace_at: datetime | None
 
 
 def plan_number(plan: Mapping[str, Any] | None, name: str) -> float | None:
@@ -70,7 +92,65 @@ def furthest(session: Session, job_id: str) -> tuple[int, int]:
     return int(step or 0), int(tokens or 0)
 
 
-def checkpoint_tokens(session: Session, attempt: JobAttempt, step: int) -> int:
+# The largest JSON number taken as a price or count: beyond it a double overflows, where Python
+# reads infinity (not finite, so `plan_number` gives None).
+_MAX_NUMBER = "1e308"
+
+
+def _plan_number_sql(plan: str, name: str) -> str:
+    """`plan_number` in SQL, over the jsonb expression `plan`."""
+    value = f"({plan} -> '{name}')"
+    return (
+        f"(CASE WHEN jsonb_typeof({value}) = 'number' AND {value}::numeric >= 0 "
+        f"AND {value}::numeric < {_MAX_NUMBER} THEN {value}::float8 END)"
+    )
+
+
+def terms_sql(plan: str, instance_type: str, prior_step: str, prior_tokens: str) -> dict[str, str]:
+    """`record_terms` in SQL: column -> expression, for the statement that inserts the attempt at
+    claim. The arguments are SQL expressions (the job's plan, its instance type, and the furthest
+    step and tokens of its earlier attempts, NULL when it has none)."""
+    spot = f"COALESCE(({plan} -> 'spot') = 'true'::jsonb, false)"
+    usd = f"COALESCE({_plan_number_sql(plan, 'usd_per_hour')}, 0)"
+    on_demand = _plan_number_sql(plan, "on_demand_usd_per_hour")
+    accelerator = f"({plan} -> 'accelerator')"
+    itype = f"({plan} -> 'instance_type')"
+    count = f"COALESCE({_plan_number_sql(plan, 'accelerator_count')}, 0)"
+    # A new attempt has trained nothing: what `settle` derives from these is 0 too.
+    zero = "0"
+    return {
+        "start_step": zero,
+        "start_tokens": zero,
+        "end_step": zero,
+        "end_tokens": zero,
+        "instance_type": (
+            f"COALESCE(NULLIF({instance_type}, ''), "
+            f"CASE WHEN jsonb_typeof({itype}) = 'string' THEN {plan} ->> 'instance_type' END)"
+        ),
+        "spot": spot,
+        "usd_per_hour": usd,
+        "on_demand_usd_per_hour": f"COALESCE(NULLIF({on_demand}, 0), CASE WHEN {spot} THEN 0 ELSE {usd} END)",
+        "accelerator": (
+            f"CASE WHEN jsonb_typeof({accelerator}) = 'string' THEN left({plan} ->> 'accelerator', 64) END"
+        ),
+        "accelerator_count": f"CAST(LEAST(floor({count}), 1000000) AS int)",
+        "prior_step": f"COALESCE({prior_step}, 0)",
+        "prior_tokens": f"COALESCE({prior_tokens}, 0)",
+        "tokens_trained": zero,
+        "steps_recomputed": zero,
+        "tokens_recomputed": zero,
+    }
+
+
+def furthest_sql(job_id: str) -> str:
+    """`furthest` in SQL: a subquery of one row (step, tokens) for the job `job_id` names."""
+    return (
+        "(SELECT max(p.end_step) AS step, max(p.end_tokens) AS tokens "
+        f"FROM job_attempts p WHERE p.job_id = {job_id})"
+    )
+
+
+def checkpoint_tokens(session: Session, attempt: Line, step: int) -> int:
     """The cumulative tokens at the job's checkpoint of `step` (see `start_tokens`)."""
     metrics = session.scalar(
         select(Checkpoint.metrics).where(Checkpoint.job_id == attempt.job_id, Checkpoint.step == step)
@@ -78,7 +158,7 @@ def checkpoint_tokens(session: Session, attempt: JobAttempt, step: int) -> int:
     return start_tokens(attempt, step, (metrics or {}).get("tokens_seen"))
 
 
-def start_tokens(attempt: JobAttempt, step: int, seen: Any) -> int:
+def start_tokens(attempt: Line, step: int, seen: Any) -> int:
     """The tokens trained by `step`: `seen`, the count the trainer recorded with the checkpoint,
     else in proportion to the steps of the furthest earlier attempt (never past its tokens, so
     nothing before the resume is counted as new)."""
@@ -90,7 +170,7 @@ def start_tokens(attempt: JobAttempt, step: int, seen: Any) -> int:
     return 0
 
 
-def record_start(attempt: JobAttempt, step: int, tokens: int) -> None:
+def record_start(attempt: Line, step: int, tokens: int) -> None:
     """The attempt resumes from a checkpoint at `step`, `tokens` trained by then."""
     attempt.start_step = max(0, int(step))
     attempt.start_tokens = max(0, int(tokens))
@@ -100,7 +180,7 @@ def record_start(attempt: JobAttempt, step: int, tokens: int) -> None:
 
 
 def record_progress(
-    attempt: JobAttempt, *, step: Any = None, tokens: Any = None, now: datetime | None = None
+    attempt: Line, *, step: Any = None, tokens: Any = None, now: datetime | None = None
 ) -> None:
     """Progress the attempt reported: its step and cumulative tokens (both only grow)."""
     if _count(step) is not None:
@@ -112,7 +192,7 @@ def record_progress(
     settle(attempt)
 
 
-def record_result(attempt: JobAttempt, result: Mapping[str, Any] | None) -> None:
+def record_result(attempt: Line, result: Mapping[str, Any] | None) -> None:
     """The trainer's own count at the end of a (single) run, exact where heartbeats lag."""
     if not result or result.get("trials"):
         return
@@ -125,7 +205,7 @@ def record_result(attempt: JobAttempt, result: Mapping[str, Any] | None) -> None
     record_progress(attempt, step=result.get("steps"), tokens=tokens)
 
 
-def settle(attempt: JobAttempt) -> None:
+def settle(attempt: Line) -> None:
     """Derive what this attempt trained and how much of it redid earlier attempts' work."""
     start_step, end_step = attempt.start_step or 0, attempt.end_step or 0
     start_tokens, end_tokens = attempt.start_tokens or 0, attempt.end_tokens or 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -16,7 +16,16 @@ if TYPE_CHECKING:
     from trainyard.settings import Settings
 
 
-def meter(attempt: JobAttempt, until: datetime) -> None:
+class Metered(Protocol):
+    """What `meter` reads and writes of an attempt: an ORM `JobAttempt` or a plain row."""
+
+    started_at: datetime
+    usd_per_hour: float
+    billable_seconds: float
+    cost_usd: float
+
+
+def meter(attempt: Metered, until: datetime) -> None:
     """Bill the attempt from its start up to `until` (its price is fixed at claim time): its
     heartbeat while it runs, so an attempt nobody hears from accrues nothing more."""
     attempt.billable_seconds = max(0.0, (until - attempt.started_at).total_seconds())

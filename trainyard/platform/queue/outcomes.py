@@ -13,20 +13,21 @@ same instant) is computed again and committed, provided it still gives the same 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import TextClause, func, select, text
 from sqlalchemy.orm import Session
 
 from trainyard.durations import format_duration
-from trainyard.platform import costs, replanning, states
+from trainyard.platform import costs, events, replanning, states
 from trainyard.platform.costs.reports import publish_cost_report, record_cost_report
 from trainyard.platform.models import Job, JobAttempt
 from trainyard.platform.queue import preemptions
-from trainyard.platform.queue.leases import fence, lock
-from trainyard.platform.queue.notifications import notify
+from trainyard.platform.queue.leases import Locked, fence_rows, lock_rows
+from trainyard.platform.queue.notifications import NOTIFY_CHANNEL
 from trainyard.platform.states import AttemptOutcome, JobStatus
 
 if TYPE_CHECKING:
@@ -40,21 +41,9 @@ def backoff_seconds(failures: int, *, base: float, cap: float) -> float:
     return float(min(cap, base * 2 ** (failures - 1)))
 
 
-def _failures(session: Session, job_id: str) -> int:
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(JobAttempt)
-            .where(JobAttempt.job_id == job_id, JobAttempt.outcome.in_(sorted(states.COUNTS_AS_FAILURE)))
-        )
-        or 0
-    )
-
-
 def _end_attempt(
     session: Session,
-    job: Job,
-    attempt: JobAttempt,
+    locked: Locked,
     outcome: AttemptOutcome,
     *,
     error_code: str | None,
@@ -62,16 +51,18 @@ def _end_attempt(
     retryable: bool,
     backoff_base: float,
     backoff_cap: float,
-    now: datetime,
     billed_until: datetime | None = None,
+    result: dict[str, Any] | None = None,
 ) -> JobStatus:
-    """Close the attempt at `now` and move the job to its next state; returns the job's new status."""
+    """Close the attempt at `locked.now` and move the job to its next state (one statement);
+    returns the job's new status. `result`, when given, becomes the job's."""
+    job, attempt, now = locked.job, locked.attempt, locked.now
+    src = job.status
     attempt.ended_at = now
     attempt.outcome = outcome
     attempt.error_code = error_code
     attempt.error_message = error_message
     costs.meter(attempt, billed_until or now)
-    costs.total_job_cost(session, job)
     job.current_attempt_id = None
     info: dict[str, Any] = {"attempt": attempt.number, "outcome": str(outcome)}
     if outcome == AttemptOutcome.SUCCEEDED:
@@ -86,11 +77,10 @@ def _end_attempt(
         job.run_after = now
         msg = f"attempt {attempt.number} handed back; queued again"
     else:
-        session.flush()
         retryable, error_code, error_message = preemptions.limit(
-            session, job, outcome, retryable, error_code, error_message
+            session, job.id, attempt.id, outcome, retryable, error_code, error_message
         )
-        failures = _failures(session, job.id)
+        failures = locked.failures + (outcome in states.COUNTS_AS_FAILURE)
         if retryable and failures < job.max_attempts:
             delay = backoff_seconds(failures, base=backoff_base, cap=backoff_cap)
             job.run_after = now + timedelta(seconds=delay)
@@ -107,7 +97,7 @@ def _end_attempt(
                 else (error_message or outcome)
             )
             msg = f"job failed: {job.error_message}"
-    if dst == states.QUEUED and job.status == states.CANCELLING:
+    if dst == states.QUEUED and src == states.CANCELLING:
         dst = states.CANCELLED
     elif dst == states.QUEUED and job.pause_requested:
         # Paused while this attempt ran: wait as paused; resume queues it from its latest checkpoint.
@@ -116,53 +106,147 @@ def _end_attempt(
     job.pause_requested = False
     if error_code:
         info["error_code"] = error_code
-    states.transition(
+    states.check_transition(job.id, src, dst)
+    job.status = dst
+    _write_end(
         session,
-        job,
-        dst,
-        message=msg,
-        attempt_id=attempt.id,
-        data=info,
-        level="error" if dst == states.FAILED else "info",
+        locked,
+        event=(msg, {"from": src, "to": str(dst), **info}, "error" if dst == states.FAILED else "info"),
+        notify=dst == states.QUEUED,
+        result=result,
     )
-    replanning.after_attempt(session, job, attempt, dst, now)
     if dst == states.QUEUED:
-        notify(session, job.pool)
+        # Where the next attempt runs, for jobs with a deadline contract (the others return at once).
+        replanning.after_attempt(session, job.id, attempt.id, now)
     return dst
 
 
-Lock = Callable[[], tuple[Job, JobAttempt] | None]
+# What an attempt's end writes of its row: how it ended, its ledger line and its metering.
+_ENDED_COLUMNS = (
+    "ended_at",
+    "outcome",
+    "error_code",
+    "error_message",
+    "start_step",
+    "start_tokens",
+    "end_step",
+    "end_tokens",
+    "tokens_trained",
+    "steps_recomputed",
+    "tokens_recomputed",
+    "pace_step",
+    "pace_at",
+    "billable_seconds",
+    "cost_usd",
+)
+
+
+def _end_sql(level: str) -> TextClause:
+    """The attempt's row, its job's (status, totals over its attempts) and the status event, with
+    the notification that wakes the pool's workers when the job is queued again: one statement.
+    The job moves only when `moves` (a rescued attempt its job had left behind only closes)."""
+    event = events.insert_sql(
+        "moved m",
+        type=events.STATUS,
+        job_id="m.id",
+        attempt_id="CAST(:attempt_id AS text)",
+        message="CAST(:message AS text)",
+        data="CAST(:data AS jsonb)",
+        level=level,
+    )
+    return text(
+        f"""
+        WITH ended AS (
+            UPDATE job_attempts SET {", ".join(f"{c} = :a_{c}" for c in _ENDED_COLUMNS)}
+            WHERE id = :attempt_id
+            RETURNING job_id
+        ), moved AS (
+            UPDATE jobs AS j
+            SET status = :status, current_attempt_id = NULL, error_code = :error_code,
+                error_message = :error_message, pause_requested = :pause_requested,
+                run_after = :run_after, result = COALESCE(CAST(:result AS jsonb), j.result),
+                updated_at = :now,
+                finished_at = CASE WHEN CAST(:terminal AS boolean) THEN :now ELSE j.finished_at END,
+                cost_usd = t.cost_usd, billable_seconds = t.seconds
+            FROM ended e, LATERAL (
+                SELECT COALESCE(sum(o.cost_usd), 0) + CAST(:a_cost_usd AS float8) AS cost_usd,
+                       COALESCE(sum(o.billable_seconds), 0) + CAST(:a_billable_seconds AS float8) AS seconds
+                FROM job_attempts o WHERE o.job_id = e.job_id AND o.id <> :attempt_id
+            ) t
+            WHERE j.id = e.job_id AND CAST(:moves AS boolean)
+            RETURNING j.id, j.pool
+        ), event AS ({event})
+        SELECT pg_notify('{NOTIFY_CHANNEL}', COALESCE(m.pool, '')) FROM moved m WHERE CAST(:notify AS boolean)
+        """
+    )
+
+
+_END_SQL = {level: _end_sql(level) for level in ("info", "error")}
+
+
+def _write_end(
+    session: Session,
+    locked: Locked,
+    *,
+    event: tuple[str, dict[str, Any], str] | None,
+    notify: bool = False,
+    result: dict[str, Any] | None = None,
+) -> None:
+    """Write the attempt's end as `locked` now holds it; with `event` (message, data, level) the
+    job's too. Nothing else writes these rows meanwhile: `locked` holds their locks."""
+    job, attempt = locked.job, locked.attempt
+    message, data, level = event or ("", {}, "info")
+    params: dict[str, Any] = {f"a_{c}": getattr(attempt, c) for c in _ENDED_COLUMNS}
+    params["a_outcome"] = str(attempt.outcome) if attempt.outcome is not None else None
+    params.update(
+        attempt_id=attempt.id,
+        moves=event is not None,
+        status=str(job.status),
+        error_code=job.error_code,
+        error_message=job.error_message,
+        pause_requested=job.pause_requested,
+        run_after=job.run_after,
+        result=json.dumps(result) if result is not None else None,
+        now=locked.now,
+        terminal=job.status in states.TERMINAL,
+        message=message,
+        data=json.dumps(data),
+        notify=notify,
+    )
+    session.execute(_END_SQL[level], params)
+
+
+Lock = Callable[[], Locked | None]
 REPORTED = states.TERMINAL | {states.PAUSED}
-End = Callable[[Job, JobAttempt, datetime], JobStatus | None]
+End = Callable[[Locked], JobStatus | None]
 
 
 def _settle(session: Session, lock_rows: Lock, end: End, store: ObjectStore | None) -> JobStatus | None:
     """Lock, end and commit; with a store, publish the cost report of that end first.
 
-    `lock_rows` returns the locked (job, attempt) or None when there is nothing to end; `end`
-    applies the end at a given instant and returns the job's new status (None: nothing for the
-    job, no report). Raises whatever the store or the database raise, with nothing committed.
+    `lock_rows` returns the locked job and attempt, or None when there is nothing to end; `end`
+    applies the end at `locked.now` and returns the job's new status (None: nothing for the job,
+    no report). Raises whatever the store or the database raise, with nothing committed.
     """
     at: datetime | None = None
     published: tuple[dict[str, Any], str] | None = None
     while True:
-        rows = lock_rows()
-        if rows is None:
+        locked = lock_rows()
+        if locked is None:
             session.rollback()
             return None
-        job, attempt = rows
-        if at is None:
-            at = session.scalar(select(func.now()))
-            assert at is not None
-        dst = end(job, attempt, at)
+        # Each pass ends the attempt at the same instant, so both give the same report.
+        at = locked.now = at or locked.now
+        dst = end(locked)
         # A job going back to the queue has not ended: its report comes when it does.
         if store is None or dst is None or dst not in REPORTED:
             session.commit()
             return dst
-        session.flush()
-        report = costs.cost_report(session, job.id)
+        report = costs.cost_report(session, locked.job.id)
         if published is not None and published[0] == report:
-            record_cost_report(session, job, attempt.id, report, published[1])
+            job = session.get(Job, locked.job.id)
+            assert job is not None
+            record_cost_report(session, job, locked.attempt.id, report, published[1])
             session.commit()
             return dst
         # The first pass, or the job changed while the report was written (a cancel came in):
@@ -191,24 +275,22 @@ def finish(
     """
     ended = AttemptOutcome(outcome)
 
-    def end(job: Job, attempt: JobAttempt, now: datetime) -> JobStatus:
+    def end(locked: Locked) -> JobStatus:
         if result is not None:
-            job.result = result
-            costs.ledger.record_result(attempt, result)
+            costs.ledger.record_result(locked.attempt, result)
         return _end_attempt(
             session,
-            job,
-            attempt,
+            locked,
             ended,
             error_code=error_code,
             error_message=error_message,
             retryable=retryable,
             backoff_base=backoff_base,
             backoff_cap=backoff_cap,
-            now=now,
+            result=result,
         )
 
-    dst = _settle(session, lambda: fence(session, attempt_id), end, store)
+    dst = _settle(session, lambda: fence_rows(session, attempt_id), end, store)
     assert dst is not None
     return dst
 
@@ -244,32 +326,31 @@ def rescue(
 def _rescue_one(
     session: Session, attempt_id: str, backoff_base: float, backoff_cap: float, store: ObjectStore | None
 ) -> JobStatus | None:
-    def lock_rows() -> tuple[Job, JobAttempt] | None:
-        rows = lock(session, attempt_id, skip_locked=True)
-        if rows is None:
+    def lock() -> Locked | None:
+        locked = lock_rows(session, attempt_id, skip_locked=True)
+        if locked is None or locked.live or locked.attempt.ended_at is not None:
             return None
-        job, attempt, live = rows
-        return None if live or attempt.ended_at is not None else (job, attempt)
+        return locked
 
-    def end(job: Job, attempt: JobAttempt, now: datetime) -> JobStatus | None:
+    def end(locked: Locked) -> JobStatus | None:
+        job, attempt = locked.job, locked.attempt
         if job.current_attempt_id != attempt.id or job.status not in states.ACTIVE:
             # Its job already moved on without it: close it, nothing else changes.
             attempt.ended_at = attempt.lease_expires_at
             attempt.outcome = AttemptOutcome.LOST
+            _write_end(session, locked, event=None)
             return None
         return _end_attempt(
             session,
-            job,
-            attempt,
+            locked,
             AttemptOutcome.LOST,
             error_code="lease_expired",
             error_message=f"worker {attempt.worker_id} stopped heartbeating",
             retryable=True,
             backoff_base=backoff_base,
             backoff_cap=backoff_cap,
-            now=now,
             # A lost worker is billed up to its last sign of life, not until we noticed.
             billed_until=attempt.heartbeat_at,
         )
 
-    return _settle(session, lock_rows, end, store)
+    return _settle(session, lock, end, store)

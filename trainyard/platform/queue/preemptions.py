@@ -7,6 +7,8 @@ it has been preempted more than `max_preemptions` times.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -17,37 +19,38 @@ from trainyard.platform.states import AttemptOutcome
 EXHAUSTED = "preemptions_exhausted"
 
 
-def max_preemptions(job: Job) -> int:
+def max_preemptions(spec: dict[str, Any] | None) -> int:
     """The job's limit, from its spec (jobs created before the field existed get the default)."""
-    value = (job.spec or {}).get("max_preemptions", DEFAULT_MAX_PREEMPTIONS)
+    value = (spec or {}).get("max_preemptions", DEFAULT_MAX_PREEMPTIONS)
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
-def preemptions(session: Session, job_id: str) -> int:
-    """The job's preempted attempts (the session's pending changes included)."""
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(JobAttempt)
-            .where(JobAttempt.job_id == job_id, JobAttempt.outcome == AttemptOutcome.PREEMPTED)
-        )
-        or 0
-    )
+def preemptions(session: Session, job_id: str, *, besides: str | None = None) -> int:
+    """The job's preempted attempts as written, leaving out the attempt `besides`."""
+    query = select(func.count()).select_from(JobAttempt)
+    query = query.where(JobAttempt.job_id == job_id, JobAttempt.outcome == AttemptOutcome.PREEMPTED)
+    if besides is not None:
+        query = query.where(JobAttempt.id != besides)
+    return int(session.scalar(query) or 0)
 
 
 def limit(
     session: Session,
-    job: Job,
+    job_id: str,
+    attempt_id: str,
     outcome: AttemptOutcome,
     retryable: bool,
     error_code: str | None,
     error_message: str | None,
 ) -> tuple[bool, str | None, str | None]:
-    """The retry decision's inputs once preemptions are counted: (retryable, error code, message).
-    A preemption beyond the job's `max_preemptions` is not retried, and says so."""
+    """The retry decision's inputs once preemptions are counted, attempt `attempt_id` (ending now,
+    as `outcome`) included: (retryable, error code, message). A preemption beyond the job's
+    `max_preemptions` is not retried, and says so."""
     if outcome != AttemptOutcome.PREEMPTED or not retryable:
         return retryable, error_code, error_message
-    count, allowed = preemptions(session, job.id), max_preemptions(job)
+    spec = session.scalar(select(Job.spec).where(Job.id == job_id))
+    count = preemptions(session, job_id, besides=attempt_id) + 1
+    allowed = max_preemptions(spec)
     if count <= allowed:
         return True, error_code, error_message
     last = f"; last: {error_message}" if error_message else ""

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from trainyard.platform import states
@@ -74,9 +74,9 @@ def _unfit_message(need: float, quota: int) -> str:
     )
 
 
-def check_gpu_quota(session: Session, team_id: str, plan: Mapping[str, Any]) -> None:
+def check_gpu_quota(team: Team, plan: Mapping[str, Any]) -> None:
     """Refuse (`QuotaExceeded`, 409) a plan that needs more accelerators than its team's quota."""
-    quota = session.scalar(select(Team.max_concurrent_gpus).where(Team.id == team_id))
+    quota = team.max_concurrent_gpus
     need = _accelerators(plan)
     if quota is not None and need > quota:
         raise QuotaExceeded(

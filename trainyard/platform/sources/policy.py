@@ -19,8 +19,9 @@ attempt checks again before it reads.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -110,8 +111,17 @@ class SourcePolicy:
         return source
 
     # -- the policy ------------------------------------------------------------------------
-    def check(self, session: Session, reader: Reader, value: str, param: str) -> str:
-        """The canonical spelling of `value` when `reader` may read it; raise SourceRefused."""
+    def check(
+        self,
+        session: Session,
+        reader: Reader,
+        value: str,
+        param: str,
+        *,
+        granted: Callable[[], Sequence[Source]] | None = None,
+    ) -> str:
+        """The canonical spelling of `value` when `reader` may read it; raise SourceRefused.
+        `granted` gives the reader's grants (default: read from the database)."""
         source = self.parse(value, param)
         if source.kind == SourceKind.HUB:
             return source.uri
@@ -119,7 +129,7 @@ class SourcePolicy:
             self._check_store(session, reader, source, param)
             return source.uri
         if source.kind == SourceKind.S3:
-            self._check_s3(session, reader, source, param)
+            self._check_s3(source, param, granted or (lambda: grants.granted(session, reader.team_id)))
             return source.uri
         return self._check_local(source, param)
 
@@ -127,11 +137,13 @@ class SourcePolicy:
         """`spec` with every source checked and spelled canonically (the same object when no
         spelling changes)."""
         update: dict[str, str] = {}
+        # A spec names its model and its data, often in the same granted bucket: one read.
+        granted = functools.cache(lambda: grants.granted(session, reader.team_id))
         for param in SOURCE_FIELDS:
             value = getattr(spec, param, None)
             if value is None:
                 continue
-            canonical = self.check(session, reader, value, param)
+            canonical = self.check(session, reader, value, param, granted=granted)
             if canonical != value:
                 update[param] = canonical
         return spec.model_copy(update=update) if update else spec
@@ -156,10 +168,10 @@ class SourcePolicy:
                 param=param,
             )
 
-    def _check_s3(self, session: Session, reader: Reader, source: Source, param: str) -> None:
+    def _check_s3(self, source: Source, param: str, granted: Callable[[], Sequence[Source]]) -> None:
         if not source.key:
             raise SourceRefused(f"{param}: the root of bucket {source.bucket!r} is not a source", param=param)
-        allowed = (*self.shared, *grants.granted(session, reader.team_id))
+        allowed = (*self.shared, *granted())
         if not any(grants.covers(prefix, source) for prefix in allowed):
             raise SourceRefused(
                 f"{param}: {source.uri} is not granted to this team; an admin can grant it "
