@@ -4,6 +4,8 @@ The main thread drives the Ray Train run; a heartbeat thread renews the lease, m
 run reports (progress, persisted checkpoints, messages) into the database through fenced writes,
 and turns a cancel, a budget overrun, a shutdown or a lost lease into a graceful stop request.
 A lost lease means another attempt owns the job: this one stops and writes nothing more.
+Those threads and the stop requests are the heartbeat's (`heartbeat.Heartbeat`, which the runner
+owns); this module loads the attempt, drives the run and records how it ended.
 
 The attempt also fences itself (`lease.Fence`): a local deadline every write checks first, and
 a watchdog that stops the run once it passes, so an attempt cut off from the database stops
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -31,16 +32,17 @@ from typing import TYPE_CHECKING
 from sqlalchemy import extract, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from trainyard.platform import attempts, db, events, queue, storage
+from trainyard.platform import attempts, db, queue, storage
 from trainyard.platform.deployment import load_deployment
 from trainyard.platform.errors import LeaseLost
 from trainyard.platform.models import Job, JobAttempt
-from trainyard.platform.outages import Outage
 from trainyard.platform.spec import JobSpec
 from trainyard.platform.states import AttemptOutcome
 from trainyard.settings import Settings, get_settings
 from trainyard.workers.cluster import InsufficientResources, alive_nodes, lost_nodes
-from trainyard.workers.lease import LEASE_LOST, Fence, LocalLease
+from trainyard.workers.heartbeat import EXIT_LEASE_LOST as EXIT_LEASE_LOST  # the exit code callers check
+from trainyard.workers.heartbeat import Heartbeat
+from trainyard.workers.lease import Fence, LocalLease
 from trainyard.workers.mailbox import Mailbox
 from trainyard.workers.outcome import TrainingOutcome, stopped_outcome
 from trainyard.workers.preflight import UserError, check_readable, check_sources
@@ -50,7 +52,6 @@ if TYPE_CHECKING:  # Ray is imported once the attempt trains, not when the proce
 
 log = logging.getLogger("trainyard.attempt")
 
-EXIT_LEASE_LOST = 3
 NODE_DEATH_WAIT_S = 20.0
 
 
@@ -61,15 +62,14 @@ class AttemptRunner:
         self.engine = db.make_engine(settings.database_url, pool_size=2, max_overflow=1)
         self.sessions: sessionmaker[Session] = db.make_sessionmaker(self.engine)
         self.store = storage.open_store(settings.storage_uri)
-        self.stop_reason: str | None = None
-        self.lease_lost = threading.Event()
-        self._done = threading.Event()  # training is over: the heartbeat thread stops
-        self._ended = threading.Event()  # the attempt is over: the lease watchdog stops
-        self._last_metrics_event = 0.0
         self.lease = LocalLease(settings.lease_seconds)  # set from the database in `_load`
-        self._fenced = Fence(log, attempt_id, self.sessions, self.lease, self._lapsed)
+        # The fence tells the heartbeat once the local deadline passes; the heartbeat in turn
+        # writes through the fence, hence the late lookup.
+        self._fenced = Fence(log, attempt_id, self.sessions, self.lease, lambda: self.heartbeat.lapsed())
         self.mailbox = Mailbox(attempt_id, self._fenced, self.store)
-        self._stop_at: float | None = None  # when a graceful stop was first asked for
+        self.heartbeat = Heartbeat(
+            settings, attempt_id, self.lease, self._fenced, self.mailbox, self._end_killed
+        )
         self._end_lock = threading.Lock()
         self._end_code: int | None = None  # set once the attempt has ended (or failed to)
         self._budget: float | None = None
@@ -82,137 +82,33 @@ class AttemptRunner:
         """The run's RunControl actor, once the run has one (the mailbox holds it)."""
         return self.mailbox.control
 
-    # -- the heartbeat side ----------------------------------------------------------------
-    def _request_stop(self, reason: str) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = reason
-            log.info("attempt %s: stop requested (%s)", self.attempt_id, reason)
-        if self._stop_at is None and reason != LEASE_LOST:
-            self._stop_at = time.monotonic()
-        if self.control is not None:
-            try:
-                self.control.request_stop.remote(reason)
-            except Exception:  # Ray may already be shutting down
-                log.debug("could not deliver stop request", exc_info=True)
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the attempt was asked to stop, if it was (the heartbeat holds it)."""
+        return self.heartbeat.stop_reason
 
-    def _lapsed(self) -> None:
-        self._lose_lease("lease not renewed by its local deadline")
-
-    def _lose_lease(self, why: str) -> None:
-        if not self.lease_lost.is_set():
-            self.lease_lost.set()
-            log.error("attempt %s: %s; stopping without further writes", self.attempt_id, why)
-        self._request_stop(LEASE_LOST)
-
-    def _renew(self) -> queue.Heartbeat:
-        started = time.monotonic()
-        hb = self._fenced(
-            lambda s: queue.heartbeat(
-                s,
-                self.attempt_id,
-                lease_seconds=self.settings.lease_seconds,
-                progress=self.mailbox.progress or None,
-            )
-        )
-        self.lease.renewed(started)
-        self._pass_lease_on()
-        return hb
-
-    def _pass_lease_on(self) -> None:
-        """Tell the run how long the lease holds, so that it stops by itself if we go quiet."""
-        try:
-            if self.control is not None:
-                self.control.lease.remote(self.lease.left())
-        except Exception:  # Ray away: the watchdog still stops us in time
-            log.debug("could not pass the lease on to the run", exc_info=True)
+    @property
+    def lease_lost(self) -> threading.Event:
+        """Set once another attempt may own the job: nothing more is written."""
+        return self.heartbeat.lease_lost
 
     def beat(self) -> None:
-        """One heartbeat: renew the lease first (nothing may delay it), act on what it says, then
-        move what the run reported into the database."""
-        hb = self._renew()
-        if hb.stop_reason:
-            self._request_stop(hb.stop_reason)
-        self.mailbox.drain()
-        now = time.monotonic()
-        if self.mailbox.progress and now - self._last_metrics_event >= 10.0:
-            p = dict(self.mailbox.progress)
-            self._fenced(
-                lambda s: attempts.record_event(
-                    s,
-                    self.attempt_id,
-                    events.METRICS,
-                    f"step {p.get('step')}/{p.get('total_steps')} loss {p.get('loss')}",
-                    data=p,
-                )
-            )
-            self._last_metrics_event = now
+        """One heartbeat (see `Heartbeat.beat`)."""
+        self.heartbeat.beat()
 
-    def _heartbeat_loop(self) -> None:
-        # A database or Ray hiccup is retried (sooner than the next beat) until the lease runs
-        # out; the watchdog acts on that.
-        outage = Outage(log, f"attempt {self.attempt_id}: heartbeat", cap=self.settings.heartbeat_seconds)
-        pause = self.settings.heartbeat_seconds
-        first = True
-        while first or not self._done.wait(pause):
-            first = False
-            try:
-                self.beat()
-            except LeaseLost:
-                self._lose_lease("lease lost")
-                # The run is now someone else's: do not wait for a graceful stop to finish.
-                self._shutdown_hard()
-                return
-            except Exception as exc:
-                pause = outage.failed(exc)
-                continue
-            outage.recovered()
-            pause = self.settings.heartbeat_seconds
-
-    def _watch_lease(self) -> None:
-        """Stop the attempt once its local deadline passes, whatever the other threads wait on;
-        end it once a graceful stop has run past its grace period."""
-        while not self._ended.wait(min(1.0, self.settings.heartbeat_seconds)):
-            if self.lease.passed:
-                self._lapsed()
-                self._shutdown_hard()
-                return
-            if self._stop_overdue():
-                self._force_stop()
-                return
-
-    def _stop_overdue(self) -> bool:
-        return (
-            self._stop_at is not None
-            and not self._done.is_set()
-            and not self.lease_lost.is_set()
-            and time.monotonic() - self._stop_at > self.settings.stop_grace_seconds
-        )
-
-    def _force_stop(self) -> None:
-        reason = self.stop_reason or "shutdown"
+    def _end_killed(self, reason: str) -> int:
+        """The watchdog's end of a stop that ran past its grace period: the stop's target state,
+        with the kill in the message."""
         grace = self.settings.stop_grace_seconds
-        log.warning(
-            "attempt %s: the run did not stop within %.0fs of the %s request; ending it",
-            self.attempt_id,
-            grace,
-            reason,
-        )
-        self._done.set()  # the heartbeat thread stops after its current beat
         outcome, code, message, retryable = stopped_outcome(reason, self._budget)
         killed = f"the run did not stop within {grace:.0f}s of the {reason} request and was killed"
-        exit_code = self.end(
+        return self.end(
             outcome,
             code=code,
             message=f"{message}; {killed}" if message else killed,
             retryable=retryable,
             forced=True,
         )
-        # Exiting ends this driver's Ray job: Ray stops every worker and actor of the run.
-        os._exit(exit_code)
-
-    def _shutdown_hard(self) -> None:
-        time.sleep(min(5.0, self.settings.heartbeat_seconds))
-        os._exit(EXIT_LEASE_LOST)
 
     # -- the run ---------------------------------------------------------------------------
     def _load(self) -> tuple[Job, JobAttempt, JobSpec]:
@@ -242,14 +138,12 @@ class AttemptRunner:
         try:
             return self._run()
         finally:
-            self._ended.set()
+            self.heartbeat.ended()
 
     def _run(self) -> int:
         job, _attempt, spec = self._load()
-        signal.signal(signal.SIGTERM, lambda *_: self._request_stop("shutdown"))
-        threading.Thread(target=self._watch_lease, name="lease-watchdog", daemon=True).start()
-        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
-        beat.start()
+        signal.signal(signal.SIGTERM, lambda *_: self.heartbeat.request_stop("shutdown"))
+        self.heartbeat.start()
         outcome = AttemptOutcome.CRASHED
         code: str | None = "internal_error"
         message: str | None = None
@@ -289,8 +183,7 @@ class AttemptRunner:
                 message = f"spot node(s) {', '.join(sorted(lost))} went away during the run"
             log.error("attempt %s failed:\n%s", self.attempt_id, traceback.format_exc())
         finally:
-            self._done.set()
-            beat.join(timeout=30)
+            self.heartbeat.stop()
         if self.lease_lost.is_set():
             log.error("job %s attempt %d: lease lost; the job is another attempt's now", job.id, self.number)
             return EXIT_LEASE_LOST
@@ -347,7 +240,7 @@ class AttemptRunner:
                 self._fenced.retrying("reading the run's reports", self.mailbox.drain)
             if trained is not None and trained.tokens_trained:
                 self.mailbox.progress["tokens"] = trained.tokens_trained
-            self._fenced.retrying("lease renewal", self._renew)
+            self._fenced.retrying("lease renewal", self.heartbeat.renew)
             if trained is not None and trained.trials and trained.checkpoint_uris:
                 kept = list(trained.checkpoint_uris)
                 self._fenced.retrying(
@@ -387,11 +280,11 @@ class AttemptRunner:
         self._nodes_at_start = alive_nodes()
         # ray.init installs a SIGTERM handler that exits at once; a worker shutdown must instead
         # let the run checkpoint and hand the job back.
-        signal.signal(signal.SIGTERM, lambda *_: self._request_stop("shutdown"))
+        signal.signal(signal.SIGTERM, lambda *_: self.heartbeat.request_stop("shutdown"))
         self.mailbox.control = create_run_control()
-        self._pass_lease_on()
+        self.heartbeat.pass_lease_on()
         if self.stop_reason:
-            self._request_stop(self.stop_reason)
+            self.heartbeat.request_stop(self.stop_reason)
         with self.sessions() as s:
             latest = attempts.latest_checkpoint(s, job.id)
         if latest is not None:
