@@ -15,6 +15,7 @@ from trainyard.api import routes_costs, routes_grants, routes_jobs, routes_sched
 from trainyard.api.deps import PrincipalDep
 from trainyard.api.errors import error_response, install_error_handlers
 from trainyard.api.hygiene import refuse_bad_text
+from trainyard.api.json_bodies import JsonBodies
 from trainyard.api.metrics import latency_middleware, make_registry
 from trainyard.api.openai import routes as routes_openai
 from trainyard.api.openapi import install_openapi
@@ -70,6 +71,9 @@ def create_app(settings: Settings | None = None, deployment: Deployment | None =
             return await call_next(request)  # type: ignore[no-any-return]
         return await latency_middleware(latency)(request, call_next)
 
+    # Inside the size limit (middleware added later wraps what came before), so it buffers at
+    # most a body the limit lets through.
+    app.add_middleware(JsonBodies, skip_paths=(routes_openai.FILES_PATH,))
     app.add_middleware(
         routes_openai.BodySizeLimitWithUploads,
         max_bytes=settings.max_body_bytes,
