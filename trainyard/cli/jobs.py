@@ -148,6 +148,7 @@ def jobs_list(
         20, "--limit", min=1, metavar="N", help="Show at most this many jobs (newest first)."
     ),
     as_json: bool = JSON_OPT,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the job ids, one a line."),
 ) -> None:
     """List jobs, newest first."""
     filters: dict[str, str] = {}
@@ -161,6 +162,9 @@ def jobs_list(
         jobs = list(itertools.islice(pages, limit))
     if as_json:
         echo_json([j.to_dict() for j in jobs])
+    elif quiet:
+        for job in jobs:
+            typer.echo(job.id)
     elif not jobs:
         show.err().print("no jobs")
     else:
