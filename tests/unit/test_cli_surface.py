@@ -140,3 +140,23 @@ def test_admin_uses_the_running_stack_unless_the_database_is_named(monkeypatch: 
 def test_database_urls_are_shown_as_psql_takes_them() -> None:
     assert stackfile.display_url(_info(0).database_url) == "postgresql://postgres@/postgres?host=/data/pg"
     assert stackfile.display_url("postgresql+psycopg://u:secret@h:5432/db") == "postgresql://u:***@h:5432/db"
+
+
+def test_a_job_file_deadline_may_be_relative_so_a_committed_example_never_expires(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from trainyard.cli.jobfile import load_job_file, resolve_relative_deadline
+
+    example = load_job_file(Path(__file__).resolve().parents[2] / "examples" / "lora-8b-deadline.yaml")
+    deadline = datetime.fromisoformat(example["policy"]["deadline"])
+    assert timedelta(days=6, hours=23) < deadline - datetime.now(UTC) <= timedelta(days=7)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    spec = {"policy": {"objective": "deadline", "deadline": "+90m"}}
+    assert resolve_relative_deadline(spec, tmp_path, now)["policy"]["deadline"] == "2030-01-01T01:30:00Z"
+    fixed = {"policy": {"deadline": "2031-01-01T00:00:00Z"}}
+    assert resolve_relative_deadline(fixed, tmp_path, now) == fixed
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: j\nbase_model: gpt2\npolicy:\n  deadline: '+soon'\n")
+    with pytest.raises(typer.Exit) as exit_:
+        load_job_file(bad)
+    assert exit_.value.exit_code == 2

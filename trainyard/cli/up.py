@@ -34,7 +34,7 @@ def configure_logging(verbose: bool) -> None:
     # level is set after that import, which would otherwise print a line per part it starts.
     import ray  # noqa: F401
 
-    logging.getLogger("ray").setLevel(logging.WARNING)
+    logging.getLogger("ray").setLevel(logging.ERROR)
 
 
 def _port_taken(host: str, port: int) -> bool:
