@@ -160,3 +160,43 @@ def test_a_job_file_deadline_may_be_relative_so_a_committed_example_never_expire
     with pytest.raises(typer.Exit) as exit_:
         load_job_file(bad)
     assert exit_.value.exit_code == 2
+
+
+def test_up_on_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["up", "--data-dir", str(tmp_path / "ty"), "--port", str(port)])
+    assert result.exit_code == 2
+    assert (
+        result.stderr
+        == f"error: port {port} on 127.0.0.1 is in use (another trainyard up?); choose one with --port\n"
+    )
+    assert not (tmp_path / "ty").exists(), "nothing was started"
+
+
+def test_up_that_cannot_start_says_why_in_one_line_and_exits_3(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINYARD_", "RAY_ADDRESS"))}
+    env.update(
+        TRAINYARD_DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/trainyard",
+        TRAINYARD_CREDENTIALS=str(tmp_path / "credentials.json"),
+        RAY_ADDRESS="127.0.0.1:9",  # never reached: the database fails first
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainyard.cli",
+        "up",
+        "--data-dir",
+        str(tmp_path / "ty"),
+        "--port",
+        str(free_port()),
+    ]
+    ran = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 3, ran.stderr
+    assert ran.stdout == "" and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
+    assert ran.stderr.startswith("error: the embedded stack did not start: ") and "--verbose" in ran.stderr
+    assert not (tmp_path / "stack.json").exists()

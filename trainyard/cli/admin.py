@@ -55,7 +55,8 @@ def _first_line(exc: BaseException) -> str:
     return " ".join(lines[0].split()) if lines else type(cause).__name__
 
 
-def _database_problem(url: str, exc: Exception) -> str:
+def database_problem(url: str, exc: Exception) -> str:
+    """One line on a database error: where, what the server said, and what to do."""
     from sqlalchemy import exc as sa_exc
 
     from trainyard.platform import db
@@ -92,7 +93,7 @@ def _database() -> Iterator[tuple[Engine, sessionmaker[Session]]]:
         code = EXIT_UNAVAILABLE if exc.status >= 500 else EXIT_USAGE
         raise fail(f"{exc.message} ({exc.code})", code) from None
     except db.DATABASE_ERRORS as exc:
-        raise fail(_database_problem(url, exc), EXIT_UNAVAILABLE) from None
+        raise fail(database_problem(url, exc), EXIT_UNAVAILABLE) from None
     finally:
         engine.dispose()
 

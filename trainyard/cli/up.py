@@ -15,12 +15,16 @@ import signal
 import socket
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import typer
 
 from trainyard.cli import stackfile
 from trainyard.cli.client import EXIT_UNAVAILABLE, EXIT_USAGE, fail
+
+if TYPE_CHECKING:
+    from trainyard.cli.local import LocalStack
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
@@ -79,9 +83,9 @@ def run_up(data_dir: Path, *, host: str, port: int, verbose: bool) -> int:
         stack.stop(grace=0)
         if verbose:
             raise
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise fail(
-            f"the embedded stack did not start: {detail} (--verbose shows why)", EXIT_UNAVAILABLE
+            f"the embedded stack did not start: {_problem(stack, exc)} (--verbose shows why)",
+            EXIT_UNAVAILABLE,
         ) from None
     pid = os.getpid()
     stackfile.write(
@@ -106,6 +110,17 @@ def run_up(data_dir: Path, *, host: str, port: int, verbose: bool) -> int:
         stack.stop(force=force)
         typer.echo("stopped")
     return 0
+
+
+def _problem(stack: LocalStack, exc: Exception) -> str:
+    from trainyard.cli.admin import database_problem
+    from trainyard.platform import db
+
+    settings = getattr(stack, "settings", None)
+    if settings is not None and isinstance(exc, db.DATABASE_ERRORS):
+        return database_problem(settings.database_url, exc)
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _announce(base_url: str, api_key: str, database_url: str) -> None:
