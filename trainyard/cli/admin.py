@@ -158,7 +158,7 @@ def grant_source(
     storage_uri = database_settings().storage_uri
     with _as_admin() as (s, admin):
         row, _ = grants.grant_source(s, admin, team, uri, storage_uri=storage_uri)
-        typer.echo(f"granted {row.uri} to team {team}")
+    typer.echo(f"granted {row.uri} to team {team}")  # once committed
 
 
 @admin_app.command("revoke-source")
@@ -173,7 +173,7 @@ def revoke_source(
 
     with _as_admin() as (s, admin):
         row, _ = grants.revoke_source(s, admin, team, uri)
-        typer.echo(f"revoked {row.uri} from team {team}")
+    typer.echo(f"revoked {row.uri} from team {team}")  # once committed
 
 
 @admin_app.command("list-sources")
