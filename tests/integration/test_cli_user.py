@@ -96,6 +96,8 @@ def test_submit_list_get_events_cancel(cli: Invoke, job_file: Path) -> None:
     listed = _json(cli("jobs", "list", "--json"))
     assert [j["id"] for j in listed] == [second, first]
     assert [j["id"] for j in _json(cli("jobs", "list", "--limit", "1", "--json"))] == [second]
+    ids = cli("jobs", "list", "--quiet")
+    assert ids.exit_code == 0 and ids.stdout == f"{second}\n{first}\n", "ids alone, for $(...) in scripts"
     assert len(_json(cli("jobs", "list", "--metadata", "project=demo", "--json"))) == 2
     table = cli("jobs", "list")
     assert table.exit_code == 0 and first in table.stdout and "queued" in table.stdout
@@ -118,6 +120,10 @@ def test_submit_list_get_events_cancel(cli: Invoke, job_file: Path) -> None:
 
     again = cli("jobs", "cancel", first)
     assert again.exit_code == 0 and f"{first} cancelled" in again.stdout, "a repeated cancel is not an error"
+
+    missing = cli("jobs", "get", "job_nope")
+    assert missing.exit_code == 2 and missing.stderr.count("\n") == 1, missing.stderr
+    assert missing.stderr.startswith("error: ") and "(404 job_not_found)" in missing.stderr
 
 
 def test_yaml_timestamps_reach_the_api_as_rfc3339(cli: Invoke, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from trainyard.api import (
 from trainyard.api.deps import PrincipalDep
 from trainyard.api.errors import error_response, install_error_handlers
 from trainyard.api.hygiene import refuse_bad_text
+from trainyard.api.json_bodies import JsonBodies
 from trainyard.api.metrics import LatencyMiddleware, make_registry
 from trainyard.api.openai import routes as routes_openai
 from trainyard.api.openapi import install_openapi
@@ -72,6 +73,9 @@ def create_app(settings: Settings | None = None, deployment: Deployment | None =
 
     app.add_middleware(LatencyMiddleware)
 
+    # Inside the size limit (middleware added later wraps what came before), so it buffers at
+    # most a body the limit lets through.
+    app.add_middleware(JsonBodies, skip_paths=(routes_openai.FILES_PATH,))
     app.add_middleware(
         routes_openai.BodySizeLimitWithUploads,
         max_bytes=settings.max_body_bytes,

@@ -25,7 +25,10 @@ EXIT_UNAVAILABLE = 3
 EXIT_INTERRUPTED = 130
 
 # Replaced in tests (and by embedders) to point the commands at another client.
-client_factory: Callable[[], Trainyard] = Trainyard
+client_factory: Callable[..., Trainyard] = Trainyard
+# The global `--base-url` (or $TRAINYARD_BASE_URL), set by the main app's callback. Passed to the
+# client as its base_url, so the saved key of another server is never sent to this one.
+base_url: str | None = None
 
 JSON_OPT = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
@@ -43,17 +46,20 @@ def echo_json(value: Any) -> None:
 def api() -> Iterator[Trainyard]:
     """A client for one command, with SDK errors turned into messages and exit codes."""
     try:
-        client = client_factory()
+        client = client_factory(base_url=base_url) if base_url else client_factory()
     except TrainyardError as exc:  # e.g. an unreadable credentials file
         raise fail(str(exc)) from None
     try:
         yield client
-    except AuthenticationError as exc:
-        raise fail(f"{exc.message} (check TRAINYARD_API_KEY or the saved credentials)") from None
     except APIStatusError as exc:
         where = f" [{exc.param}]" if exc.param else ""
         code = EXIT_UNAVAILABLE if exc.status_code >= 500 else EXIT_USAGE
-        raise fail(f"{exc.message}{where} ({exc.status_code} {exc.code or 'error'})", code) from None
+        hint = (
+            " (check TRAINYARD_API_KEY or the saved credentials)"
+            if isinstance(exc, AuthenticationError)
+            else ""
+        )
+        raise fail(f"{exc.message}{where} ({exc.status_code} {exc.code or 'error'}){hint}", code) from None
     except APIConnectionError as exc:
         raise fail(f"{exc.message}; is the API running? (trainyard up)", EXIT_UNAVAILABLE) from None
     except TrainyardError as exc:

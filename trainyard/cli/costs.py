@@ -14,8 +14,9 @@ from trainyard.cli.jobfile import FILE_ARG, load_job_file
 
 
 def estimate(file: Path = FILE_ARG, as_json: bool = JSON_OPT) -> None:
-    """Estimate time and cost on every instance type and show the one the policy picks.
-    Exits 2 when no option is feasible for the spec."""
+    """Estimate a job's time and cost on every instance type.
+
+    Shows the option the job's policy picks; exits 2 when no option is feasible for the spec."""
     spec = load_job_file(file)
     with api() as client:
         est = client.estimates.create(spec)
@@ -44,13 +45,16 @@ def costs(
     by: str = typer.Option(
         "team",
         "--by",
+        metavar="DIMENSIONS",
         help="Group by team, user, instance_type, accelerator, model, spot, label:<key>; a,b for both.",
     ),
     step: str = typer.Option(None, "--step", help="Split the window into buckets, e.g. 1d."),
     team: str = typer.Option(None, "--team", help="Only this team's spend."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """Spend over a time window, grouped, against the window before it."""
+    """Spend by team (or another dimension) over a time window.
+
+    Each group's figures are set against the window before it."""
     with api() as client:
         report = client.costs.query(window=window, by=by, step=step, team=team)
     if as_json:
@@ -74,7 +78,9 @@ def instance_types(
     available: bool = typer.Option(False, "--available", help="Only types this deployment can run."),
     as_json: bool = JSON_OPT,
 ) -> None:
-    """The instance types this deployment prices jobs against, with their hourly prices."""
+    """The instance catalog, with hourly prices.
+
+    Every type jobs are priced against, and whether this deployment can run it."""
     with api() as client:
         types = client.instance_types.list()
     if available:

@@ -91,9 +91,11 @@ def follow(client: Any, job_id: str, timeout: float = 900.0) -> Any:
 def run_demo(data_dir: Path, port: int = 8000) -> int:
     from trainyard.cli.local import LocalStack, free_port
     from trainyard.cli.tiny_model import make_dataset, make_tiny_model_dir
+    from trainyard.cli.up import configure_logging
     from trainyard.platform import storage
     from trainyard.sdk import Trainyard
 
+    configure_logging(verbose=False)  # the demo's own lines, not Ray's start-up
     stack = LocalStack(data_dir=data_dir, port=free_port(port))
     console.print(f"[bold]Starting the embedded stack[/] (data in {data_dir})")
     t0 = time.monotonic()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,10 @@ from trainyard.cli.client import fail
 FILE_ARG = typer.Argument(..., help="A job file, YAML or JSON, in the shape of the API body.")
 
 LOCAL_PATH_FIELDS = ("base_model", "training_file", "validation_file")
+# `policy.deadline: +48h` in a job file: that long after the file is read (so a committed example
+# never expires). The API itself takes RFC 3339 times only.
+_RELATIVE = re.compile(r"^\+\s*(\d+(?:\.\d+)?)\s*(m|h|d|w)$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 def load_job_file(path: Path) -> dict[str, Any]:
@@ -43,7 +49,28 @@ def load_job_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise fail(f"{path} must hold a mapping of job fields (name, base_model, ...); it is {kind}")
-    return absolutize_local_paths(data, path.parent)
+    return resolve_relative_deadline(absolutize_local_paths(data, path.parent), path)
+
+
+def resolve_relative_deadline(
+    data: dict[str, Any], path: Path, now: datetime | None = None
+) -> dict[str, Any]:
+    """`policy.deadline: +48h` (m, h, d or w) becomes the RFC 3339 time that long from `now`."""
+    policy = data.get("policy")
+    deadline = policy.get("deadline") if isinstance(policy, dict) else None
+    if not isinstance(policy, dict) or not isinstance(deadline, str) or not deadline.startswith("+"):
+        return data
+    match = _RELATIVE.match(deadline.strip())
+    if not match:
+        raise fail(
+            f"{path}: policy.deadline {deadline!r}: write +<number><m|h|d|w> (+48h) or an RFC 3339 time"
+        )
+    delta = timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    at = (now or datetime.now(UTC)) + delta
+    return {
+        **data,
+        "policy": {**policy, "deadline": at.replace(microsecond=0).isoformat().replace("+00:00", "Z")},
+    }
 
 
 def absolutize_local_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:

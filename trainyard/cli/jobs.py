@@ -16,7 +16,9 @@ from trainyard.cli.jobfile import FILE_ARG, load_job_file
 from trainyard.cli.watch import summary, watch
 from trainyard.sdk import Job, Trainyard
 
-INTERVAL_OPT = typer.Option(2.0, "--interval", min=0.01, help="Seconds between polls while watching.")
+INTERVAL_OPT = typer.Option(
+    2.0, "--interval", min=0.01, metavar="SECONDS", help="Seconds between polls while watching."
+)
 
 
 def _finish_watch(client: Trainyard, job: Job) -> None:
@@ -48,7 +50,7 @@ def submit(
     file: Path = FILE_ARG,
     wait: bool = typer.Option(False, "--wait", help="Show progress until the job finishes."),
     idempotency_key: str = typer.Option(
-        None, "--idempotency-key", help="Resubmitting with the same key returns the same job."
+        None, "--idempotency-key", metavar="KEY", help="Resubmitting with the same key returns the same job."
     ),
     as_json: bool = JSON_OPT,
     interval: float = INTERVAL_OPT,
@@ -73,10 +75,20 @@ def submit(
 
 
 def jobs_list(
-    status: str = typer.Option(None, "--status", help="Only jobs in this state (queued, running, ...)."),
-    metadata: list[str] = typer.Option(None, "--metadata", help="key=value; repeat to require several."),
-    limit: int = typer.Option(20, "--limit", min=1, help="Show at most this many jobs (newest first)."),
+    status: str = typer.Option(
+        None, "--status", metavar="STATE", help="Only jobs in this state (queued, running, ...)."
+    ),
+    metadata: list[str] = typer.Option(
+        None,
+        "--metadata",
+        metavar="KEY=VALUE",
+        help="Only jobs with this metadata; repeat to require several.",
+    ),
+    limit: int = typer.Option(
+        20, "--limit", min=1, metavar="N", help="Show at most this many jobs (newest first)."
+    ),
     as_json: bool = JSON_OPT,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the job ids, one a line."),
 ) -> None:
     """List jobs, newest first."""
     filters: dict[str, str] = {}
@@ -90,6 +102,9 @@ def jobs_list(
         jobs = list(itertools.islice(pages, limit))
     if as_json:
         echo_json([j.to_dict() for j in jobs])
+    elif quiet:
+        for job in jobs:
+            typer.echo(job.id)
     elif not jobs:
         show.err().print("no jobs")
     else:
@@ -107,7 +122,7 @@ def jobs_get(job_id: str = typer.Argument(..., help="Job id."), as_json: bool = 
 
 
 def jobs_cancel(job_id: str = typer.Argument(..., help="Job id."), as_json: bool = JSON_OPT) -> None:
-    """Cancel a job: a queued one at once, a running one as soon as its worker sees the request."""
+    """Cancel a job. A queued one stops at once, a running one as soon as its worker sees the request."""
     with api() as client:
         job = client.jobs.cancel(job_id)
     if as_json:
@@ -150,7 +165,9 @@ def jobs_events(
     ),
     interval: float = INTERVAL_OPT,
 ) -> None:
-    """Show a job's events, oldest first: status changes, metrics, checkpoints, costs, messages."""
+    """Show a job's events, oldest first.
+
+    Status changes, metrics, checkpoints, costs and messages."""
     with api() as client:
         if follow:
             job = _watch_guarded(client, job_id, interval=interval, events=True, json_lines=as_json)

@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import typer
 
-from trainyard.cli import admin, user
+from trainyard.cli import admin, options, user
+from trainyard.cli.help import HelpGroup
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Trainyard: training jobs, cost first.")
+# Plain help (no rich panels), each parameter shown by name or metavar (cli.help).
+app = typer.Typer(
+    cls=HelpGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    help="Trainyard: training jobs, cost first.",
+)
+app.callback()(options.main_options)
 app.add_typer(admin.admin_app, name="admin")
 user.register(app)
 app.command("migrate")(admin.migrate)
@@ -21,8 +30,10 @@ _LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 @app.command()
 def api(
-    host: str = typer.Option(None, help="Bind address (default TRAINYARD_API_HOST or 127.0.0.1)"),
-    port: int = typer.Option(None, help="Port (default TRAINYARD_API_PORT or 8000)"),
+    host: str = typer.Option(
+        None, metavar="HOST", help="Bind address (default TRAINYARD_API_HOST or 127.0.0.1)"
+    ),
+    port: int = typer.Option(None, metavar="PORT", help="Port (default TRAINYARD_API_PORT or 8000)"),
 ) -> None:
     """Serve the HTTP API."""
     import uvicorn
@@ -41,12 +52,16 @@ def api(
 
 @app.command()
 def worker(
-    pools: str = typer.Option(None, help="Comma-separated pools to serve (default: every configured pool)"),
+    pools: str = typer.Option(
+        None, metavar="POOLS", help="Comma-separated pools to serve (default: every configured pool)"
+    ),
     concurrency: int = typer.Option(
-        None, help="Attempts to run at once (default TRAINYARD_WORKER_CONCURRENCY)"
+        None, metavar="N", help="Attempts to run at once (default TRAINYARD_WORKER_CONCURRENCY)"
     ),
 ) -> None:
-    """Claim jobs and run them on Ray (RAY_ADDRESS, or a local Ray), within each pool's capacity."""
+    """Claim jobs and run them on Ray.
+
+    On RAY_ADDRESS, or a local Ray, within each pool's capacity."""
     import logging
 
     from trainyard.platform.deployment import load_deployment
@@ -69,50 +84,31 @@ def worker(
 
 @app.command()
 def up(
-    data_dir: str = typer.Option(".trainyard", help="Where the database, store and key live"),
-    port: int = typer.Option(8000, help="API port"),
-    host: str = typer.Option("127.0.0.1", help="API bind address"),
+    data_dir: str = typer.Option(".trainyard", metavar="DIR", help="Where the database, store and key live"),
+    port: int = typer.Option(8000, metavar="PORT", help="API port"),
+    host: str = typer.Option("127.0.0.1", metavar="HOST", help="API bind address"),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="Also show the start-up logs of Postgres, Ray, the API and migrations."
+    ),
 ) -> None:
-    """Run the embedded stack (Postgres, object store, Ray, API, worker) until Ctrl-C."""
-    import logging
-    import signal
-    import threading
+    """Run the embedded stack until Ctrl-C.
+
+    Postgres, an object store, Ray, the API and a worker, all on this machine."""
     from pathlib import Path
 
-    from trainyard.cli.local import LocalStack
+    from trainyard.cli.up import run_up
 
-    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT)
-    stack = LocalStack(data_dir=Path(data_dir), host=host, port=port)
-    stopping, force = threading.Event(), threading.Event()
-
-    def on_signal(*_: object) -> None:
-        # The first asks running jobs to checkpoint and hand back; the second kills them.
-        if stopping.is_set():
-            if not force.is_set():
-                typer.echo("forcing the stop: running jobs go back to their last checkpoint", err=True)
-            force.set()
-        stopping.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    stack.start()
-    typer.echo(f"Trainyard is up at {stack.base_url}  (dashboard: {stack.base_url}/dashboard)")
-    typer.echo(f"admin API key: {stack.api_key}")
-    typer.echo(f"(saved to {stack.credentials_file} and the SDK's credentials file)")
-    try:
-        stopping.wait()
-    finally:
-        typer.echo("stopping: running jobs checkpoint and go back to the queue (Ctrl-C again to force)...")
-        stack.stop(force=force)
-        typer.echo("stopped")
+    raise typer.Exit(run_up(Path(data_dir), host=host, port=port, verbose=verbose))
 
 
 @app.command()
 def demo(
-    data_dir: str = typer.Option(".trainyard", help="Where the database, store and key live"),
-    port: int = typer.Option(8000, help="API port (another free one is used if taken)"),
+    data_dir: str = typer.Option(".trainyard", metavar="DIR", help="Where the database, store and key live"),
+    port: int = typer.Option(8000, metavar="PORT", help="API port (another free one is used if taken)"),
 ) -> None:
-    """Run a real (tiny) fine-tuning job end to end on the embedded stack, then stop."""
+    """Run a tiny fine-tuning job end to end, then stop.
+
+    On the embedded stack: estimate, submit, follow, and where its outputs are."""
     import logging
     from pathlib import Path
 

