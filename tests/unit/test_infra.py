@@ -327,7 +327,11 @@ def test_kube_deployments_wire_the_api_and_worker(raycluster: dict[str, Any]) ->
 
 @pytest.mark.parametrize("path", EXAMPLE_SPECS, ids=lambda p: p.name)
 def test_every_example_is_a_valid_job_spec(path: Path) -> None:
-    spec = JobSpec.model_validate(_one(path))
+    from trainyard.cli.jobfile import load_job_file
+
+    _one(path)
+    # As `trainyard submit` reads it: a relative deadline (+7d) becomes a time.
+    spec = JobSpec.model_validate(load_job_file(path))
     if spec.sweep is not None:
         base = spec.hyperparameters.model_dump()
         for key, values in spec.sweep.param_space.items():
@@ -344,7 +348,9 @@ def test_the_examples_cover_cpu_lora_and_sweep() -> None:
 
 
 def test_lora_8b_gets_a_fitting_gpu_before_its_deadline(catalog: Catalog) -> None:
-    spec = JobSpec.model_validate(_one(EXAMPLES / "lora-8b-deadline.yaml"))
+    from trainyard.cli.jobfile import load_job_file
+
+    spec = JobSpec.model_validate(load_job_file(EXAMPLES / "lora-8b-deadline.yaml"))
     assert spec.method == "lora" and spec.policy.objective == "deadline" and spec.policy.spot == "auto"
     assert spec.policy.allowed_accelerators and spec.policy.deadline is not None
     # config={}: the hints are used, the hub is never asked.
