@@ -17,6 +17,7 @@ from trainyard.api.deps import (
 from trainyard.api.openapi import errors
 from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
 from trainyard.platform import costs, jobs, states, submission
+from trainyard.platform.registry import fine_tuned
 from trainyard.platform.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=UnitOfWorkRoute)
@@ -64,13 +65,15 @@ def list_jobs(
     rows, more = jobs.list_jobs(
         session, principal, status=status, metadata=_metadata_filters(request), after=after, limit=limit
     )
-    return page(rows, more, job_out)
+    models = fine_tuned.model_ids(session, rows)
+    return page(rows, more, lambda job: job_out(job, fine_tuned_model=models.get(job.id)))
 
 
 @router.get("/{job_id}")
 def get_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
     job = jobs.get_job(session, principal, job_id)
-    return job_out(job, goodput=costs.job_goodput(session, job.id))
+    model = fine_tuned.model_ids(session, [job]).get(job.id)
+    return job_out(job, goodput=costs.job_goodput(session, job.id), fine_tuned_model=model)
 
 
 @router.post("/{job_id}/cancel", responses=errors(409))

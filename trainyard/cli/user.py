@@ -1,4 +1,4 @@
-"""User commands of the `trainyard` CLI: submit, jobs, estimate, costs, instance-types.
+"""User commands of the `trainyard` CLI: submit, jobs, estimate, costs, instance-types, models.
 
 They talk to the API through the SDK only, never to the database, so they work against any
 server the credentials point at. Exit codes are in `trainyard.cli.client`.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from trainyard.cli import costs, jobs
+from trainyard.cli import costs, jobs, models
 
 
 def register(app: typer.Typer) -> None:
@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
     app.command("estimate")(costs.estimate)
     app.command("costs")(costs.costs)
     app.command("instance-types")(costs.instance_types)
+    app.command("models")(models.models)
     # A fresh sub-app per call, so registering on several apps (tests do) shares no state.
     jobs_app = typer.Typer(no_args_is_help=True, help="List, inspect, cancel and follow jobs.")
     jobs_app.command("list")(jobs.jobs_list)

@@ -13,10 +13,12 @@ from trainyard.sdk.resources import (
     AsyncEstimates,
     AsyncInstanceTypes,
     AsyncJobs,
+    AsyncModels,
     Costs,
     Estimates,
     InstanceTypes,
     Jobs,
+    Models,
 )
 
 __all__ = ["AsyncTrainyard", "Trainyard"]
@@ -35,6 +37,7 @@ class Trainyard(SyncAPIClient):
     estimates: Estimates
     costs: Costs
     instance_types: InstanceTypes
+    models: Models
 
     def __init__(
         self,
@@ -50,6 +53,7 @@ class Trainyard(SyncAPIClient):
         self.estimates = Estimates(self)
         self.costs = Costs(self)
         self.instance_types = InstanceTypes(self)
+        self.models = Models(self)
 
     def health(self) -> dict[str, Any]:
         """The server's /healthz answer (it checks the database)."""
@@ -78,6 +82,7 @@ class AsyncTrainyard(AsyncAPIClient):
     estimates: AsyncEstimates
     costs: AsyncCosts
     instance_types: AsyncInstanceTypes
+    models: AsyncModels
 
     def __init__(
         self,
@@ -93,6 +98,7 @@ class AsyncTrainyard(AsyncAPIClient):
         self.estimates = AsyncEstimates(self)
         self.costs = AsyncCosts(self)
         self.instance_types = AsyncInstanceTypes(self)
+        self.models = AsyncModels(self)
 
     async def health(self) -> dict[str, Any]:
         data, _ = await self.request("GET", "/healthz")

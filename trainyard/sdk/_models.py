@@ -25,6 +25,7 @@ __all__ = [
     "JobError",
     "JobEvent",
     "JobProgress",
+    "Model",
     "Page",
     "Plan",
     "PlanAlternative",
@@ -124,6 +125,9 @@ class Job(TrainyardModel):
     cancel_requested: bool = False
     error: JobError | None = None
     result: dict[str, Any] | None = None
+    # The id of the model a succeeded job made (`ft:<base>:<team>:<suffix>:<job>`); it works as
+    # the `base_model` of a further job.
+    fine_tuned_model: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     created_at: datetime | None = None
     started_at: datetime | None = None
@@ -324,3 +328,26 @@ class InstanceType(TrainyardModel):
     # Whether this deployment has a pool that can run it, and how many at once.
     available: bool | None = None
     max_concurrent: int | None = None
+
+
+class Model(TrainyardModel):
+    """A model a job may start from: a base model the platform knows (`source` "registry" or
+    "cache") or one of the team's fine-tuned models ("fine_tuned"), as `/v1/models` lists them."""
+
+    id: str
+    object: str = "model"
+    created: int | None = None
+    owned_by: str | None = None
+    source: str | None = None
+    parameters: int | None = None
+    layers: int | None = None
+    hidden_size: int | None = None
+    vocab_size: int | None = None
+    context_length: int | None = None
+    model_type: str | None = None
+    license: str | None = None
+    # Fine-tuned models: what they were trained from, by which job, and where the model lies.
+    base_model: str | None = None
+    job_id: str | None = None
+    uri: str | None = None
+    method: str | None = None
