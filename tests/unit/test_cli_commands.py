@@ -37,7 +37,7 @@ def test_the_main_app_has_every_command_once() -> None:
     names = [c.name or c.callback.__name__ for c in main_app.registered_commands] + [
         g.name for g in main_app.registered_groups
     ]
-    ours = {"submit", "estimate", "costs", "instance-types", "jobs"}
+    ours = {"submit", "estimate", "costs", "instance-types", "models", "jobs"}
     assert ours <= set(names)
     assert {"up", "demo", "api", "worker", "migrate", "admin"} <= set(names)
     assert len(names) == len(set(names)), "no command registered twice"

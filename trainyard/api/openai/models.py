@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy.orm import Session
 
 from trainyard.api.deps import PrincipalDep, SessionDep
 from trainyard.api.openai.errors import OpenAIRoute
 from trainyard.api.openai.objects import unix
+from trainyard.platform.auth import Principal
 from trainyard.platform.registry import FineTunedModel, KnownModel, ModelRegistry, fine_tuned
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
@@ -60,7 +62,7 @@ def fine_tuned_object(model: FineTunedModel, base_ids: dict[str, str]) -> dict[s
     }
 
 
-def _fine_tuned_objects(session: Any, models: list[FineTunedModel]) -> list[dict[str, Any]]:
+def _fine_tuned_objects(session: Session, models: list[FineTunedModel]) -> list[dict[str, Any]]:
     # A fine-tune of a fine-tune names its base by the base's ft id, as the job does.
     bases = fine_tuned.ids_for_uris(session, (m.job.spec.get("base_model") for m in models))
     return [fine_tuned_object(m, bases) for m in models]
@@ -73,11 +75,25 @@ def list_models(request: Request, session: SessionDep, principal: PrincipalDep) 
     return {"object": "list", "data": data}
 
 
-@router.get("/models/{model_id:path}")
-def retrieve_model(
-    model_id: str, request: Request, session: SessionDep, principal: PrincipalDep
-) -> dict[str, Any]:
+def _retrieve(request: Request, session: Session, principal: Principal, model_id: str) -> dict[str, Any]:
     model = _registry(request).get(session, principal, model_id)
     if isinstance(model, FineTunedModel):
         return _fine_tuned_objects(session, [model])[0]
     return known_object(model)
+
+
+@router.get("/models/{model_id}")
+def retrieve_model(
+    model_id: str, request: Request, session: SessionDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """A model by id: an ft id, or a hub id of one part (`gpt2`)."""
+    return _retrieve(request, session, principal, model_id)
+
+
+# A hub id is `owner/name`: the openai client sends its '/' encoded, which arrives decoded.
+@router.get("/models/{owner}/{name}")
+def retrieve_hub_model(
+    owner: str, name: str, request: Request, session: SessionDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    """A model by its hub id, `owner/name`."""
+    return _retrieve(request, session, principal, f"{owner}/{name}")
