@@ -197,6 +197,16 @@ def test_a_slow_hub_costs_a_request_only_the_wait_and_its_answer_is_kept_later()
     assert kept == [GPT2_CONFIG] and hub.calls == ["org/slow"]
 
 
+def test_a_hanging_hub_costs_the_wait_once_not_once_per_request() -> None:
+    hub = SlowHub(delay=5.0)
+    lookups = HubLookups(hub)
+    assert lookups.lookup("org/hangs", lambda c: None, wait_s=0.3) is None
+    started = time.monotonic()
+    assert lookups.lookup("org/hangs", lambda c: None, wait_s=0.3) is None
+    assert time.monotonic() - started < 0.1 and hub.calls == ["org/hangs"]
+    hub.release.set()
+
+
 def test_a_failed_look_up_is_not_repeated_for_a_while() -> None:
     hub = SlowHub(delay=0.0, config=None)
     lookups = HubLookups(hub, retry_after_s=60)

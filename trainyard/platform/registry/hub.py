@@ -1,9 +1,10 @@
 """Hub look-ups outside the request: each runs in a daemon thread of its own, bounded in time and
 in number, and a request waits for one at most a short while.
 
-A slow or unreachable hub costs a request at most `wait_s` (the hub client's own retries, which
-took ~24 s, happen in the thread); a look-up that fails is not tried again for `retry_after_s`, so
-later requests answer at once; one id is looked up by one thread however many requests ask.
+A slow or unreachable hub costs a request at most `wait_s` (the hub client's own retries and
+timeouts run on in the thread), and requests that join a look-up under way wait only what is left
+of the first one's wait; a look-up that fails is not tried again for `retry_after_s`, so later
+requests answer at once; one id is looked up by one thread however many requests ask.
 With `HF_HUB_OFFLINE` set, only the local hub cache is read.
 """
 
@@ -53,6 +54,7 @@ class _Lookup:
     def __init__(self) -> None:
         self.done = threading.Event()
         self.config: Mapping[str, Any] | None = None
+        self.started = time.monotonic()
 
 
 class HubLookups:
@@ -92,8 +94,11 @@ class HubLookups:
                 args = (key, model_id, running, on_found)
                 thread = threading.Thread(target=self._run, args=args, name="trainyard-hub", daemon=True)
                 thread.start()
-        if wait_s > 0:
-            running.done.wait(wait_s)
+        # A request that joins a look-up waits no longer than the one that started it: a hub that
+        # hangs costs one request the wait, not every request until the look-up gives up.
+        wait = min(wait_s, running.started + wait_s - time.monotonic())
+        if wait > 0:
+            running.done.wait(wait)
         return running.config if running.done.is_set() else None
 
     def _run(self, key: str, model_id: str, lookup: _Lookup, on_found: OnFound) -> None:
