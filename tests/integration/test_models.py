@@ -309,3 +309,20 @@ def test_sdk_and_cli_list_the_models(
     assert model_id in result.stdout and "Mistral" not in result.stdout
     result = runner.invoke(app, ["models"])
     assert "meta-llama/Llama-3.1-70B" in result.stdout and "70.6B" in result.stdout
+
+
+def test_an_admin_may_start_from_any_teams_model_and_its_job_names_no_other_team(
+    oai: openai.OpenAI, client: Any, sessions: sessionmaker[Session], settings: Any
+) -> None:
+    first = oai.fine_tuning.jobs.create(
+        model="openai-community/gpt2", training_file=upload(oai), hyperparameters=HYPERPARAMETERS
+    )
+    final = finish(sessions, settings, first.id, TINY_CONFIG)
+    model_id = f"ft:gpt2:research::{first.id}"
+    admin = make_openai(client, make_key(sessions, "ops", role="admin"))
+    assert admin.models.retrieve(model_id).id == model_id  # admin keys see every team's jobs
+    job = admin.fine_tuning.jobs.create(
+        model=model_id, training_file=upload(admin), hyperparameters=HYPERPARAMETERS
+    )
+    # The job is the admin team's; the model it reads is shown by its URI, not by research's id.
+    assert job.model == final and job.organization_id != first.organization_id

@@ -24,20 +24,36 @@ def parameters(value: int | None) -> str:
     return f"{value:,}"
 
 
-def models_table(models: list[Model]) -> Table:
+# Dropped in this order when the terminal is too narrow; the id is always shown whole.
+_LESSER = ("OWNER", "LICENSE / BASE", "SOURCE", "CONTEXT")
+
+
+def models_table(models: list[Model], width: int | None = None) -> Table:
+    rows = [
+        {
+            "ID": m.id,
+            "PARAMS": parameters(m.parameters),
+            "CONTEXT": f"{m.context_length:,}" if m.context_length else "-",
+            "SOURCE": m.source or "-",
+            "OWNER": m.owned_by or "-",
+            "LICENSE / BASE": (m.base_model if m.source == "fine_tuned" else m.license) or "-",
+        }
+        for m in models
+    ]
+    columns = ["ID", "PARAMS", "CONTEXT", "SOURCE", "OWNER", "LICENSE / BASE"]
+
+    def needed(names: list[str]) -> int:
+        return sum(max(len(n), *(len(r[n]) for r in rows)) for n in names) + 2 * (len(names) - 1)
+
+    for lesser in _LESSER:
+        if width is None or not rows or needed(columns) <= width:
+            break
+        columns.remove(lesser)
     table = Table(box=None, pad_edge=False)
-    table.add_column("ID", no_wrap=True, overflow="fold")
-    for name in ("PARAMS", "CONTEXT", "SOURCE", "OWNER", "LICENSE / BASE"):
-        table.add_column(name, no_wrap=True)
-    for m in models:
-        table.add_row(
-            escape(m.id),
-            parameters(m.parameters),
-            f"{m.context_length:,}" if m.context_length else "-",
-            escape(m.source or "-"),
-            escape(m.owned_by or "-"),
-            escape((m.base_model if m.source == "fine_tuned" else m.license) or "-"),
-        )
+    for name in columns:
+        table.add_column(name, no_wrap=True, min_width=len(name) if name != "ID" else None)
+    for row in rows:
+        table.add_row(*(escape(row[name]) for name in columns))
     return table
 
 
@@ -54,4 +70,5 @@ def models(
     if as_json:
         echo_json([m.to_dict() for m in found])
     else:
-        show.out().print(models_table(found))
+        console = show.out()
+        console.print(models_table(found, width=console.width))

@@ -64,7 +64,10 @@ def fine_tuned_object(model: FineTunedModel, base_ids: dict[str, str]) -> dict[s
 
 def _fine_tuned_objects(session: Session, models: list[FineTunedModel]) -> list[dict[str, Any]]:
     # A fine-tune of a fine-tune names its base by the base's ft id, as the job does.
-    bases = fine_tuned.ids_for_uris(session, (m.job.spec.get("base_model") for m in models))
+    bases: dict[str, str] = {}
+    for team_id in {m.job.team_id for m in models}:
+        uris = (m.job.spec.get("base_model") for m in models if m.job.team_id == team_id)
+        bases.update(fine_tuned.ids_for_uris(session, uris, team_id=team_id))
     return [fine_tuned_object(m, bases) for m in models]
 
 

@@ -99,12 +99,14 @@ def job_object(
     *,
     file_ids: Mapping[str, str] | None = None,
     result_files: Sequence[str] = (),
-    model_ids: Mapping[str, str] | None = None,
+    model_id: str | None = None,
+    base_model_id: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """A job as OpenAI's `fine_tuning.job`. `file_ids` maps storage URIs to file ids
-    (`files.file_ids_for_uris`); files given as URIs are shown as URIs. `model_ids` maps job ids
-    and final model URIs to ft ids (`fine_tuned.model_ids`, `fine_tuned.ids_for_uris`)."""
+    (`files.file_ids_for_uris`); files given as URIs are shown as URIs. `model_id` is the ft id
+    of the model the job made, `base_model_id` that of the model it started from, where it
+    started from one of its team's (`fine_tuned.model_ids`, `fine_tuned.ids_for_uris`)."""
     now = now or datetime.now(UTC)
     spec = dict(job.spec)
     ids = file_ids or {}
@@ -114,8 +116,6 @@ def job_object(
     validation = spec.get("validation_file")
     progress = job.progress or {}
     plan = job.plan or {}
-    models = model_ids or {}
-    base_model = spec.get("base_model")
     final_uri = (job.result or {}).get("final_model_uri") if job.status == states.SUCCEEDED else None
     return {
         "id": job.id,
@@ -123,8 +123,8 @@ def job_object(
         "created_at": unix(job.created_at),
         "finished_at": unix(job.finished_at),
         "estimated_finish": _estimated_finish(job, now),
-        "model": models.get(base_model, base_model) if isinstance(base_model, str) else base_model,
-        "fine_tuned_model": (models.get(job.id) or final_uri) if final_uri else None,
+        "model": base_model_id or spec.get("base_model"),
+        "fine_tuned_model": (model_id or final_uri) if final_uri else None,
         "organization_id": job.team_id,
         "status": STATUS.get(job.status, job.status),
         "training_file": ids.get(training, training) if training else training,
@@ -168,13 +168,22 @@ def job_objects(session: Session, rows: Sequence[Job]) -> list[dict[str, Any]]:
     uris = [u for job in rows for u in (job.spec.get("training_file"), job.spec.get("validation_file"))]
     ids = files.file_ids_for_uris(session, uris)
     results = files.result_file_ids(session, rows)
-    models = {
-        **fine_tuned.ids_for_uris(session, (job.spec.get("base_model") for job in rows)),
-        **fine_tuned.model_ids(session, rows),
-    }
+    models = fine_tuned.model_ids(session, rows)
+    bases: dict[str, str] = {}
+    for team_id in {job.team_id for job in rows}:
+        own = [job for job in rows if job.team_id == team_id]
+        by_uri = fine_tuned.ids_for_uris(session, (j.spec.get("base_model") for j in own), team_id=team_id)
+        bases.update({j.id: by_uri[j.spec["base_model"]] for j in own if j.spec.get("base_model") in by_uri})
     now = datetime.now(UTC)
     return [
-        job_object(job, file_ids=ids, result_files=results.get(job.id, ()), model_ids=models, now=now)
+        job_object(
+            job,
+            file_ids=ids,
+            result_files=results.get(job.id, ()),
+            model_id=models.get(job.id),
+            base_model_id=bases.get(job.id),
+            now=now,
+        )
         for job in rows
     ]
 

@@ -96,12 +96,13 @@ def model_ids(session: Session, jobs: Sequence[Job]) -> dict[str, str]:
     return {job.id: names.model_id(job) for job in done}
 
 
-def ids_for_uris(session: Session, uris: Iterable[str | None]) -> dict[str, str]:
-    """Final model URIs -> their ft ids (URIs that are no job's final model are left out)."""
+def ids_for_uris(session: Session, uris: Iterable[str | None], *, team_id: str) -> dict[str, str]:
+    """Final model URIs of team `team_id`'s jobs -> their ft ids (other URIs are left out, so
+    a job started from another team's model by an admin names no other team)."""
     by_job = {job_id: uri for uri in uris if uri and (job_id := final_model_job(uri))}
     if not by_job:
         return {}
-    jobs = list(session.scalars(select(Job).where(Job.id.in_(list(by_job)))))
+    jobs = list(session.scalars(select(Job).where(Job.id.in_(list(by_job)), Job.team_id == team_id)))
     ids = model_ids(session, [job for job in jobs if final_model_uri(job) == by_job[job.id]])
     return {by_job[job_id]: model_id for job_id, model_id in ids.items()}
 
