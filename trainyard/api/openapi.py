@@ -9,7 +9,6 @@ for a named team, 409) they declare with `responses=errors(...)`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,16 +97,11 @@ def _ref(name: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
 
 
-_CONVERTER = re.compile(r"\{(\w+):\w+\}")
-
-
 def _operations(app: FastAPI) -> Iterator[tuple[str, str, Any]]:
     for context in iter_route_contexts(app.routes):
         if isinstance(context.original_route, APIRoute) and context.include_in_schema and context.path:
-            # The document names `{id:path}` parameters without their converter.
-            path = _CONVERTER.sub(r"{\1}", context.path)
             for method in sorted(context.methods or ()):
-                yield path, method.lower(), context
+                yield context.path, method.lower(), context
 
 
 def _parameters(operation: dict[str, Any]) -> None:
