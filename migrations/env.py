@@ -7,7 +7,10 @@ import os
 from alembic import context
 from sqlalchemy import create_engine
 
-from trainyard.platform import models_files  # noqa: F401  (puts File on Base.metadata)
+from trainyard.platform import (
+    models_files,  # noqa: F401  (puts File on Base.metadata)
+    models_registry,  # noqa: F401  (puts ModelSize on Base.metadata)
+)
 from trainyard.platform.db import normalize_url
 from trainyard.platform.models import Base
 

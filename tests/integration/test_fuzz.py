@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from support import headers, job_body, make_key
 
 EXAMPLES = 25
-OPENAI_PREFIXES = ("/v1/files", "/v1/fine_tuning")
+OPENAI_PREFIXES = ("/v1/files", "/v1/fine_tuning", "/v1/models")
 
 
 @dataclass

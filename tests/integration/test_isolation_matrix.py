@@ -27,7 +27,7 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy.orm import Session, sessionmaker
 from support import headers, job_body, make_key
 
-from trainyard.platform import storage
+from trainyard.platform import queue, storage
 from trainyard.platform.models import Job as JobRow
 
 TEAM_A = "research"
@@ -39,6 +39,7 @@ class Ids:
     job_id: str
     file_id: str
     name: str = TEAM_A
+    model_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class Route:
     granted: bool = False
     # Team A's job has finished with a final model in the store (its `config.json`).
     with_model: bool = False
+    # Team A has a fine-tuned model (a succeeded job with a final model): `Ids.model_id`.
+    finished: bool = False
 
 
 def _job_with_a_file(ids: Ids) -> dict[str, Any]:
@@ -80,6 +83,10 @@ def _file(ids: Ids) -> str:
 
 def _team(ids: Ids) -> str:
     return f'"{ids.name}"'
+
+
+def _model(ids: Ids) -> str:
+    return ids.model_id
 
 
 TEAM_Q = {"team": TEAM_A}
@@ -133,6 +140,10 @@ ROUTES: dict[str, Route] = {
     "POST /v1/fine_tuning/jobs/{job_id}/resume": Route("owned"),
     "GET /v1/fine_tuning/jobs/{job_id}/events": Route("owned"),
     "GET /v1/fine_tuning/jobs/{job_id}/checkpoints": Route("owned"),
+    "GET /v1/models": Route("listing", marker=_model, finished=True),
+    "GET /v1/models/{model_id}": Route("owned", finished=True),
+    # A hub id: the same for every key.
+    "GET /v1/models/{owner}/{name}": Route("any_key"),
 }
 STATIC_FILE = "dashboard.js"
 JSONL = json.dumps({"prompt": "2+2=", "completion": "4"}).encode() + b"\n"
@@ -159,7 +170,24 @@ def _upload(client: Any, key: str) -> str:
     return str(r.json()["id"])
 
 
-def _world(client: Any, keys: dict[str, str], route: Route) -> Ids:
+def _fine_tuned_model(client: Any, keys: dict[str, str], sessions: sessionmaker[Session]) -> str:
+    """A job of team A that succeeded with a final model; returns the model's id. The job goes
+    first in the queue (the highest priority) so that it is the one claimed."""
+    job = client.post("/v1/jobs", json=job_body(priority=1000), headers=headers(keys["own"]))
+    assert job.status_code == 201, job.text
+    job_id = job.json()["id"]
+    with sessions() as s:
+        [claim] = queue.claim(s, worker_id="matrix")
+    assert claim.job_id == job_id
+    final = f"file:///models/jobs/{job_id}/attempts/1/final"
+    with sessions() as s:
+        queue.finish(s, claim.attempt_id, "succeeded", result={"final_model_uri": final})
+    model_id = client.get(f"/v1/jobs/{job_id}", headers=headers(keys["own"])).json()["fine_tuned_model"]
+    assert model_id and job_id in model_id
+    return str(model_id)
+
+
+def _world(client: Any, keys: dict[str, str], route: Route, sessions: sessionmaker[Session]) -> Ids:
     """Team A's objects, fresh for each request so that one caller's cancel or delete does not
     change what the next one meets. The job does not use the file, so the file can be deleted."""
     job = client.post("/v1/jobs", json=job_body(), headers=headers(keys["own"]))
@@ -169,7 +197,8 @@ def _world(client: Any, keys: dict[str, str], route: Route) -> Ids:
         assert r.status_code == 200, r.text
     if route.with_model:
         _give_a_model(client, job.json()["id"])
-    return Ids(job_id=job.json()["id"], file_id=_upload(client, keys["own"]))
+    model_id = _fine_tuned_model(client, keys, sessions) if route.finished else ""
+    return Ids(job_id=job.json()["id"], file_id=_upload(client, keys["own"]), model_id=model_id)
 
 
 def _give_a_model(client: Any, job_id: str) -> None:
@@ -184,8 +213,13 @@ def _give_a_model(client: Any, job_id: str) -> None:
 
 def _request(client: Any, label: str, route: Route, ids: Ids, auth: dict[str, str]) -> Any:
     method, template = label.split(" ", 1)
+    if template == "/v1/models/{owner}/{name}":
+        template = "/v1/models/meta-llama/Llama-3.1-8B"
     path = template.replace("{path:path}", "config.json").format(
-        job_id=ids.job_id, file_id=ids.file_id, name=STATIC_FILE if "static" in template else ids.name
+        job_id=ids.job_id,
+        file_id=ids.file_id,
+        name=STATIC_FILE if "static" in template else ids.name,
+        model_id=ids.model_id,
     )
     if route.upload:
         files = {"file": ("mine.jsonl", io.BytesIO(JSONL))}
@@ -236,7 +270,9 @@ def test_every_route_has_an_entry(client: Any) -> None:
     assert not set(ROUTES) - served, f"entries for routes that are gone: {sorted(set(ROUTES) - served)}"
 
 
-def test_isolation_matrix(client: Any, keys: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_isolation_matrix(
+    client: Any, keys: dict[str, str], sessions: sessionmaker[Session], capsys: pytest.CaptureFixture[str]
+) -> None:
     auths = {
         **{p: headers(k) for p, k in keys.items()},
         "none": {},
@@ -246,7 +282,7 @@ def test_isolation_matrix(client: Any, keys: dict[str, str], capsys: pytest.Capt
     for label in app_routes(client.app):
         route = ROUTES[label]
         for principal in PRINCIPALS:
-            ids = _world(client, keys, route)
+            ids = _world(client, keys, route, sessions)
             r = _request(client, label, route, ids, auths[principal])
             _expect(route, principal, ids, r, label)
             checked[route.kind] = checked.get(route.kind, 0) + 1

@@ -21,7 +21,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 from support import ROOT, scratch_database
 
-from trainyard.platform import db, migrate, models_files  # noqa: F401  (File is part of the schema)
+from trainyard.platform import db, migrate, models_files, models_registry  # noqa: F401  (part of the schema)
 from trainyard.platform.models import Base
 
 

@@ -119,7 +119,7 @@ def test_a_script_written_for_openai_runs_unchanged(
     # The worker finishes: a final model and a cost report in the store.
     store = storage.open_store(settings.storage_uri)
     report_uri = store.put_bytes(storage.cost_report_key(job.id), b'{"totals": {"cost_usd": 0.01}}')
-    final = "file:///store/jobs/final"
+    final = store.uri_for(storage.final_model_prefix(job.id, 1))
     with sessions() as s:
         queue.heartbeat(s, c.attempt_id, progress={"step": 10, "tokens": 1280})
     with sessions() as s:
@@ -130,7 +130,9 @@ def test_a_script_written_for_openai_runs_unchanged(
         row.result = {**(row.result or {}), "cost_report_uri": report_uri}
 
     done = oai.fine_tuning.jobs.retrieve(job.id)
-    assert done.status == "succeeded" and done.fine_tuned_model == final
+    # The model is named as OpenAI names its own; its URI is beside it.
+    assert done.status == "succeeded" and done.fine_tuned_model == f"ft:tiny-gpt2:research:adder:{job.id}"
+    assert done.model_extra is not None and done.model_extra["trainyard"]["final_model_uri"] == final
     assert done.trained_tokens == 1280 and isinstance(done.finished_at, int) and done.error is None
     [result_file] = done.result_files
     assert oai.files.retrieve(result_file).purpose == "fine-tune-results"
@@ -141,7 +143,7 @@ def test_a_script_written_for_openai_runs_unchanged(
     follow_up = oai.fine_tuning.jobs.create(
         model=done.fine_tuned_model or "", training_file=uploaded.id, extra_body=TRAINYARD_FIELDS
     )
-    assert follow_up.model == final
+    assert follow_up.model == done.fine_tuned_model
 
 
 def test_list_paginates_newest_first_and_filters_by_metadata(oai: openai.OpenAI) -> None:
@@ -397,7 +399,7 @@ def test_openai_fields_map_onto_the_job_spec(oai: openai.OpenAI, client: Any, ke
     assert job.validation_file == valid and job.method is not None and job.method.type == "lora"
     assert job.hyperparameters.batch_size == 2 and job.hyperparameters.learning_rate_multiplier == 2
     native = client.get(f"/v1/jobs/{job.id}", headers=headers(key)).json()
-    assert native["method"] == "lora" and native["name"] == f"ft:{MODEL}"
+    assert native["method"] == "lora" and native["name"] == "ft:tiny-gpt2"
     assert native["hyperparameters"]["learning_rate"] == pytest.approx(2 * fine_tuning.BASE_LEARNING_RATE)
     assert native["hyperparameters"]["lora_r"] == 8 and native["hyperparameters"]["batch_size"] == 2
     assert native["policy"]["max_cost_usd"] == 5.0 and native["policy"]["spot"] == "never"

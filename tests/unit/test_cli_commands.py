@@ -42,6 +42,7 @@ def test_the_main_app_has_every_command_once() -> None:
         "estimate",
         "costs",
         "instance-types",
+        "models",
         "jobs",
         "logs",
         "queue",

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from support import ROOT
 
+from trainyard.platform.registry.table import packaged_table
 from trainyard.platform.scheduling import (
     Catalog,
     ModelInfo,
@@ -23,7 +24,6 @@ from trainyard.platform.scheduling import (
     estimate_all,
     parse_pools,
     resolve_dataset_tokens,
-    resolve_model_info,
 )
 from trainyard.platform.spec import Hyperparameters, JobSpec
 
@@ -353,9 +353,11 @@ def test_lora_8b_gets_a_fitting_gpu_before_its_deadline(catalog: Catalog) -> Non
     spec = JobSpec.model_validate(load_job_file(EXAMPLES / "lora-8b-deadline.yaml"))
     assert spec.method == "lora" and spec.policy.objective == "deadline" and spec.policy.spot == "auto"
     assert spec.policy.allowed_accelerators and spec.policy.deadline is not None
-    # config={}: the hints are used, the hub is never asked.
-    model = resolve_model_info(spec, config={})
-    assert model.source == "spec" and model.parameters == spec.model_parameters
+    # The model registry sizes it: the hub is never asked.
+    entry = packaged_table().get(spec.base_model)
+    assert entry is not None and spec.model_parameters is None
+    model = entry.info
+    assert model.source == "registry" and model.parameters == 8_030_261_248
     tokens = resolve_dataset_tokens(spec, None)
     # Two days before the deadline, whatever today's date.
     now = spec.policy.deadline - timedelta(days=2)

@@ -36,7 +36,9 @@ def test_every_operation_documents_its_errors_in_the_envelope(document: dict[str
         errors = {int(s): r for s, r in op["responses"].items() if int(s) >= 400}
         assert {400, 401, 503} <= set(errors), (method, path, sorted(errors))
         envelope = (
-            "OpenAIErrorResponse" if path.startswith(("/v1/files", "/v1/fine_tuning")) else "ErrorResponse"
+            "OpenAIErrorResponse"
+            if path.startswith(("/v1/files", "/v1/fine_tuning", "/v1/models"))
+            else "ErrorResponse"
         )
         for status, response in errors.items():
             ref = response["content"]["application/json"]["schema"]["$ref"]

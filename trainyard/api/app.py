@@ -24,6 +24,7 @@ from trainyard.api.errors import error_response, install_error_handlers
 from trainyard.api.hygiene import refuse_bad_text
 from trainyard.api.json_bodies import JsonBodies
 from trainyard.api.metrics import LatencyMiddleware, make_registry
+from trainyard.api.openai import models as routes_models
 from trainyard.api.openai import routes as routes_openai
 from trainyard.api.openapi import install_openapi
 from trainyard.api.spend_metrics import register_spend_metrics
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, deployment: Deployment | None =
     app.include_router(routes_costs.router)
     app.include_router(routes_grants.router)
     app.include_router(routes_openai.router)
+    app.include_router(routes_models.router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz(request: Request) -> JSONResponse:

@@ -57,7 +57,8 @@ class OpenAIErrorDetail(ErrorDetail):
 
 
 class OpenAIErrorResponse(BaseModel):
-    """The body of every error on the OpenAI routes (`/v1/files`, `/v1/fine_tuning/jobs`)."""
+    """The body of every error on the OpenAI routes (`/v1/files`, `/v1/fine_tuning/jobs`,
+    `/v1/models`)."""
 
     error: OpenAIErrorDetail
 

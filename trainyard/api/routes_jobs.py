@@ -24,6 +24,7 @@ from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
 from trainyard.platform import costs, jobs, states, submission
 from trainyard.platform.auth import Principal
 from trainyard.platform.queue import answers
+from trainyard.platform.registry import fine_tuned
 from trainyard.platform.spec import JobSpec
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=UnitOfWorkRoute)
@@ -73,13 +74,15 @@ def list_jobs(
     rows, more = jobs.list_jobs(
         session, principal, status=status, metadata=_metadata_filters(request), after=after, limit=limit
     )
-    return page(rows, more, job_out)
+    models = fine_tuned.model_ids(session, rows)
+    return page(rows, more, lambda job: job_out(job, fine_tuned_model=models.get(job.id)))
 
 
 @router.get("/{job_id}")
 def get_job(job_id: str, session: SessionDep, principal: PrincipalDep, request: Request) -> dict[str, Any]:
     job = jobs.get_job(session, principal, job_id)
-    out = job_out(job, goodput=costs.job_goodput(session, job.id))
+    model = fine_tuned.model_ids(session, [job]).get(job.id)
+    out = job_out(job, goodput=costs.job_goodput(session, job.id), fine_tuned_model=model)
     # Queued and paused jobs say where they stand and why; others carry null.
     out["queue"] = queue_out(answers.answer(session, job, request.app.state.deployment, pace=pace(request)))
     return out

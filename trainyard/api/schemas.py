@@ -27,8 +27,11 @@ def planned_steps(job: Job) -> int | None:
     return int(steps) if steps else None
 
 
-def job_out(job: Job, *, goodput: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A job on the wire; `goodput` (`costs.job_goodput`) goes in its cost where given."""
+def job_out(
+    job: Job, *, goodput: dict[str, Any] | None = None, fine_tuned_model: str | None = None
+) -> dict[str, Any]:
+    """A job on the wire; `goodput` (`costs.job_goodput`) goes in its cost where given;
+    `fine_tuned_model` is the id of the model a succeeded job made (`registry.fine_tuned`)."""
     spec = dict(job.spec)
     progress = dict(job.progress or {})
     return {
@@ -60,6 +63,7 @@ def job_out(job: Job, *, goodput: dict[str, Any] | None = None) -> dict[str, Any
         "pause_requested": job.pause_requested,
         "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
         "result": job.result,
+        "fine_tuned_model": fine_tuned_model,
         "created_at": ts(job.created_at),
         "started_at": ts(job.started_at),
         "finished_at": ts(job.finished_at),

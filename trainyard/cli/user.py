@@ -1,5 +1,5 @@
 """User commands of the `trainyard` CLI: submit, jobs, logs, queue, pause, resume, estimate,
-costs, instance-types, files, budgets.
+costs, instance-types, models, files, budgets.
 
 They talk to the API through the SDK only, never to the database, so they work against any
 server the credentials point at. Exit codes are in `trainyard.cli.client`.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from trainyard.cli import budgets, costs, files, jobs, logs, outputs, queue
+from trainyard.cli import budgets, costs, files, jobs, logs, models, outputs, queue
 
 
 def register(app: typer.Typer) -> None:
@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
     app.command("resume")(jobs.resume)
     files.register(app)
     budgets.register(app)
+    app.command("models")(models.models)
     # A fresh sub-app per call, so registering on several apps (tests do) shares no state.
     jobs_app = typer.Typer(
         no_args_is_help=True, help="List, inspect, cancel and follow jobs; download their models."

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trainyard.platform.models import Job, JobAttempt
+from trainyard.platform.registry import ModelRegistry
 from trainyard.platform.scheduling import (
     Catalog,
     CatalogError,
@@ -90,11 +91,14 @@ class Deployment:
     catalog: Catalog
     pools: tuple[Pool, ...]
     throughput: Throughput = field(init=False, repr=False, compare=False)
+    # The models jobs may start from, and the hub look-ups this process shares.
+    models: ModelRegistry = field(init=False, repr=False, compare=False)
     _by_name: Mapping[str, Pool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_name", {p.instance_type: p for p in self.pools})
         object.__setattr__(self, "throughput", Throughput(self.catalog))
+        object.__setattr__(self, "models", ModelRegistry())
 
     @property
     def available(self) -> frozenset[str]:

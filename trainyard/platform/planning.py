@@ -89,14 +89,13 @@ class Planner:
         return self.deployment.capacity
 
     # -- inputs ----------------------------------------------------------------------------
-    def _model(self, spec: JobSpec) -> ModelInfo:
+    def _model(self, session: Session, spec: JobSpec) -> ModelInfo:
         """Size from the model's config.json (local or s3://, read once), else the request's hint.
-        A hub id with a size given is not looked up: no network round trip on every submit."""
+        A hub id is sized by the registry: its table or cache, else a bounded hub look-up."""
         source = spec.base_model
         # Told from the spelling alone: a caller's value never reaches the filesystem as a name here.
-        is_hub_id = not source.startswith("s3://") and not is_local_path(source)
-        if spec.model_parameters is not None and is_hub_id:
-            return resolve_model_info(spec, config={})
+        if not source.startswith("s3://") and not is_local_path(source):
+            return self.deployment.models.size(session, spec)
         config = read_model_config(source, read_bytes=_read_bytes, hub_timeout_s=3.0)
         return resolve_model_info(spec, config=config or {})
 
@@ -136,7 +135,7 @@ class Planner:
         try:
             # The store and hub reads come first, before `session` is used: `submission` releases
             # its connection for them, and no transaction waits on the network.
-            model = self._model(spec)
+            model = self._model(session, spec)
             tokens, tokens_source = self._tokens(spec)
         except EstimateInputError as exc:
             raise Unprocessable(str(exc), code="estimate_input_missing", param=exc.param) from exc

@@ -7,7 +7,8 @@ the insert. The steps, in this order:
 1. the Idempotency-Key: a job the team already created with it is returned as it is (or the
    request is refused with 409 when its body differs), before anything below runs, so a retried
    create is answered the same however the world moved since (budget spent, files deleted);
-2. `file-...` ids resolved to the storage URIs the job will read (another team's is a 404);
+2. `file-...` ids resolved to the storage URIs the job will read, and an ft model id in
+   `base_model` to its job's final model (another team's file or model is a 404);
 3. sources: every one checked by the source policy and spelled canonically, before any is read;
 4. the plan: instance type, pool, estimated time and cost (the reads of the model config and
    the dataset from the store or the hub hold no database connection: steps 1-3 are released),
@@ -65,7 +66,7 @@ def submit(
     replay = jobs.find_replay(session, principal, idempotency_key, digest)
     if replay is not None:
         return replay, False
-    spec = _resolve(session, principal, spec, sources=sources)
+    spec = _resolve(session, principal, spec, planner=planner, sources=sources)
     db.release(session)  # planning reads the store and the hub; the write transaction comes after
     plan, pool = planner.plan(session, spec)
     # Read once: the budget check below finds it in the session while `team` holds it.
@@ -85,7 +86,7 @@ def estimate(
     session: Session, principal: Principal, spec: JobSpec, *, planner: Planner, sources: SourcePolicy
 ) -> EstimateResult:
     """Plan `spec` as `submit` would, and create nothing."""
-    spec = _resolve(session, principal, spec, sources=sources)
+    spec = _resolve(session, principal, spec, planner=planner, sources=sources)
     db.release(session)  # planning reads the store and the hub
     planned = planner.estimate(session, spec)
     return EstimateResult(
@@ -97,9 +98,12 @@ def estimate(
     )
 
 
-def _resolve(session: Session, principal: Principal, spec: S, *, sources: SourcePolicy) -> S:
-    # Files first: an uploaded file's URI is checked like any other, as the team's own upload.
+def _resolve(
+    session: Session, principal: Principal, spec: S, *, planner: Planner, sources: SourcePolicy
+) -> S:
+    # Files and models first: their URIs are checked like any other, as the team's own.
     spec = files.resolve_spec_files(session, principal, spec)
+    spec = planner.deployment.models.resolve_spec(session, principal, spec)
     return sources.check_spec(session, Reader(principal.team_id, is_admin=principal.is_admin), spec)
 
 

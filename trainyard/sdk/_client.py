@@ -15,6 +15,7 @@ from trainyard.sdk.resources import (
     AsyncFiles,
     AsyncInstanceTypes,
     AsyncJobs,
+    AsyncModels,
     AsyncQueue,
     Budgets,
     Costs,
@@ -22,6 +23,7 @@ from trainyard.sdk.resources import (
     Files,
     InstanceTypes,
     Jobs,
+    Models,
     Queue,
 )
 
@@ -44,6 +46,7 @@ class Trainyard(SyncAPIClient):
     queue: Queue
     files: Files
     budgets: Budgets
+    models: Models
 
     def __init__(
         self,
@@ -62,6 +65,7 @@ class Trainyard(SyncAPIClient):
         self.queue = Queue(self)
         self.files = Files(self)
         self.budgets = Budgets(self)
+        self.models = Models(self)
 
     def health(self) -> dict[str, Any]:
         """The server's /healthz answer (it checks the database)."""
@@ -93,6 +97,7 @@ class AsyncTrainyard(AsyncAPIClient):
     queue: AsyncQueue
     files: AsyncFiles
     budgets: AsyncBudgets
+    models: AsyncModels
 
     def __init__(
         self,
@@ -111,6 +116,7 @@ class AsyncTrainyard(AsyncAPIClient):
         self.queue = AsyncQueue(self)
         self.files = AsyncFiles(self)
         self.budgets = AsyncBudgets(self)
+        self.models = AsyncModels(self)
 
     async def health(self) -> dict[str, Any]:
         data, _ = await self.request("GET", "/healthz")

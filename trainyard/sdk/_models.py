@@ -26,6 +26,7 @@ __all__ = [
     "JobEvent",
     "JobProgress",
     "JobResult",
+    "Model",
     "Page",
     "Plan",
     "PlanAlternative",
@@ -234,6 +235,9 @@ class Job(TrainyardModel):
     pause_requested: bool = False
     error: JobError | None = None
     result: JobResult | None = None
+    # The id of the model a succeeded job made (`ft:<base>:<team>:<suffix>:<job>`); it works as
+    # the `base_model` of a further job.
+    fine_tuned_model: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     created_at: datetime | None = None
     started_at: datetime | None = None
@@ -473,3 +477,26 @@ class InstanceType(TrainyardModel):
     # Whether the platform has a tested way to run jobs on it (TPUs: not yet), and if not, why.
     runnable: bool | None = None
     runnable_reason: str | None = None
+
+
+class Model(TrainyardModel):
+    """A model a job may start from: a base model the platform knows (`source` "registry" or
+    "cache") or one of the team's fine-tuned models ("fine_tuned"), as `/v1/models` lists them."""
+
+    id: str
+    object: str = "model"
+    created: int | None = None
+    owned_by: str | None = None
+    source: str | None = None
+    parameters: int | None = None
+    layers: int | None = None
+    hidden_size: int | None = None
+    vocab_size: int | None = None
+    context_length: int | None = None
+    model_type: str | None = None
+    license: str | None = None
+    # Fine-tuned models: what they were trained from, by which job, and where the model lies.
+    base_model: str | None = None
+    job_id: str | None = None
+    uri: str | None = None
+    method: str | None = None

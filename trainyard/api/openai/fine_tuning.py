@@ -2,8 +2,9 @@
 
 Mapping choices, where OpenAI leaves room:
 
-* `model` is the base model (a Hugging Face id or a model URI); `method.type` "supervised" is a
-  full fine-tune, "lora" (or the extra body field `method_type: "lora"`) a LoRA one.
+* `model` is the base model (a Hugging Face id, an ft id from `/v1/models`, or a model URI);
+  `method.type` "supervised" is a full fine-tune, "lora" (or the extra body field
+  `method_type: "lora"`) a LoRA one.
 * "auto" hyperparameters take Trainyard's defaults; `learning_rate_multiplier` scales
   `BASE_LEARNING_RATE`. Trainyard's own hyperparameters (`max_steps`, `seq_len`, ...) are accepted
   beside OpenAI's, as are the job fields `policy`, `instance_type`, `max_cost_usd`, `task`,
@@ -20,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trainyard.platform.errors import InvalidRequest, Unprocessable
+from trainyard.platform.registry.names import short_name
 from trainyard.platform.spec import (
     METADATA_SCHEMA,
     CheckpointPolicy,
@@ -150,7 +152,8 @@ def to_job_spec(req: FineTuningJobRequest) -> JobSpec:
     if req.max_cost_usd is not None:
         policy["max_cost_usd"] = req.max_cost_usd
     body: dict[str, Any] = {
-        "name": req.suffix or f"ft:{req.model}"[:200],
+        # Without a suffix the job is named for its model, short (`ft:Llama-3.1-8B`), not its URI.
+        "name": req.suffix or f"ft:{short_name(req.model)}",
         "base_model": req.model,
         "method": "lora" if kind == "lora" else "full",
         "training_file": req.training_file,

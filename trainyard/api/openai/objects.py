@@ -1,8 +1,9 @@
 """Platform objects in OpenAI's shapes: `file`, `fine_tuning.job`, its events and checkpoints.
 Times are Unix seconds, as OpenAI's are.
 
-* `fine_tuned_model` is the URI of the final model (a save_pretrained directory): a string the
-  client parses as it parses OpenAI's names, and one that works as the `model` of a further job.
+* `fine_tuned_model` is the model's id, `ft:<base>:<team>:<suffix>:<job>` as OpenAI spells its
+  own; it works as the `model` of a further job, and `model` shows it again for a job started from
+  one. The final model's URI (a save_pretrained directory) is under `trainyard.final_model_uri`.
 * `status` is OpenAI's, plus `paused`; a job that is stopping after a cancel stays `running` until
   its worker has stopped. Trainyard's own status and spend are under the extra key `trainyard`.
 """
@@ -19,6 +20,7 @@ from trainyard.api.openai.fine_tuning import BASE_LEARNING_RATE, LORA_HYPERPARAM
 from trainyard.platform import events, files, states
 from trainyard.platform.models import Checkpoint, Job, JobEvent
 from trainyard.platform.models_files import File
+from trainyard.platform.registry import fine_tuned
 
 # Trainyard status -> OpenAI status.
 STATUS: dict[str, str] = {
@@ -97,10 +99,14 @@ def job_object(
     *,
     file_ids: Mapping[str, str] | None = None,
     result_files: Sequence[str] = (),
+    model_id: str | None = None,
+    base_model_id: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """A job as OpenAI's `fine_tuning.job`. `file_ids` maps storage URIs to file ids
-    (`files.file_ids_for_uris`); files given as URIs are shown as URIs."""
+    (`files.file_ids_for_uris`); files given as URIs are shown as URIs. `model_id` is the ft id
+    of the model the job made, `base_model_id` that of the model it started from, where it
+    started from one of its team's (`fine_tuned.model_ids`, `fine_tuned.ids_for_uris`)."""
     now = now or datetime.now(UTC)
     spec = dict(job.spec)
     ids = file_ids or {}
@@ -110,16 +116,15 @@ def job_object(
     validation = spec.get("validation_file")
     progress = job.progress or {}
     plan = job.plan or {}
+    final_uri = (job.result or {}).get("final_model_uri") if job.status == states.SUCCEEDED else None
     return {
         "id": job.id,
         "object": "fine_tuning.job",
         "created_at": unix(job.created_at),
         "finished_at": unix(job.finished_at),
         "estimated_finish": _estimated_finish(job, now),
-        "model": spec.get("base_model"),
-        "fine_tuned_model": (job.result or {}).get("final_model_uri")
-        if job.status == states.SUCCEEDED
-        else None,
+        "model": base_model_id or spec.get("base_model"),
+        "fine_tuned_model": (model_id or final_uri) if final_uri else None,
         "organization_id": job.team_id,
         "status": STATUS.get(job.status, job.status),
         "training_file": ids.get(training, training) if training else training,
@@ -153,6 +158,7 @@ def job_object(
                 "loss": progress.get("loss"),
             },
             "cost_report_uri": (job.result or {}).get("cost_report_uri"),
+            "final_model_uri": final_uri,
         },
     }
 
@@ -162,8 +168,24 @@ def job_objects(session: Session, rows: Sequence[Job]) -> list[dict[str, Any]]:
     uris = [u for job in rows for u in (job.spec.get("training_file"), job.spec.get("validation_file"))]
     ids = files.file_ids_for_uris(session, uris)
     results = files.result_file_ids(session, rows)
+    models = fine_tuned.model_ids(session, rows)
+    bases: dict[str, str] = {}
+    for team_id in {job.team_id for job in rows}:
+        own = [job for job in rows if job.team_id == team_id]
+        by_uri = fine_tuned.ids_for_uris(session, (j.spec.get("base_model") for j in own), team_id=team_id)
+        bases.update({j.id: by_uri[j.spec["base_model"]] for j in own if j.spec.get("base_model") in by_uri})
     now = datetime.now(UTC)
-    return [job_object(job, file_ids=ids, result_files=results.get(job.id, ()), now=now) for job in rows]
+    return [
+        job_object(
+            job,
+            file_ids=ids,
+            result_files=results.get(job.id, ()),
+            model_id=models.get(job.id),
+            base_model_id=bases.get(job.id),
+            now=now,
+        )
+        for job in rows
+    ]
 
 
 def _metrics(values: Mapping[str, Any]) -> dict[str, Any]:

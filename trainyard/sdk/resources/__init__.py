@@ -1,5 +1,5 @@
 """Resource namespaces: `client.jobs`, `client.estimates`, `client.costs`, `client.instance_types`,
-`client.queue`, `client.files`, `client.budgets`."""
+`client.queue`, `client.files`, `client.budgets`, `client.models`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from trainyard.sdk.resources.estimates import AsyncEstimates, Estimates
 from trainyard.sdk.resources.files import AsyncFiles, Files
 from trainyard.sdk.resources.instance_types import AsyncInstanceTypes, InstanceTypes
 from trainyard.sdk.resources.jobs import AsyncJobs, Jobs
+from trainyard.sdk.resources.models import AsyncModels, Models
 from trainyard.sdk.resources.queue import AsyncQueue, Queue
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "AsyncFiles",
     "AsyncInstanceTypes",
     "AsyncJobs",
+    "AsyncModels",
     "AsyncQueue",
     "Budgets",
     "Costs",
@@ -25,5 +27,6 @@ __all__ = [
     "Files",
     "InstanceTypes",
     "Jobs",
+    "Models",
     "Queue",
 ]
