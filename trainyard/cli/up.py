@@ -43,6 +43,9 @@ def configure_logging(verbose: bool) -> None:
 
 def _port_taken(host: str, port: int) -> bool:
     with socket.socket() as s:
+        # As uvicorn binds: connections of a stack that just stopped, left in TIME_WAIT, do not
+        # hold the port; a listening server does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

@@ -151,10 +151,13 @@ def _ray_bin() -> str:
 
 
 @contextlib.contextmanager
-def node_cluster(workers: dict[str, dict[str, float]], *, worker_cpus: int = 2) -> Iterator[NodeCluster]:
+def node_cluster(
+    workers: dict[str, dict[str, float]], *, worker_cpus: int = 2, env: dict[str, str] | None = None
+) -> Iterator[NodeCluster]:
     """A head with no CPU of its own to train on (it still holds the run's actors, which need
     none) and one worker node per entry of ``workers``, each with ``worker_cpus`` CPUs and its
-    resources (a pool's resource, a spot marker); all of it stopped on exit."""
+    resources (a pool's resource, a spot marker); ``env`` is added to every node's environment
+    (its Ray processes inherit it); all of it stopped on exit."""
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray_bin = _ray_bin()
     subprocess.run([ray_bin, "get-auth-token", "--generate"], check=True, capture_output=True)
@@ -163,7 +166,7 @@ def node_cluster(workers: dict[str, dict[str, float]], *, worker_cpus: int = 2) 
         port = s.getsockname()[1]
     temp_dir = tempfile.mkdtemp(prefix="rayn", dir="/tmp")
     log = open(Path(temp_dir) / "ray-start.log", "wb")  # noqa: SIM115 - closed in finally
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
     env.pop("RAY_ADDRESS", None)
     address = f"127.0.0.1:{port}"
 
