@@ -50,7 +50,12 @@ def worlds(draw: st.DrawFn) -> list[tuple[int, str, History]]:
 
 
 def _seed(session: Session, world: list[tuple[int, str, History]]) -> tuple[Principal, list[str], list[str]]:
-    session.execute(text("TRUNCATE checkpoints, job_events, job_attempts, jobs, api_keys, teams CASCADE"))
+    session.execute(
+        text(
+            "TRUNCATE checkpoints, job_events, job_attempts, jobs, api_keys, teams, cost_rollup,"
+            " cost_rollup_keys CASCADE"
+        )
+    )
     teams = [auth.create_team(session, name) for name in ("research", "vision")]
     keys = [auth.create_key(session, team) for team in teams]
     admin = auth.create_key(session, teams[0], role="admin")

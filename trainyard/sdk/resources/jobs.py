@@ -79,6 +79,11 @@ class Jobs:
         """Queued jobs cancel at once; running ones move to `cancelling` until their worker stops."""
         return self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/cancel")
 
+    def resume(self, job_id: str, *, max_cost_usd: float | None = None) -> Job:
+        """Queue a paused job again, or one stopped for its budget (optionally with a higher cap)."""
+        body = {"max_cost_usd": max_cost_usd} if max_cost_usd is not None else None
+        return self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/resume", body=body)
+
     def events_page(
         self, job_id: str, *, after: str | None = None, limit: int | None = None, order: str | None = None
     ) -> Page[JobEvent]:
@@ -176,6 +181,10 @@ class AsyncJobs:
 
     async def cancel(self, job_id: str) -> Job:
         return await self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/cancel")
+
+    async def resume(self, job_id: str, *, max_cost_usd: float | None = None) -> Job:
+        body = {"max_cost_usd": max_cost_usd} if max_cost_usd is not None else None
+        return await self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/resume", body=body)
 
     async def events_page(
         self, job_id: str, *, after: str | None = None, limit: int | None = None, order: str | None = None
