@@ -241,12 +241,14 @@ class Checkpoint(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ckpt"))
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     attempt_id: Mapped[str] = mapped_column(String(40))
+    # A sweep's trial ('' for a job that is not a sweep): every trial counts its own steps.
+    trial: Mapped[str] = mapped_column(String(64), server_default=text("''"))
     step: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
     uri: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
-    __table_args__ = (UniqueConstraint("job_id", "step", name="uq_checkpoints_job_step"),)
+    __table_args__ = (UniqueConstraint("job_id", "trial", "step", name="uq_checkpoints_job_trial_step"),)
 
 
 class CostRollupKey(Base):

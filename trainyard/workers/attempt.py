@@ -222,6 +222,7 @@ class AttemptRunner:
             spec = JobSpec.model_validate(job.spec)
             self.mailbox.job_id = job.id
             self.mailbox.keep = spec.checkpoint.keep if spec.sweep is None else None
+            self.mailbox.sweep_trials = spec.sweep.trials if spec.sweep is not None else None
             self._budget = spec.policy.max_cost_usd
             self.number = attempt.number
             started = time.monotonic()
@@ -364,7 +365,10 @@ class AttemptRunner:
             self._request_stop(self.stop_reason)
         with self.sessions() as s:
             latest = attempts.latest_checkpoint(s, job.id)
-        if latest is not None:
+        if spec.sweep is not None:
+            # Each trial resumes from its own latest checkpoint; the attempt from all of them.
+            self._fenced(lambda s: attempts.set_sweep_start(s, self.attempt_id))
+        elif latest is not None:
             step = latest.step
             self._fenced(lambda s: attempts.set_start_step(s, self.attempt_id, step))
         return run_training(
