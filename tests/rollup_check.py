@@ -7,13 +7,21 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trainyard.platform import states
 from trainyard.platform.costs import ledger
-from trainyard.platform.models import ROLLUP_COUNTS, ROLLUP_FIGURES, CostRollup, CostRollupKey, Job, JobAttempt
+from trainyard.platform.models import (
+    ROLLUP_COUNTS,
+    ROLLUP_FIGURES,
+    CostRollup,
+    CostRollupKey,
+    Job,
+    JobAttempt,
+)
 
 GRAINS = {"h": 3600, "d": 86_400}
 Key = tuple[str, str, str, str, str, bool, str]
@@ -96,7 +104,11 @@ def expected(session: Session) -> dict[Cell, dict[str, float]]:
         key = _key(job, job.instance_type, accelerator, plan.get("spot") is True, "succeeded")
         at = (job.finished_at or job.created_at).timestamp()
         for grain, size in GRAINS.items():
-            figures = {"estimated_usd": float(estimate), "estimate_actual_usd": job.cost_usd, "estimate_jobs": 1.0}
+            figures = {
+                "estimated_usd": float(estimate),
+                "estimate_actual_usd": job.cost_usd,
+                "estimate_jobs": 1.0,
+            }
             _add(cells, (grain, float(math.floor(at / size) * size), key), figures)
     return cells
 

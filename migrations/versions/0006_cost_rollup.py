@@ -60,6 +60,11 @@ _WASTED = "'crashed', 'failed', 'lost', 'preempted'"
 _NONZERO = " OR ".join(f"sum({c}) <> 0" for c in ALL)
 _SUMS = ", ".join(f"sum(p.{c})" for c in ALL)
 _ADD = ", ".join(f"{c} = r.{c} + EXCLUDED.{c}" for c in ALL)
+# An attempt counts its job, in the bucket holding its start, for each set of attempt dimensions
+# it is the first of its job with (bit s of `firsts`).
+_JOB_COUNTS = ", ".join(
+    f"CASE WHEN f.first AND (a.firsts & {1 << s}) <> 0 THEN sign::int ELSE 0 END" for s in range(8)
+)
 
 _KEY_FUNCTION = """
 CREATE FUNCTION cost_rollup_key(p_team text, p_api_key text, p_model text, p_instance text,
@@ -107,7 +112,7 @@ LANGUAGE sql STABLE AS $$
            CASE WHEN v.lost THEN 0.0 ELSE sign * v.usd * v.recomputed_f * f.f END,
            CASE WHEN v.lost THEN sign * v.usd * f.f ELSE 0.0 END,
            0.0, 0.0, 0,
-           {", ".join(f"CASE WHEN f.first AND (a.firsts & {1 << s}) <> 0 THEN sign::int ELSE 0 END" for s in range(8))}
+           {_JOB_COUNTS}
     FROM (
         SELECT date_part('epoch', a.started_at) AS s,
                greatest(a.billable_seconds, 0) AS len,
@@ -122,20 +127,22 @@ LANGUAGE sql STABLE AS $$
                     THEN least(a.steps_recomputed::float8 / (a.end_step - a.start_step), 1.0) * (1.0 - sf.f)
                     ELSE 0.0 END AS recomputed_f
         FROM (SELECT CASE WHEN a.billable_seconds <= 0 THEN 0.0
-                          WHEN a.pace_at IS NULL THEN
-                               CASE WHEN a.end_step > a.start_step OR a.tokens_trained > 0 THEN 0.0 ELSE 1.0 END
-                          ELSE least(greatest(date_part('epoch', a.pace_at) - date_part('epoch', a.started_at), 0)
-                                     / a.billable_seconds, 1.0) END AS f) sf
+                     WHEN a.pace_at IS NULL THEN
+                          CASE WHEN a.end_step > a.start_step OR a.tokens_trained > 0 THEN 0.0 ELSE 1.0 END
+                     ELSE least(greatest(date_part('epoch', a.pace_at) - date_part('epoch', a.started_at), 0)
+                                / a.billable_seconds, 1.0) END AS f) sf
     ) v
     CROSS JOIN (VALUES ('h', 3600), ('d', 86400)) AS g(grain, size)
     CROSS JOIN LATERAL generate_series(
         floor(v.s / g.size)::bigint,
-        CASE WHEN v.len > 0 THEN greatest(floor(v.s / g.size)::bigint, ceil((v.s + v.len) / g.size)::bigint - 1)
+        CASE WHEN v.len > 0
+             THEN greatest(floor(v.s / g.size)::bigint, ceil((v.s + v.len) / g.size)::bigint - 1)
              ELSE floor(v.s / g.size)::bigint END
     ) AS k(k)
     CROSS JOIN LATERAL (
         SELECT CASE WHEN v.len > 0
-                    THEN greatest(least(v.s + v.len, (k.k + 1) * g.size) - greatest(v.s, k.k * g.size), 0) / v.len
+                    THEN greatest(least(v.s + v.len, (k.k + 1) * g.size) - greatest(v.s, k.k * g.size), 0)
+                         / v.len
                     ELSE 1.0 END AS f,
                k.k = floor(v.s / g.size)::bigint AS first
     ) f
@@ -150,7 +157,8 @@ CREATE FUNCTION cost_job_estimate(j jobs)
 RETURNS TABLE (at float8, estimate float8, actual float8, accelerator text, spot boolean)
 LANGUAGE sql STABLE AS $$
     SELECT date_part('epoch', coalesce(j.finished_at, j.created_at)), e.estimate, j.cost_usd,
-           CASE WHEN jsonb_typeof(j.plan -> 'accelerator') = 'string' THEN left(j.plan ->> 'accelerator', 64) END,
+           CASE WHEN jsonb_typeof(j.plan -> 'accelerator') = 'string'
+                THEN left(j.plan ->> 'accelerator', 64) END,
            coalesce(j.plan -> 'spot' = 'true'::jsonb, false)
     FROM (SELECT CASE WHEN jsonb_typeof(j.plan -> 'estimated_cost_usd') = 'number'
                       THEN least((j.plan ->> 'estimated_cost_usd')::numeric, 1e300)::float8 END AS estimate) e
@@ -269,6 +277,17 @@ END
 $$
 """
 
+# Bit s of an attempt's `firsts`: it is its job's first (by number) with the same values of the
+# attempt dimensions in set s.
+_FIRSTS = " + ".join(
+    "(row_number() OVER (PARTITION BY a.job_id"
+    + (", a.instance_type" if s & 1 else "")
+    + (", a.accelerator" if s & 2 else "")
+    + (", a.spot" if s & 4 else "")
+    + f" ORDER BY a.number) = 1)::int * {1 << s}"
+    for s in range(8)
+)
+
 _REBUILD_FUNCTION = f"""
 CREATE FUNCTION cost_rollup_rebuild() RETURNS void
 LANGUAGE plpgsql AS $$
@@ -277,34 +296,37 @@ BEGIN
     LOCK TABLE cost_rollup IN EXCLUSIVE MODE;
     LOCK TABLE jobs, job_attempts IN SHARE MODE;
     PERFORM set_config('trainyard.rollup_off', 'on', true);
+    PERFORM set_config('work_mem', '256MB', true);
     INSERT INTO cost_rollup_keys (team_id, api_key_id, model, instance_type, accelerator, spot, outcome)
     SELECT DISTINCT j.team_id, coalesce(j.api_key_id, ''), coalesce(j.spec ->> 'base_model', ''),
            coalesce(a.instance_type, j.instance_type, ''), coalesce(a.accelerator, ''), a.spot,
            coalesce(a.outcome, '')
     FROM job_attempts a JOIN jobs j ON j.id = a.job_id
     ON CONFLICT DO NOTHING;
+    -- Each attempt's key values and firsts worked out once (OFFSET 0), then matched to the keys:
+    -- joined row by row instead, the planner guesses one match and rescans the jobs per key.
     UPDATE job_attempts a
     SET billed_until = a.started_at + greatest(a.billable_seconds, 0) * interval '1 second',
-        rollup_key_id = k.id,
-        firsts = f.firsts
-    FROM jobs j, cost_rollup_keys k, (
-        SELECT id,
-               {" + ".join(
-                   f"(row_number() OVER (PARTITION BY job_id"
-                   + ("".join(
-                       [", instance_type" if s & 1 else "", ", accelerator" if s & 2 else "", ", spot" if s & 4 else ""]
-                   ))
-                   + f" ORDER BY number) = 1)::int * {1 << s}"
-                   for s in range(8)
-               )} AS firsts
-        FROM job_attempts
-    ) f
-    WHERE j.id = a.job_id AND f.id = a.id
-      AND k.team_id = j.team_id AND k.api_key_id = coalesce(j.api_key_id, '')
-      AND k.model = coalesce(j.spec ->> 'base_model', '')
-      AND k.instance_type = coalesce(a.instance_type, j.instance_type, '')
-      AND k.accelerator = coalesce(a.accelerator, '') AND k.spot = a.spot
-      AND k.outcome = coalesce(a.outcome, '');
+        rollup_key_id = x.key_id,
+        firsts = x.firsts
+    FROM (
+        SELECT v.id, k.id AS key_id, v.firsts
+        FROM (
+            SELECT a.id, j.team_id, coalesce(j.api_key_id, '') AS api_key_id,
+                   coalesce(j.spec ->> 'base_model', '') AS model,
+                   coalesce(a.instance_type, j.instance_type, '') AS instance_type,
+                   coalesce(a.accelerator, '') AS accelerator, a.spot, coalesce(a.outcome, '') AS outcome,
+                   {_FIRSTS} AS firsts
+            FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+            OFFSET 0
+        ) v
+        JOIN cost_rollup_keys k
+          ON k.team_id = v.team_id AND k.api_key_id = v.api_key_id AND k.model = v.model
+         AND k.instance_type = v.instance_type AND k.accelerator = v.accelerator AND k.spot = v.spot
+         AND k.outcome = v.outcome
+        OFFSET 0
+    ) x
+    WHERE x.id = a.id;
     DELETE FROM cost_rollup;
     INSERT INTO cost_rollup (grain, bucket, key_id, {_COLUMNS})
     SELECT p.grain, p.bucket, p.key_id, {_SUMS}
@@ -433,7 +455,9 @@ def upgrade() -> None:
     # rows, and a new version on the same page (no key changes) needs no index entry.
     op.execute("ALTER TABLE cost_rollup SET (fillfactor = 70)")
     op.add_column("job_attempts", sa.Column("billed_until", sa.DateTime(timezone=True), nullable=True))
-    op.add_column("job_attempts", sa.Column("firsts", sa.SmallInteger(), server_default=_ZERO, nullable=False))
+    op.add_column(
+        "job_attempts", sa.Column("firsts", sa.SmallInteger(), server_default=_ZERO, nullable=False)
+    )
     op.add_column("job_attempts", sa.Column("rollup_key_id", sa.Integer(), nullable=True))
     # Where a succeeded job's estimate is counted (`queries.FINISHED`).
     op.execute(

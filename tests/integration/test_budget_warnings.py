@@ -44,7 +44,9 @@ def _claim(sessions: sessionmaker[Session]) -> str:
     return claim.attempt_id
 
 
-def _run_for(sessions: sessionmaker[Session], attempt_id: str, seconds: float, **progress: Any) -> queue.Heartbeat:
+def _run_for(
+    sessions: sessionmaker[Session], attempt_id: str, seconds: float, **progress: Any
+) -> queue.Heartbeat:
     """The attempt has run `seconds` more by its next heartbeat ($10 an hour)."""
     with sessions.begin() as s:
         s.execute(
@@ -62,13 +64,17 @@ def _warnings(sessions: sessionmaker[Session], job_id: str) -> list[JobEvent]:
         return list(rows)
 
 
-def _set_budget(sessions: sessionmaker[Session], team: str, usd: float | None, share: float | None = None) -> None:
+def _set_budget(
+    sessions: sessionmaker[Session], team: str, usd: float | None, share: float | None = None
+) -> None:
     admin = principal_for(sessions, make_key(sessions, "ops", role="admin"))
     with sessions.begin() as s:
         costs.set_team_budget(s, admin, team, usd, share)
 
 
-def test_a_job_is_warned_once_at_its_cap_and_once_at_its_teams_budget(sessions: sessionmaker[Session]) -> None:
+def test_a_job_is_warned_once_at_its_cap_and_once_at_its_teams_budget(
+    sessions: sessionmaker[Session],
+) -> None:
     secret = make_key(sessions)
     _set_budget(sessions, "research", 20.0, 0.5)
     principal, job_id = _job(sessions, secret, cap=10.0)
@@ -102,7 +108,11 @@ def test_a_job_is_warned_once_at_its_cap_and_once_at_its_teams_budget(sessions: 
 def test_the_warning_share_is_the_teams_and_checked(sessions: sessionmaker[Session], client: Any) -> None:
     admin = make_key(sessions, "ops", role="admin")
     make_key(sessions, "research")
-    ok = client.put("/v1/teams/research/budget", json={"monthly_budget_usd": 100, "warn_fraction": 0.9}, headers=headers(admin))
+    ok = client.put(
+        "/v1/teams/research/budget",
+        json={"monthly_budget_usd": 100, "warn_fraction": 0.9},
+        headers=headers(admin),
+    )
     assert ok.status_code == 200, ok.text
     assert ok.json()["warn_fraction"] == 0.9
     # Setting the budget alone keeps the share.
@@ -110,9 +120,14 @@ def test_the_warning_share_is_the_teams_and_checked(sessions: sessionmaker[Sessi
     assert again.json()["warn_fraction"] == 0.9
     for bad in (0, 1.5, -1, "x"):
         res = client.put(
-            "/v1/teams/research/budget", json={"monthly_budget_usd": 50, "warn_fraction": bad}, headers=headers(admin)
+            "/v1/teams/research/budget",
+            json={"monthly_budget_usd": 50, "warn_fraction": bad},
+            headers=headers(admin),
         )
-        assert res.status_code in (400, 422) and res.json()["error"]["param"] in ("warn_fraction", "body.warn_fraction")
+        assert res.status_code in (400, 422) and res.json()["error"]["param"] in (
+            "warn_fraction",
+            "body.warn_fraction",
+        )
 
 
 def _stop_for_budget(sessions: sessionmaker[Session], secret: str) -> tuple[Principal, str, str]:
@@ -126,7 +141,12 @@ def _stop_for_budget(sessions: sessionmaker[Session], secret: str) -> tuple[Prin
     assert beat.stop_reason == "budget_exceeded"
     with sessions() as s:
         queue.finish(
-            s, attempt_id, "failed", error_code="budget_exceeded", error_message="projected spend passed", retryable=False
+            s,
+            attempt_id,
+            "failed",
+            error_code="budget_exceeded",
+            error_message="projected spend passed",
+            retryable=False,
         )
     return principal, job_id, attempt_id
 

@@ -59,7 +59,9 @@ PROGRESS = (
     "billable_seconds",
     "cost_usd",
 )
-SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 @st.composite
@@ -103,7 +105,9 @@ def _seed(session: Session, world: list[tuple[int, History]]) -> tuple[Principal
         session.add(job)
         session.flush()
         for done in history.attempts:
-            attempt = JobAttempt(job_id=job.id, lease_expires_at=done.started_at, heartbeat_at=done.started_at)
+            attempt = JobAttempt(
+                job_id=job.id, lease_expires_at=done.started_at, heartbeat_at=done.started_at
+            )
             for name in TERMS:
                 setattr(attempt, name, getattr(done, name))
             session.add(attempt)
@@ -213,7 +217,13 @@ def test_the_rollup_answers_as_the_attempts_do(
         with sessions() as s:
             answers.append(
                 costs.query_costs(
-                    s, admin, window=window, aggregate=dims, step=step, filters=filters, from_attempts=from_attempts
+                    s,
+                    admin,
+                    window=window,
+                    aggregate=dims,
+                    step=step,
+                    filters=filters,
+                    from_attempts=from_attempts,
                 )
             )
     _compare(*answers)
@@ -223,7 +233,7 @@ def test_the_current_hour_ends_the_window_now(sessions: sessionmaker[Session]) -
     """A window that ends now reads its last hour's row whole: nothing is billed past now."""
     principal = principal_for(sessions, make_key(sessions))
     with sessions.begin() as s:
-        job, _ = jobs.create_job(s, principal, JobSpec(**job_body()), plan=_plan())
+        jobs.create_job(s, principal, JobSpec(**job_body()), plan=_plan())
     with sessions() as s:
         [claim] = queue.claim(s, worker_id="w")
     _age(sessions, claim.attempt_id, 5400)
@@ -234,7 +244,9 @@ def test_the_current_hour_ends_the_window_now(sessions: sessionmaker[Session]) -
         for from_attempts in (False, True):
             with sessions() as s:
                 answers.append(
-                    costs.query_costs(s, principal, window=window, aggregate="team", from_attempts=from_attempts)
+                    costs.query_costs(
+                        s, principal, window=window, aggregate="team", from_attempts=from_attempts
+                    )
                 )
         assert answers[0]["totals"]["cost_usd"] == pytest.approx(1.5, abs=1e-3)
         _compare(*answers)
@@ -268,7 +280,9 @@ def test_the_queue_keeps_the_rollup(sessions: sessionmaker[Session]) -> None:
     where it succeeded."""
     principal = principal_for(sessions, make_key(sessions))
     with sessions.begin() as s:
-        job, _ = jobs.create_job(s, principal, JobSpec(**job_body(hyperparameters={"max_steps": 100})), plan=_plan())
+        job, _ = jobs.create_job(
+            s, principal, JobSpec(**job_body(hyperparameters={"max_steps": 100})), plan=_plan()
+        )
     job_id = job.id
 
     def check() -> None:
@@ -283,7 +297,9 @@ def test_the_queue_keeps_the_rollup(sessions: sessionmaker[Session]) -> None:
         queue.heartbeat(s, first.attempt_id, progress={"step": 10, "tokens": 1000})
     check()
     with sessions() as s:
-        attempts.record_checkpoint(s, first.attempt_id, step=20, uri="file:///c/20", metrics={"tokens_seen": 2000})
+        attempts.record_checkpoint(
+            s, first.attempt_id, step=20, uri="file:///c/20", metrics={"tokens_seen": 2000}
+        )
     with sessions() as s:
         queue.finish(s, first.attempt_id, "handed_back")
     check()

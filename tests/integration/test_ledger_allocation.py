@@ -129,6 +129,9 @@ def test_allocations_add_up_to_the_ledger(
     whole = query(aggregate=dims)
     for name, value in expected.items():
         assert whole["totals"][name] == pytest.approx(value, **MONEY), name
+    # Every job started in the window, and is counted once in the totals, whatever the rows.
+    assert whole["totals"]["jobs"] == len(world)
+    assert sum(r["jobs"] for r in whole["data"]) >= len(world)
     for name in ("cost_usd", "waste_usd", "spot_savings_usd", "gpu_hours", "productive_usd", "lost_usd"):
         assert sum(r[name] for r in whole["data"]) == pytest.approx(whole["totals"][name], **MONEY), name
         assert all(r[name] >= -1e-9 for r in whole["data"]), name

@@ -20,10 +20,14 @@ SWEEP = {"param_space": {"learning_rate": [1e-4, 2e-4, 3e-4, 4e-4]}, "max_concur
 
 
 def _create(client: Any, key: str, **body: Any) -> Any:
-    return client.post("/v1/jobs", json=job_body(instance_type=None, hyperparameters=LONG, **body), headers=headers(key))
+    return client.post(
+        "/v1/jobs", json=job_body(instance_type=None, hyperparameters=LONG, **body), headers=headers(key)
+    )
 
 
-def test_a_sweep_is_planned_budgeted_and_billed_as_its_trials(client: Any, sessions: sessionmaker[Session]) -> None:
+def test_a_sweep_is_planned_budgeted_and_billed_as_its_trials(
+    client: Any, sessions: sessionmaker[Session]
+) -> None:
     key = make_key(sessions)
     single = _create(client, key).json()["plan"]
     res = _create(client, key, sweep=SWEEP)
@@ -36,7 +40,11 @@ def test_a_sweep_is_planned_budgeted_and_billed_as_its_trials(client: Any, sessi
     assert plan["estimated_seconds"] == pytest.approx(2 * single["estimated_seconds"], rel=1e-3)
     assert plan["estimated_cost_usd"] == pytest.approx(4 * single["estimated_cost_usd"], rel=1e-3)
     assert "4 trials, 2 at a time" in plan["reason"]
-    est = client.post("/v1/estimates", json=job_body(instance_type=None, hyperparameters=LONG, sweep=SWEEP), headers=headers(key))
+    est = client.post(
+        "/v1/estimates",
+        json=job_body(instance_type=None, hyperparameters=LONG, sweep=SWEEP),
+        headers=headers(key),
+    )
     assert {o["trials"] for o in est.json()["options"]} == {4}
 
     # Billed at the rate of both instances it holds.
@@ -44,7 +52,10 @@ def test_a_sweep_is_planned_budgeted_and_billed_as_its_trials(client: Any, sessi
         claimed = {c.job_id: c for c in queue.claim(s, worker_id="w", n=5)}
     attempt_id = claimed[job["id"]].attempt_id
     with sessions.begin() as s:
-        s.execute(text("UPDATE job_attempts SET started_at = started_at - interval '1 hour' WHERE id = :a"), {"a": attempt_id})
+        s.execute(
+            text("UPDATE job_attempts SET started_at = started_at - interval '1 hour' WHERE id = :a"),
+            {"a": attempt_id},
+        )
     with sessions() as s:
         queue.heartbeat(s, attempt_id)
         attempt = s.get(JobAttempt, attempt_id)

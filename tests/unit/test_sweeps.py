@@ -17,7 +17,14 @@ from trainyard.platform.spec import JobSpec
 from trainyard.workers.mailbox import sweep_progress
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-GPT2 = {"model_type": "gpt2", "n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257, "n_positions": 1024}
+GPT2 = {
+    "model_type": "gpt2",
+    "n_embd": 768,
+    "n_layer": 12,
+    "n_head": 12,
+    "vocab_size": 50257,
+    "n_positions": 1024,
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +49,9 @@ def options(catalog: Catalog, job: JobSpec) -> dict[tuple[str, bool], Any]:
 
 
 def test_a_sweep_counts_its_trials() -> None:
-    sweep = spec({"param_space": {"learning_rate": [1e-4, 1e-3], "batch_size": [8, 16, 32]}, "num_samples": 2}).sweep
+    sweep = spec(
+        {"param_space": {"learning_rate": [1e-4, 1e-3], "batch_size": [8, 16, 32]}, "num_samples": 2}
+    ).sweep
     assert sweep is not None
     assert sweep.trials == 12 and sweep.concurrency == 1
     assert len(sweep.overrides()) == 12 and {"learning_rate": 1e-4, "batch_size": 8} in sweep.overrides()
@@ -63,7 +72,8 @@ def test_trials_that_differ_only_in_learning_rate_are_estimated_once() -> None:
 def test_a_sweep_costs_its_trials_at_the_rate_of_the_instances_it_holds(catalog: Catalog) -> None:
     one = options(catalog, spec(None))
     four_at_two = options(
-        catalog, spec({"param_space": {"learning_rate": [1e-4, 2e-4, 3e-4, 4e-4]}, "max_concurrent_trials": 2})
+        catalog,
+        spec({"param_space": {"learning_rate": [1e-4, 2e-4, 3e-4, 4e-4]}, "max_concurrent_trials": 2}),
     )
     for key, single in one.items():
         sweep = four_at_two[key]

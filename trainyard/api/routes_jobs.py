@@ -83,7 +83,9 @@ class ResumeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # A new cap for the job (policy.max_cost_usd); the bounds are `jobs.resume_job`'s.
-    max_cost_usd: float | None = Field(default=None, json_schema_extra={"exclusiveMinimum": 0, "maximum": 1e7})
+    max_cost_usd: float | None = Field(
+        default=None, json_schema_extra={"exclusiveMinimum": 0, "maximum": 1e7}
+    )
 
 
 @router.post("/{job_id}/resume", responses=errors(409))

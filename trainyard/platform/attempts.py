@@ -119,10 +119,12 @@ def trials_reach(session: Session, job_id: str) -> tuple[int, int]:
         .subquery()
     )
     rows = session.execute(
-        select(Checkpoint.step, Checkpoint.metrics).join(
+        select(Checkpoint.step, Checkpoint.metrics)
+        .join(
             latest,
             (Checkpoint.trial == latest.c.trial) & (Checkpoint.step == latest.c.step),
-        ).where(Checkpoint.job_id == job_id)
+        )
+        .where(Checkpoint.job_id == job_id)
     ).all()
     steps = sum(step for step, _ in rows)
     tokens = sum(ledger.count((metrics or {}).get("tokens_seen")) or 0 for _, metrics in rows)

@@ -264,8 +264,14 @@ def resume_job(
 
 
 def _set_cap(job: Job, max_cost_usd: float) -> None:
-    if isinstance(max_cost_usd, bool) or not math.isfinite(max_cost_usd) or not 0 < max_cost_usd <= MAX_COST_USD:
-        raise InvalidRequest(f"max_cost_usd must be more than 0 and at most {MAX_COST_USD:,}", param="max_cost_usd")
+    if (
+        isinstance(max_cost_usd, bool)
+        or not math.isfinite(max_cost_usd)
+        or not 0 < max_cost_usd <= MAX_COST_USD
+    ):
+        raise InvalidRequest(
+            f"max_cost_usd must be more than 0 and at most {MAX_COST_USD:,}", param="max_cost_usd"
+        )
     spec = dict(job.spec)
     spec["policy"] = {**(spec.get("policy") or {}), "max_cost_usd": float(max_cost_usd)}
     job.spec = spec
@@ -281,7 +287,9 @@ def _check_budget_allows(session: Session, job: Job) -> None:
             select(JobAttempt).where(JobAttempt.job_id == job.id).order_by(JobAttempt.number.desc()).limit(1)
         )
         at = last.heartbeat_at if last is not None else None
-        projected = costs.projected_cost(job, last, at, costs.PaceRule.from_settings()) if last and at else None
+        projected = (
+            costs.projected_cost(job, last, at, costs.PaceRule.from_settings()) if last and at else None
+        )
         need = max(job.cost_usd, projected or 0.0)
         if need >= cap:
             usd = format_usd

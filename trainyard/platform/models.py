@@ -193,8 +193,12 @@ class JobAttempt(Base):
     # Kept by the database (migration 0006), never written here: the end of the billed span
     # (started_at + billable_seconds), which sets of attempt dimensions (bits: 1 instance type,
     # 2 accelerator, 4 spot) this is its job's first attempt with, and its key in the cost rollup.
-    billed_until: Mapped[datetime | None] = mapped_column(server_default=FetchedValue(), server_onupdate=FetchedValue())
-    firsts: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"), server_onupdate=FetchedValue())
+    billed_until: Mapped[datetime | None] = mapped_column(
+        server_default=FetchedValue(), server_onupdate=FetchedValue()
+    )
+    firsts: Mapped[int] = mapped_column(
+        SmallInteger, server_default=text("0"), server_onupdate=FetchedValue()
+    )
     rollup_key_id: Mapped[int | None] = mapped_column(
         Integer, server_default=FetchedValue(), server_onupdate=FetchedValue()
     )

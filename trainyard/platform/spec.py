@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import math
-
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -138,7 +137,9 @@ class Sweep(_Strict):
     def overrides(self) -> list[dict[str, float | int | str]]:
         """Each trial's hyperparameters over the job's, in Tune's grid order, num_samples times."""
         keys = list(self.param_space)
-        grid = [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.param_space.values())]
+        grid = [
+            dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.param_space.values())
+        ]
         return grid * self.num_samples
 
 

@@ -57,7 +57,11 @@ def query_costs(
     bits = jobs_bits(dims, filters)
     over_attempts = select_dimensions(dims, team_id=team_id, filters=filters)
     params: dict[str, Any] = {**over_attempts.params, "limit": limit}
-    if not from_attempts and in_rollup(dims, filters) and segments.hourly(span.step_seconds if span.step else None):
+    if (
+        not from_attempts
+        and in_rollup(dims, filters)
+        and segments.hourly(span.step_seconds if span.step else None)
+    ):
         over_rollup = select_dimensions(dims, team_id=team_id, filters=filters, rollup=True)
         fine = rollup.fine_sql(over_rollup, bits)
         params |= over_rollup.params | segments_params(span, db_now(session))

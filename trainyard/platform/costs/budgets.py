@@ -184,7 +184,12 @@ def warn(session: Session, job: Job, now: datetime) -> None:
             job,
             f"the job has spent {format_usd(job.cost_usd)}, {job.cost_usd / cap:.0%} of its "
             f"{format_usd(cap)} cap (max_cost_usd); it stops when its spend or pace passes the cap",
-            {"budget_warning": "job", "spent_usd": rounded(job.cost_usd), "cap_usd": cap, "warn_fraction": share},
+            {
+                "budget_warning": "job",
+                "spent_usd": rounded(job.cost_usd),
+                "cap_usd": cap,
+                "warn_fraction": share,
+            },
         )
     month = f"team:{month_start(now).strftime('%Y-%m')}"
     budget = team.monthly_budget_usd
@@ -197,12 +202,25 @@ def warn(session: Session, job: Job, now: datetime) -> None:
                 job,
                 f"team {team.name!r} has spent {format_usd(spent)}, {spent / budget:.0%} of its "
                 f"{format_usd(budget)} monthly budget; new jobs are refused once it is used up",
-                {"budget_warning": "team", "team": team.name, "spent_usd": rounded(spent), "budget_usd": budget,
-                 "warn_fraction": share},
-            )  # fmt: skip
+                {
+                    "budget_warning": "team",
+                    "team": team.name,
+                    "spent_usd": rounded(spent),
+                    "budget_usd": budget,
+                    "warn_fraction": share,
+                },
+            )
     if given != (job.budget_warnings or {}):
         job.budget_warnings = given
 
 
 def _warning(session: Session, job: Job, message: str, data: dict[str, Any]) -> None:
-    events.add(session, job.id, events.MESSAGE, message, attempt_id=job.current_attempt_id, level="warning", data=data)
+    events.add(
+        session,
+        job.id,
+        events.MESSAGE,
+        message,
+        attempt_id=job.current_attempt_id,
+        level="warning",
+        data=data,
+    )

@@ -109,7 +109,11 @@ KEY_JOINS = """
 
 
 def attempts_sql(
-    columns: Sequence[str], conditions: Sequence[str], *, source: str = "job_attempts a", joins: str = JOB_JOINS
+    columns: Sequence[str],
+    conditions: Sequence[str],
+    *,
+    source: str = "job_attempts a",
+    joins: str = JOB_JOINS,
 ) -> str:
     """One row per attempt of `source` meeting `conditions`: its billed span in epoch seconds
     (date_part gives float8; extract() would give numeric, several times slower), what it cost
@@ -148,12 +152,17 @@ def estimates_sql(columns: Sequence[str], conditions: Sequence[str], *, keyed: b
     estimate and what it cost. What it ran on is read from its plan, standing in for an
     attempt's terms (`a`), so that every dimension reads the same; `keyed`, also as the rollup
     key it is counted under (`rk`)."""
-    key = """
+    key = (
+        """
     CROSS JOIN LATERAL (
-        SELECT j.team_id, coalesce(j.api_key_id, '') AS api_key_id, coalesce(j.spec ->> 'base_model', '') AS model,
+        SELECT j.team_id, coalesce(j.api_key_id, '') AS api_key_id,
+               coalesce(j.spec ->> 'base_model', '') AS model,
                coalesce(a.instance_type, '') AS instance_type, coalesce(a.accelerator, '') AS accelerator,
                a.spot, 'succeeded' AS outcome
-    ) rk""" if keyed else ""
+    ) rk"""
+        if keyed
+        else ""
+    )
     return f"""
     SELECT date_part('epoch', {FINISHED}) AS at, x.estimate, j.cost_usd AS actual {_dims(columns)}
     FROM jobs j
@@ -181,7 +190,8 @@ def figures(f: str, first: str, bits: tuple[int, int]) -> str:
            b.secs * {f} AS c_secs,
            b.secs * {f} * b.accel_n AS c_gpu,
            b.tokens * {f} AS c_tokens,
-           CASE WHEN b.spot AND b.od_rate > 0 THEN (b.od_rate * b.secs / 3600.0 - b.usd) * {f} ELSE 0 END AS c_save,
+           CASE WHEN b.spot AND b.od_rate > 0 THEN (b.od_rate * b.secs / 3600.0 - b.usd) * {f}
+                ELSE 0 END AS c_save,
            CASE WHEN b.lost THEN 0 ELSE b.usd * b.startup_f * {f} END AS c_startup,
            CASE WHEN b.lost THEN 0 ELSE b.usd * b.recomputed_f * {f} END AS c_recomputed,
            CASE WHEN b.lost THEN b.usd * {f} ELSE 0 END AS c_lost,
@@ -193,7 +203,9 @@ def figures(f: str, first: str, bits: tuple[int, int]) -> str:
 def estimate_figures() -> str:
     """The METRIC_COLUMNS of estimate row `x` (`estimates_sql`)."""
     zeros = ", ".join(f"0.0 AS {c}" for c in METRIC_COLUMNS[:8])
-    return f"{zeros}, x.estimate AS c_est, x.actual AS c_est_actual, 1 AS c_est_jobs, 0 AS c_jobs, 0 AS c_jobs_f"
+    return (
+        f"{zeros}, x.estimate AS c_est, x.actual AS c_est_actual, 1 AS c_est_jobs, 0 AS c_jobs, 0 AS c_jobs_f"
+    )
 
 
 def share(lo: str, hi: str) -> str:
@@ -239,7 +251,10 @@ def _shares_sql(attempts: str) -> str:
 
 
 # The attempts billed in [p0, w1): started before its end, and billed up to at least its start.
-_IN_WINDOW = "tstzrange(a.started_at, a.billed_until, '[]') && tstzrange(CAST(:p0 AS timestamptz), CAST(:w1 AS timestamptz))"
+_IN_WINDOW = (
+    "tstzrange(a.started_at, a.billed_until, '[]')"
+    " && tstzrange(CAST(:p0 AS timestamptz), CAST(:w1 AS timestamptz))"
+)
 
 
 def window_fine_sql(
@@ -258,6 +273,7 @@ def window_fine_sql(
     # An attempt's start is in the previous window, in its first bucket k0 (when it started in
     # this window), or before both.
     in_prev = within("b.s", ":p0e", ":w0e")
+    finished = [f"{FINISHED} >= CAST(:p0 AS timestamptz)", f"{FINISHED} < CAST(:w1 AS timestamptz)"]
     in_window = within("b.s", ":w0e", ":w1e")
     return f"""
     WITH base AS ({_shares_sql(base)}),
@@ -282,7 +298,7 @@ def window_fine_sql(
         SELECT CASE WHEN x.at < :w0e THEN 0 ELSE 1 END AS period,
                CASE WHEN x.at < :w0e THEN -1 ELSE floor((x.at - :a0e) / :st)::int END AS bucket,
                {dlist}, {estimate_figures()}
-        FROM ({estimates_sql(columns, [f"{FINISHED} >= CAST(:p0 AS timestamptz)", f"{FINISHED} < CAST(:w1 AS timestamptz)", *conditions])}) x
+        FROM ({estimates_sql(columns, [*finished, *conditions])}) x
     )
     SELECT period, bucket, {dlist}, {", ".join(f"sum({c}) AS {c}" for c in METRIC_COLUMNS)}
     FROM (SELECT * FROM pieces UNION ALL SELECT * FROM estimates) u

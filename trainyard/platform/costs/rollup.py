@@ -86,7 +86,8 @@ def partial_fine_sql(sel: Selection, bits: tuple[int, int]) -> str:
     second, and the estimates of jobs that finished in it; their dimensions are read from their
     rollup keys, as the rollup's own rows are."""
     segments = """unnest(CAST(:a_period AS int[]), CAST(:a_bucket AS int[]), CAST(:a_lo AS timestamptz[]),
-                       CAST(:a_hi AS timestamptz[]), CAST(:a_hour AS timestamptz[])) AS seg(period, bucket, lo, hi, hour)"""
+                       CAST(:a_hi AS timestamptz[]), CAST(:a_hour AS timestamptz[]))
+                  AS seg(period, bucket, lo, hi, hour)"""
     # The attempts of each hour holding a segment are read once: a window's start splits one
     # hour between the previous window and this one.
     overlap = "tstzrange(a.started_at, a.billed_until, '[]') && tstzrange(h.hour, h.hour + interval '1 hour')"

@@ -75,7 +75,9 @@ def split(period: int, bucket: int, lo: float, hi: float, now: float) -> list[Se
             out.append(Segment(period, bucket, grain, t, t + size))
             t += size
     if h1 < hi:
-        out.append(Segment(period, bucket, "h", h1, h1 + HOUR) if hi >= now else Segment(period, bucket, "a", h1, hi))
+        out.append(
+            Segment(period, bucket, "h", h1, h1 + HOUR) if hi >= now else Segment(period, bucket, "a", h1, hi)
+        )
     return out
 
 

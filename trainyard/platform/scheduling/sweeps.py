@@ -18,7 +18,15 @@ from trainyard.platform.spec import JobSpec
 
 # The hyperparameters a trial's size depends on (its tokens, its memory, its speed); trials that
 # differ only in others (learning rate, seed, ...) have the same estimate.
-SHAPE = ("epochs", "max_steps", "batch_size", "gradient_accumulation_steps", "seq_len", "lora_r", "num_labels")
+SHAPE = (
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "gradient_accumulation_steps",
+    "seq_len",
+    "lora_r",
+    "num_labels",
+)
 
 
 def trial_shapes(spec: JobSpec) -> list[tuple[JobSpec, int]]:
