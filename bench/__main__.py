@@ -142,7 +142,10 @@ def run_cost_query(quick: bool) -> list[dict[str, Any]]:
                 "baseline_spread": _spread(base_s),
                 "ours_samples": ours_s,
                 "baseline_samples": base_s,
-                "detail": {"baseline": "SELECT count(*) FROM job_attempts"},
+                "detail": {
+                    "baseline": "SELECT count(*) FROM job_attempts",
+                    "rollup_rows": r.get("rollup_rows"),
+                },
             }
         )
     return rows

@@ -2,9 +2,11 @@
 
 The query the dashboard makes on load: 30 days by team with a daily step (which also sums the
 previous 30 days for the change figures), over 1,000,000 generated attempt rows spread across
-62 days. The baseline is a plain `SELECT count(*)` of the same rows: the cost of merely reading
-them, which no aggregate over them can beat. Goal: at most 2 s per query, so the dashboard stays
-interactive at this size.
+62 days. It reads the cost rollup (whole days and hours) and the attempts billed in the parts of
+hours at the windows' ends. The rows are loaded with the rollup's triggers off and the rollup
+rebuilt from them (`cost_rollup_rebuild()`, what migration 0006 runs on an existing database),
+which ends where metering them one by one would. The baseline is a plain `SELECT count(*)` of
+the same attempts: the cost of merely reading them once. Goal: at most 200 ms per query.
 
 Runs in a scratch database on the Postgres at 127.0.0.1:5432 (or `TRAINYARD_BENCH_ADMIN_URL`),
 created and dropped here. Rows are made with `INSERT ... SELECT generate_series` for speed.
@@ -33,7 +35,7 @@ from trainyard.platform.auth import Principal
 ADMIN_URL = os.environ.get(
     "TRAINYARD_BENCH_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-GOAL_SECONDS = 2.0
+GOAL_SECONDS = 0.2
 TEAMS = 20
 
 _INSTANCE_TYPES = """
@@ -57,6 +59,8 @@ _VOCABULARY = {
 def _generate(engine: Engine, rows: int) -> None:
     jobs = rows // 2
     with engine.begin() as conn:
+        # Row by row the triggers would take half an hour; the rebuild below gives the same rollup.
+        conn.execute(text("SELECT set_config('trainyard.rollup_off', 'on', true)"))
         conn.execute(
             text(
                 """
@@ -137,6 +141,19 @@ def _generate(engine: Engine, rows: int) -> None:
             ),
             {"rows": jobs * 2, **_VOCABULARY},
         )
+        # A job that ended did so when its last attempt did (its estimate is counted then).
+        conn.execute(
+            text(
+                """
+                UPDATE jobs j SET finished_at = a.ended
+                FROM (SELECT job_id, max(ended_at) AS ended FROM job_attempts GROUP BY job_id) a
+                WHERE a.job_id = j.id AND j.status <> CAST(:running AS text)
+                """
+            ),
+            _VOCABULARY,
+        )
+    with engine.begin() as conn:
+        conn.execute(text("SELECT cost_rollup_rebuild()"))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
 
@@ -164,6 +181,9 @@ def results(rows: int = 1_000_000, repeat: int = 5) -> list[dict[str, Any]]:
         admin_principal = Principal(key_id="bench", team_id="team_1", team_name="team-01", role="admin")
         with engine.connect() as conn:
             n = conn.execute(text("SELECT count(*) FROM job_attempts")).scalar_one()
+            rollup_rows = dict(
+                conn.execute(text("SELECT grain, count(*) FROM cost_rollup GROUP BY grain")).tuples().all()
+            )
 
         def ours() -> None:
             with factory() as session:
@@ -188,6 +208,7 @@ def results(rows: int = 1_000_000, repeat: int = 5) -> list[dict[str, Any]]:
                 "met": t_ours <= GOAL_SECONDS,
                 "ours_samples": s_ours,
                 "baseline_samples": s_base,
+                "rollup_rows": rollup_rows,
             }
         ]
     finally:

@@ -104,7 +104,17 @@ def engine(db_url: str) -> Iterator[Engine]:
     eng.dispose()
 
 
-TABLES = ("files", "checkpoints", "job_events", "job_attempts", "jobs", "api_keys", "teams")
+TABLES = (
+    "files",
+    "checkpoints",
+    "job_events",
+    "job_attempts",
+    "jobs",
+    "api_keys",
+    "teams",
+    "cost_rollup",
+    "cost_rollup_keys",
+)
 
 
 @pytest.fixture

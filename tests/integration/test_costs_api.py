@@ -52,6 +52,7 @@ def add_job(
     model: str = "s3://models/gpt2",
     cost: float = 0.0,
     name: str = "job",
+    finished: datetime | None = None,
 ) -> Job:
     job = Job(
         team_id=team.id,
@@ -64,6 +65,7 @@ def add_job(
         instance_type=(the_plan or {}).get("instance_type"),
         pool=(the_plan or {}).get("instance_type"),
         cost_usd=cost,
+        finished_at=finished,
     )
     s.add(job)
     s.flush()
@@ -128,7 +130,7 @@ def seeded(sessions: sessionmaker[Session]) -> Seeded:
         # J1: two spot attempts on one A10G; the first is preempted across the window's start.
         j1 = add_job(
             s, r, keys["research"], "succeeded", plan("g5.xlarge", "A10G", 1, True, 1.0, 3.0, 10.0),
-            {"project": "alpha"}, cost=12.0, name="alpha-ft",
+            {"project": "alpha"}, cost=12.0, name="alpha-ft", finished=T(11, 5),
         )  # fmt: skip
         add_attempt(s, j1, 1, T(9, 22), T(10, 4), 1.0, "preempted", spot=True, tokens=6_000_000)
         add_attempt(s, j1, 2, T(10, 23), T(11, 5), 1.0, "succeeded", spot=True, tokens=6_000_000)
@@ -146,9 +148,15 @@ def seeded(sessions: sessionmaker[Session]) -> Seeded:
         )  # fmt: skip
         add_attempt(s, j3, 1, T(11, 20), None, 6.0, None, tokens=3_000_000, heartbeat=T(12, 1))
         # J4: long before both windows; J5: only in the previous window.
-        j4 = add_job(s, v, keys["vision"], "succeeded", plan("g5.xlarge", "A10G", 1, False, 1.0, 1.0, 2.0))
+        j4 = add_job(
+            s, v, keys["vision"], "succeeded", plan("g5.xlarge", "A10G", 1, False, 1.0, 1.0, 2.0),
+            cost=2.0, finished=T(5, 12),
+        )  # fmt: skip
         add_attempt(s, j4, 1, T(5, 10), T(5, 12), 1.0, "succeeded")
-        j5 = add_job(s, r, keys["research"], "succeeded", plan("g5.xlarge", "A10G", 1, False, 3.0, 3.0, 6.0))
+        j5 = add_job(
+            s, r, keys["research"], "succeeded", plan("g5.xlarge", "A10G", 1, False, 3.0, 3.0, 6.0),
+            cost=6.0, finished=T(8, 14),
+        )  # fmt: skip
         add_attempt(s, j5, 1, T(8, 12), T(8, 14), 3.0, "succeeded")
         # A queued job that has not run: no spend, but its estimate is committed against a budget.
         add_job(s, r, keys["research"], "queued", plan("g5.xlarge", "A10G", 1, False, 1.0, 1.0, 3.0))
@@ -176,7 +184,8 @@ def test_totals_split_attempts_at_window_edges(sessions: sessionmaker[Session], 
     assert t["cost_usd"] == pytest.approx(36.0)
     assert t["billable_hours"] == pytest.approx(18.0)
     assert t["gpu_hours"] == pytest.approx(4 * 1 + 6 * 1 + 0 + 4 * 4)
-    assert t["jobs"] == 3
+    # Jobs started in the window: J2 and J3 (J1 started the day before, and resumed in it).
+    assert t["jobs"] == 2
     # A1 4M of 6M, A2 6M, A3 1M, A4 3M x 4/5.
     assert t["tokens_trained"] == 13_400_000
     assert t["usd_per_million_tokens"] == pytest.approx(36 / 13.4, abs=1e-6)
@@ -184,14 +193,15 @@ def test_totals_split_attempts_at_window_edges(sessions: sessionmaker[Session], 
     assert t["spot_savings_usd"] == pytest.approx(20.0)
     # The preempted A1's $4 in the window and the failed A3's $2.
     assert t["waste_usd"] == pytest.approx(6.0)
-    # Only J1 finished with an estimate: $10 estimated, $12 spent (+20%); the window holds $10 of it.
-    assert t["estimate_actual_usd"] == pytest.approx(10.0)
-    assert t["estimated_usd"] == pytest.approx(10.0 * 10 / 12)
+    # Only J1 finished in the window, with an estimate: $10 estimated, $12 spent in all (+20%).
+    assert t["estimate_actual_usd"] == pytest.approx(12.0)
+    assert t["estimated_usd"] == pytest.approx(10.0)
     assert t["estimate_error"] == pytest.approx(0.2)
     assert t["estimate_jobs"] == 1
-    # Previous window: A1's first 2 h ($2) and J5 ($6).
+    # Previous window: A1's first 2 h ($2) and J5 ($6); J1 and J5 started in it, J5 finished in it.
     assert res["previous"]["cost_usd"] == pytest.approx(8.0)
     assert res["previous"]["jobs"] == 2
+    assert res["previous"]["estimate_jobs"] == 1
     assert res["previous"]["start"] == "2026-03-08T00:00:00Z"
     assert res["change"]["cost_usd"]["delta"] == pytest.approx(28.0)
     assert res["change"]["cost_usd"]["percent"] == pytest.approx(350.0)
@@ -204,7 +214,8 @@ def test_by_team_with_previous_window(sessions: sessionmaker[Session], seeded: S
     assert research["cost_usd"] == pytest.approx(12.0)
     assert research["billable_hours"] == pytest.approx(14.0)
     assert research["gpu_hours"] == pytest.approx(10.0)
-    assert research["jobs"] == 2
+    assert research["jobs"] == 1  # J2; J1 started in the previous window
+    assert vision["jobs"] == 1
     assert research["waste_usd"] == pytest.approx(6.0)
     assert research["spot_savings_usd"] == pytest.approx(20.0)
     assert research["previous_cost_usd"] == pytest.approx(8.0)
@@ -259,10 +270,11 @@ def test_daily_series_is_split_by_time(sessions: sessionmaker[Session], seeded: 
     assert {r["key"]["team"]: r["cost_usd"] for r in day2["data"]} == pytest.approx(
         {"research": 7.0, "vision": 24.0}
     )
-    assert day2["totals"]["jobs"] == 3 and day1["totals"]["jobs"] == 1
+    # Jobs are counted where they start: J2 and J3 on day 2; J1, resumed on day 1, started before.
+    assert day2["totals"]["jobs"] == 2 and day1["totals"]["jobs"] == 0
     # The whole-window rows and totals are the same as without a step.
     assert res["totals"]["cost_usd"] == pytest.approx(36.0)
-    assert res["totals"]["jobs"] == 3  # J1 in both days counts once
+    assert res["totals"]["jobs"] == 2
     assert rows_by(res, "team")["research"]["cost_usd"] == pytest.approx(12.0)
 
 
@@ -326,8 +338,9 @@ def test_a_job_on_two_dimension_values_counts_once_in_totals(
         add_attempt(s, job, 2, T(11, 15), T(11, 16), 0.5, "succeeded", spot=True)
     for step in (None, "1d"):
         res = q(sessions, seeded.admin, window=WINDOW, aggregate="spot", step=step)
-        assert res["totals"]["jobs"] == 3  # J1, J2, J3
-        assert {k: r["jobs"] for k, r in rows_by(res, "spot").items()} == {"spot": 2, "on_demand": 2}
+        assert res["totals"]["jobs"] == 2  # J2, J3 (J1 started the day before)
+        # J2 started on demand and on spot in the window: it counts in both rows.
+        assert {k: r["jobs"] for k, r in rows_by(res, "spot").items()} == {"spot": 1, "on_demand": 2}
 
 
 def test_job_dimension_and_filters_drill_down(sessions: sessionmaker[Session], seeded: Seeded) -> None:

@@ -50,7 +50,12 @@ def worlds(draw: st.DrawFn) -> list[tuple[int, str, History]]:
 
 
 def _seed(session: Session, world: list[tuple[int, str, History]]) -> tuple[Principal, list[str], list[str]]:
-    session.execute(text("TRUNCATE checkpoints, job_events, job_attempts, jobs, api_keys, teams CASCADE"))
+    session.execute(
+        text(
+            "TRUNCATE checkpoints, job_events, job_attempts, jobs, api_keys, teams, cost_rollup,"
+            " cost_rollup_keys CASCADE"
+        )
+    )
     teams = [auth.create_team(session, name) for name in ("research", "vision")]
     keys = [auth.create_key(session, team) for team in teams]
     admin = auth.create_key(session, teams[0], role="admin")
@@ -124,6 +129,9 @@ def test_allocations_add_up_to_the_ledger(
     whole = query(aggregate=dims)
     for name, value in expected.items():
         assert whole["totals"][name] == pytest.approx(value, **MONEY), name
+    # Every job started in the window, and is counted once in the totals, whatever the rows.
+    assert whole["totals"]["jobs"] == len(world)
+    assert sum(r["jobs"] for r in whole["data"]) >= len(world)
     for name in ("cost_usd", "waste_usd", "spot_savings_usd", "gpu_hours", "productive_usd", "lost_usd"):
         assert sum(r[name] for r in whole["data"]) == pytest.approx(whole["totals"][name], **MONEY), name
         assert all(r[name] >= -1e-9 for r in whole["data"]), name

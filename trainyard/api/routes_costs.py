@@ -147,14 +147,17 @@ class BudgetIn(BaseModel):
 
     # The bounds are `costs.set_team_budget`'s (a 400 there); the schema states them.
     monthly_budget_usd: float | None = Field(json_schema_extra={"minimum": 0, "maximum": 1e12})
+    # Left as it is when absent; 0.8 for a new team.
+    warn_fraction: float | None = Field(default=None, json_schema_extra={"exclusiveMinimum": 0, "maximum": 1})
 
 
 @router.put("/v1/teams/{name}/budget", responses=errors(403))
 def set_team_budget(
     name: str, body: BudgetIn, session: SessionDep, principal: PrincipalDep
 ) -> dict[str, Any]:
-    """Set a team's monthly budget in dollars (null clears it); admin keys only."""
-    return costs.set_team_budget(session, principal, name, body.monthly_budget_usd)
+    """Set a team's monthly budget in dollars (null clears it) and, optionally, the share of a
+    cap at which its running jobs are warned; admin keys only."""
+    return costs.set_team_budget(session, principal, name, body.monthly_budget_usd, body.warn_fraction)
 
 
 @router.get("/v1/budgets")

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from trainyard.api.deps import (
@@ -99,10 +100,23 @@ def pause_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict
     return job_out(jobs.pause_job(session, principal, job_id))
 
 
+class ResumeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # A new cap for the job (policy.max_cost_usd); the bounds are `jobs.resume_job`'s.
+    max_cost_usd: float | None = Field(
+        default=None, json_schema_extra={"exclusiveMinimum": 0, "maximum": 1e7}
+    )
+
+
 @router.post("/{job_id}/resume", responses=errors(409))
-def resume_job(job_id: str, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
-    """A paused job goes back to the queue and resumes from its last checkpoint."""
-    return job_out(jobs.resume_job(session, principal, job_id))
+def resume_job(
+    job_id: str, session: SessionDep, principal: PrincipalDep, body: ResumeIn | None = None
+) -> dict[str, Any]:
+    """Queue a paused job again, or one stopped for its budget (optionally with a higher
+    `max_cost_usd`) once its cap and its team's budget allow: 409 `budget_exhausted` until then."""
+    cap = body.max_cost_usd if body is not None else None
+    return job_out(jobs.resume_job(session, principal, job_id, max_cost_usd=cap))
 
 
 @router.get("/{job_id}/events")

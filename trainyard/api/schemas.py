@@ -90,6 +90,7 @@ def checkpoint_out(ckpt: Checkpoint) -> dict[str, Any]:
         "object": "job.checkpoint",
         "job_id": ckpt.job_id,
         "attempt_id": ckpt.attempt_id,
+        "trial": ckpt.trial or None,
         "step": ckpt.step,
         "metrics": ckpt.metrics or {},
         "uri": ckpt.uri,

@@ -65,7 +65,7 @@ def costs(
         show.err().print(f"no spend in the window ({window})")
         return
     out.print(tables.costs_table(report))
-    total = f"total {show.usd(report.totals.cost_usd)} over {report.totals.jobs} job(s)"
+    total = f"total {show.usd(report.totals.cost_usd)}, {report.totals.jobs} job(s) started"
     change = (report.change or {}).get("cost_usd") or {}
     if change.get("percent") is not None:
         total += f", {change['percent']:+.1f}% on the window before"

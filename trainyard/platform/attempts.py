@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,9 @@ def record_event(
     session.commit()
 
 
+MAX_TRIAL = 64  # the column's width
+
+
 def record_checkpoint(
     session: Session,
     attempt_id: str,
@@ -37,37 +40,49 @@ def record_checkpoint(
     uri: str,
     metrics: dict[str, Any] | None = None,
     keep: int | None = None,
+    trial: str | None = None,
 ) -> list[str]:
     """Record a completed (persisted) checkpoint; from then on it is the job's, to resume from.
+    A sweep's checkpoints are each its `trial`'s: every trial counts its own steps.
 
-    A step saved again by a later attempt replaces the earlier record. With `keep`, only the job's
-    `keep` latest checkpoints stay recorded, whichever attempts wrote them. Returns the URIs no
-    longer recorded (replaced or beyond `keep`), for the caller to delete from the store once this
-    is committed: a file is deleted only after no row points at it.
+    A step saved again by a later attempt replaces the earlier record (of the same trial). With
+    `keep`, only the `keep` latest checkpoints of the job (of the trial) stay recorded, whichever
+    attempts wrote them. Returns the URIs no longer recorded (replaced or beyond `keep`), for the
+    caller to delete from the store once this is committed: a file is deleted only after no row
+    points at it.
 
     A checkpoint is progress too: the attempt got at least that far (heartbeats may lag), so
-    the attempt that resumes from it never counts the steps up to it as new or as redone.
+    the attempt that resumes from it never counts the steps up to it as new or as redone. A
+    sweep has got at least as far as all its trials' latest checkpoints together.
     """
     job, attempt = queue.fence(session, attempt_id)
-    ledger.record_progress(attempt, step=step, tokens=(metrics or {}).get("tokens_seen"))
-    values = {"job_id": job.id, "attempt_id": attempt_id, "step": step, "uri": uri, "metrics": metrics or {}}
-    replaced = session.scalar(
-        select(Checkpoint.uri).where(Checkpoint.job_id == job.id, Checkpoint.step == step)
-    )
+    trial = (trial or "")[:MAX_TRIAL]
+    values = {
+        "job_id": job.id,
+        "attempt_id": attempt_id,
+        "trial": trial,
+        "step": step,
+        "uri": uri,
+        "metrics": metrics or {},
+    }
+    same = (Checkpoint.job_id == job.id, Checkpoint.trial == trial)
+    replaced = session.scalar(select(Checkpoint.uri).where(*same, Checkpoint.step == step))
     stmt = pg_insert(Checkpoint).values(**values)
     session.execute(
         stmt.on_conflict_do_update(
-            constraint="uq_checkpoints_job_step",
+            constraint="uq_checkpoints_job_trial_step",
             set_={"attempt_id": attempt_id, "uri": uri, "metrics": metrics or {}},
         )
     )
+    if trial:
+        reach, reach_tokens = trials_reach(session, job.id)
+        ledger.record_progress(attempt, step=reach, tokens=reach_tokens)
+    else:
+        ledger.record_progress(attempt, step=step, tokens=(metrics or {}).get("tokens_seen"))
     gone = [replaced] if replaced is not None and replaced != uri else []
     if keep is not None:
         older = session.scalars(
-            select(Checkpoint)
-            .where(Checkpoint.job_id == job.id)
-            .order_by(Checkpoint.step.desc())
-            .offset(keep)
+            select(Checkpoint).where(*same).order_by(Checkpoint.step.desc()).offset(keep)
         ).all()
         for ckpt in older:
             gone.append(ckpt.uri)
@@ -86,10 +101,36 @@ def record_checkpoint(
     return gone
 
 
-def latest_checkpoint(session: Session, job_id: str) -> Checkpoint | None:
+def latest_checkpoint(session: Session, job_id: str, trial: str = "") -> Checkpoint | None:
+    """The job's (or a sweep trial's) latest recorded checkpoint."""
     return session.scalar(
-        select(Checkpoint).where(Checkpoint.job_id == job_id).order_by(Checkpoint.step.desc()).limit(1)
+        select(Checkpoint)
+        .where(Checkpoint.job_id == job_id, Checkpoint.trial == trial)
+        .order_by(Checkpoint.step.desc())
+        .limit(1)
     )
+
+
+def trials_reach(session: Session, job_id: str) -> tuple[int, int]:
+    """How far a sweep's trials have got together, by their latest checkpoints: the sum of their
+    steps, and of the tokens each had trained by then (0 where a checkpoint has no count)."""
+    latest = (
+        select(Checkpoint.trial, func.max(Checkpoint.step).label("step"))
+        .where(Checkpoint.job_id == job_id, Checkpoint.trial != "")
+        .group_by(Checkpoint.trial)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Checkpoint.step, Checkpoint.metrics)
+        .join(
+            latest,
+            (Checkpoint.trial == latest.c.trial) & (Checkpoint.step == latest.c.step),
+        )
+        .where(Checkpoint.job_id == job_id)
+    ).all()
+    steps = sum(step for step, _ in rows)
+    tokens = sum(ledger.count((metrics or {}).get("tokens_seen")) or 0 for _, metrics in rows)
+    return steps, tokens
 
 
 def set_start_step(session: Session, attempt_id: str, step: int) -> None:
@@ -97,6 +138,15 @@ def set_start_step(session: Session, attempt_id: str, step: int) -> None:
     trains from there (and what it redoes of earlier attempts' work)."""
     _, attempt = queue.fence(session, attempt_id)
     ledger.record_start(attempt, step, ledger.checkpoint_tokens(session, attempt, step))
+    session.commit()
+
+
+def set_sweep_start(session: Session, attempt_id: str) -> None:
+    """The attempt resumes a sweep: each trial from its own latest checkpoint (Tune restores
+    them), so it starts where the trials have got together (`trials_reach`)."""
+    job, attempt = queue.fence(session, attempt_id)
+    step, tokens = trials_reach(session, job.id)
+    ledger.record_start(attempt, step, tokens)
     session.commit()
 
 

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Select, select, text
 from sqlalchemy.orm import Session
 
-from trainyard.platform import events, queue, states
+from trainyard.money import format_usd
+from trainyard.platform import costs, events, queue, states
 from trainyard.platform.auth import Principal
 from trainyard.platform.errors import Conflict, InvalidRequest, NotFound
-from trainyard.platform.models import Checkpoint, Job, JobEvent, new_id
+from trainyard.platform.models import Checkpoint, Job, JobAttempt, JobEvent, new_id
 from trainyard.platform.spec import JobSpec
 
 MAX_PAGE = 100
@@ -247,11 +249,31 @@ def pause_job(session: Session, principal: Principal, job_id: str) -> Job:
     return job
 
 
-def resume_job(session: Session, principal: Principal, job_id: str) -> Job:
-    """Queue a paused job again; its next attempt resumes from the latest checkpoint. A pause that
-    has not taken effect yet is withdrawn. Resuming a job that is not paused changes nothing."""
+# Why a job failed when it stopped for its budget (`workers.outcome.stopped_outcome`).
+BUDGET_STOP = "budget_exceeded"
+MAX_COST_USD = 10_000_000  # the spec's bound on policy.max_cost_usd
+
+
+def resume_job(
+    session: Session, principal: Principal, job_id: str, *, max_cost_usd: float | None = None
+) -> Job:
+    """Queue a paused job again, or one stopped for its budget once the budget allows; its next
+    attempt resumes from the latest checkpoint. A pause that has not taken effect yet is
+    withdrawn. Resuming a job that is queued or running changes nothing but `max_cost_usd`,
+    which, when given, becomes the job's cap (policy.max_cost_usd) from now on."""
     job = get_job(session, principal, job_id, for_update=True)
-    if job.status == states.PAUSED:
+    budget_stop = job.status == states.FAILED and job.error_code == BUDGET_STOP
+    if job.status not in (states.PAUSED, states.QUEUED, states.RUNNING) and not budget_stop:
+        raise Conflict(
+            f"job {job_id} is {job.status} and cannot be resumed", code="job_not_resumable", param="job_id"
+        )
+    if max_cost_usd is not None:
+        _set_cap(job, max_cost_usd)
+    if budget_stop:
+        _check_budget_allows(session, job)
+        job.error_code = job.error_message = None
+        job.finished_at = None
+    if job.status in (states.PAUSED, states.FAILED):
         job.pause_requested = False
         job.run_after = states.utcnow()
         states.transition(
@@ -270,12 +292,52 @@ def resume_job(session: Session, principal: Principal, job_id: str) -> Job:
             f"pause withdrawn by {principal.key_id}",
             data={"pause_requested": False},
         )
-    elif job.status not in (states.QUEUED, states.RUNNING):
-        raise Conflict(
-            f"job {job_id} is {job.status} and cannot be resumed", code="job_not_resumable", param="job_id"
-        )
     session.flush()
     return job
+
+
+def _set_cap(job: Job, max_cost_usd: float) -> None:
+    if (
+        isinstance(max_cost_usd, bool)
+        or not math.isfinite(max_cost_usd)
+        or not 0 < max_cost_usd <= MAX_COST_USD
+    ):
+        raise InvalidRequest(
+            f"max_cost_usd must be more than 0 and at most {MAX_COST_USD:,}", param="max_cost_usd"
+        )
+    spec = dict(job.spec)
+    spec["policy"] = {**(spec.get("policy") or {}), "max_cost_usd": float(max_cost_usd)}
+    job.spec = spec
+
+
+def _check_budget_allows(session: Session, job: Job) -> None:
+    """Refuse (409 `budget_exhausted`) to resume a job its cap or its team's budget still
+    stops: spent at least its cap, or at the pace its last attempt trained, needing more than
+    the cap to finish; or the rest of its estimate does not fit in what its team has left."""
+    cap = (job.spec.get("policy") or {}).get("max_cost_usd")
+    if isinstance(cap, int | float):
+        last = session.scalar(
+            select(JobAttempt).where(JobAttempt.job_id == job.id).order_by(JobAttempt.number.desc()).limit(1)
+        )
+        at = last.heartbeat_at if last is not None else None
+        projected = (
+            costs.projected_cost(job, last, at, costs.PaceRule.from_settings()) if last and at else None
+        )
+        need = max(job.cost_usd, projected or 0.0)
+        if need >= cap:
+            usd = format_usd
+            why = (
+                f"has spent {usd(job.cost_usd)} of its {usd(cap)} cap"
+                if job.cost_usd >= cap
+                else f"would need about {usd(need)} at the pace it trained, more than its {usd(cap)} cap"
+            )
+            raise costs.BudgetExhausted(
+                f"job {job.id} {why} (policy.max_cost_usd); resume it with a higher max_cost_usd",
+                param="max_cost_usd",
+            )
+    estimate = (job.plan or {}).get("estimated_cost_usd")
+    rest = max(0.0, float(estimate) - job.cost_usd) if isinstance(estimate, int | float) else None
+    costs.check_budget(session, job.team_id, rest)
 
 
 def _event_id(raw: str) -> int:

@@ -16,10 +16,13 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Double,
+    FetchedValue,
     ForeignKey,
     Identity,
     Index,
     Integer,
+    PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -50,8 +53,16 @@ class Team(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("team"))
     name: Mapped[str] = mapped_column(String(100), unique=True)
     monthly_budget_usd: Mapped[float | None] = mapped_column(Double)
+    # The share of a cap (this budget, or a job's max_cost_usd) at which running jobs are warned.
+    budget_warn_fraction: Mapped[float] = mapped_column(Double, server_default=text("0.8"))
     max_concurrent_gpus: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint(
+            "budget_warn_fraction > 0 AND budget_warn_fraction <= 1", name="ck_teams_budget_warn_fraction"
+        ),
+    )
 
 
 class ApiKey(Base):
@@ -99,6 +110,9 @@ class Job(Base):
     cost_usd: Mapped[float] = mapped_column(Double, server_default=text("0"))
     billable_seconds: Mapped[float] = mapped_column(Double, server_default=text("0"))
     tokens_trained: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # The budget warnings the job was given, each once: {"job": when} for its own cap,
+    # {"team:2026-12": when} for its team's budget that month (`costs.budgets.warn`).
+    budget_warnings: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None]
@@ -118,6 +132,12 @@ class Job(Base):
         ),
         Index("ix_jobs_team_seq", "team_id", "seq"),
         Index("ix_jobs_active_pool", "pool", postgresql_where=text(f"status IN ({sql_list(ACTIVE)})")),
+        # Where a succeeded job's estimate is counted in cost queries.
+        Index(
+            "ix_jobs_succeeded_finished",
+            text("coalesce(finished_at, created_at)"),
+            postgresql_where=text("status = 'succeeded'"),
+        ),
         CheckConstraint(f"status IN ({sql_list(STATUSES)})", name="ck_jobs_status"),
     )
 
@@ -170,9 +190,27 @@ class JobAttempt(Base):
     # to its last sign of life when it was lost.
     billable_seconds: Mapped[float] = mapped_column(Double, server_default=text("0"))
     cost_usd: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    # Kept by the database (migration 0006), never written here: the end of the billed span
+    # (started_at + billable_seconds), which sets of attempt dimensions (bits: 1 instance type,
+    # 2 accelerator, 4 spot) this is its job's first attempt with, and its key in the cost rollup.
+    billed_until: Mapped[datetime | None] = mapped_column(
+        server_default=FetchedValue(), server_onupdate=FetchedValue()
+    )
+    firsts: Mapped[int] = mapped_column(
+        SmallInteger, server_default=text("0"), server_onupdate=FetchedValue()
+    )
+    rollup_key_id: Mapped[int | None] = mapped_column(
+        Integer, server_default=FetchedValue(), server_onupdate=FetchedValue()
+    )
 
     __table_args__ = (
         UniqueConstraint("job_id", "number", name="uq_job_attempts_job_number"),
+        # The attempts billed in an interval (the ends of a cost query's window).
+        Index(
+            "ix_job_attempts_billed_span",
+            text("tstzrange(started_at, billed_until, '[]')"),
+            postgresql_using="gist",
+        ),
         # The rescuer scans only live attempts by lease.
         Index("ix_job_attempts_live_lease", "lease_expires_at", postgresql_where=text("ended_at IS NULL")),
         Index("ix_job_attempts_ended_at", "ended_at"),
@@ -207,12 +245,97 @@ class Checkpoint(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ckpt"))
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     attempt_id: Mapped[str] = mapped_column(String(40))
+    # A sweep's trial ('' for a job that is not a sweep): every trial counts its own steps.
+    trial: Mapped[str] = mapped_column(String(64), server_default=text("''"))
     step: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
     uri: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
-    __table_args__ = (UniqueConstraint("job_id", "step", name="uq_checkpoints_job_step"),)
+    __table_args__ = (UniqueConstraint("job_id", "trial", "step", name="uq_checkpoints_job_trial_step"),)
+
+
+class CostRollupKey(Base):
+    """What spend is rolled up by: a team, API key, model, instance type, accelerator, spot or
+    not, and outcome ('' for none: no key, a running attempt). Made by the database's triggers."""
+
+    __tablename__ = "cost_rollup_keys"
+
+    id: Mapped[int] = mapped_column(Integer, Identity(always=False), primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(40))
+    api_key_id: Mapped[str] = mapped_column(String(40), server_default=text("''"))
+    model: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    instance_type: Mapped[str] = mapped_column(String(64), server_default=text("''"))
+    accelerator: Mapped[str] = mapped_column(String(64), server_default=text("''"))
+    spot: Mapped[bool] = mapped_column(Boolean)
+    outcome: Mapped[str] = mapped_column(String(16), server_default=text("''"))
+
+    # A model URI can be longer than a B-tree entry allows; its hash is not.
+    __table_args__ = (
+        Index(
+            "uq_cost_rollup_keys",
+            "team_id",
+            "api_key_id",
+            text("md5(model)"),
+            "instance_type",
+            "accelerator",
+            "spot",
+            "outcome",
+            unique=True,
+        ),
+    )
+
+
+ROLLUP_FIGURES = (
+    "usd",
+    "billable_seconds",
+    "gpu_seconds",
+    "tokens",
+    "spot_savings_usd",
+    "startup_usd",
+    "recomputed_usd",
+    "lost_usd",
+    "estimated_usd",
+    "estimate_actual_usd",
+)
+ROLLUP_COUNTS = ("estimate_jobs", *(f"jobs_{s}" for s in range(8)))
+
+
+class CostRollup(Base):
+    """Spend per grain ('h': hour, 'd': UTC day), bucket start and key, kept by the database in
+    the transaction that meters an attempt (migration 0006; `costs.rollup`). `jobs_<s>` counts
+    jobs whose first attempt with the same values of the attempt dimensions in bit set s
+    started in the bucket; `estimate_jobs` succeeded jobs with an estimate that finished in it."""
+
+    __tablename__ = "cost_rollup"
+
+    grain: Mapped[str] = mapped_column(String(1))
+    bucket: Mapped[datetime]
+    key_id: Mapped[int] = mapped_column(Integer)
+    usd: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    billable_seconds: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    gpu_seconds: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    tokens: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    spot_savings_usd: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    startup_usd: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    recomputed_usd: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    lost_usd: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    estimated_usd: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    estimate_actual_usd: Mapped[float] = mapped_column(Double, server_default=text("0"))
+    estimate_jobs: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    jobs_0: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    jobs_1: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    jobs_2: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    jobs_3: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    jobs_4: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    jobs_5: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    jobs_6: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    jobs_7: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+    __table_args__ = (
+        PrimaryKeyConstraint("grain", "bucket", "key_id", name="pk_cost_rollup"),
+        CheckConstraint("grain IN ('d', 'h')", name="ck_cost_rollup_grain"),
+    )
 
 
 class SourceGrant(Base):

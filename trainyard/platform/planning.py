@@ -161,15 +161,20 @@ class Planner:
         assert planned.decision is not None
         chosen = planned.decision.chosen
         itype = self.catalog[chosen.instance_type]
+        # A sweep holds an instance per trial it runs at once: billed, and counted against GPU
+        # quotas, for all of them (the ledger takes its terms from here at claim).
+        held = chosen.concurrent_trials
         return {
             "instance_type": chosen.instance_type,
             "spot": chosen.spot,
             "kind": itype.kind,
             "accelerator": itype.accelerator,
-            "accelerator_count": itype.accelerator_count * itype.nodes,
+            "accelerator_count": itype.accelerator_count * itype.nodes * held,
             "workers": itype.workers,
             "usd_per_hour": chosen.usd_per_hour,
-            "on_demand_usd_per_hour": itype.on_demand_usd_per_hour,
+            "on_demand_usd_per_hour": itype.on_demand_usd_per_hour * held,
+            "trials": chosen.trials,
+            "concurrent_trials": held,
             "estimated_seconds": round(chosen.seconds, 1),
             "estimated_cost_usd": round(chosen.cost_usd, 6),
             "usd_per_million_tokens": chosen.usd_per_million_tokens,
@@ -248,6 +253,8 @@ class Planner:
             "estimated_cost_usd": round(est.cost_usd, 6),
             "usd_per_hour": est.usd_per_hour,
             "usd_per_million_tokens": est.usd_per_million_tokens,
+            "trials": est.trials,
+            "concurrent_trials": est.concurrent_trials,
             "tokens_per_second": round(est.tokens_per_second, 1),
             "meets_deadline": est.meets_deadline,
             "within_budget": est.within_budget,

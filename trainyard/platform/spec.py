@@ -6,6 +6,8 @@ below are the platform's limits, not the API's.
 
 from __future__ import annotations
 
+import itertools
+import math
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -99,14 +101,48 @@ class CheckpointPolicy(_Strict):
     keep: int = Field(default=3, ge=1, le=1000)
 
 
+MAX_TRIALS = 1024
+
+
 class Sweep(_Strict):
-    """A Ray Tune sweep whose trials are training runs; the best trial becomes the final model."""
+    """A Ray Tune sweep whose trials are training runs; the best trial becomes the final model.
+
+    Every combination of `param_space` is a trial, `num_samples` times over; up to
+    `max_concurrent_trials` run at once, each on an instance of the job's type (so the sweep
+    holds that many instances, and is estimated, budgeted and billed for them)."""
 
     param_space: dict[str, list[float | int | str]] = Field(min_length=1, max_length=16)
     num_samples: int = Field(default=1, ge=1, le=256)
     metric: str = Field(default="eval_loss", min_length=1, max_length=64)
     mode: Literal["min", "max"] = "min"
     asha: bool = False
+    max_concurrent_trials: int = Field(default=1, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _trials(self) -> Sweep:
+        if any(not values for values in self.param_space.values()):
+            raise ValueError("every sweep.param_space entry needs at least one value")
+        if self.trials > MAX_TRIALS:
+            raise ValueError(f"the sweep has {self.trials} trials; the most is {MAX_TRIALS}")
+        return self
+
+    @property
+    def trials(self) -> int:
+        """How many trials the sweep runs: every combination, num_samples times."""
+        return math.prod(len(v) for v in self.param_space.values()) * self.num_samples
+
+    @property
+    def concurrency(self) -> int:
+        """How many trials run at once (never more than there are)."""
+        return min(self.max_concurrent_trials, self.trials)
+
+    def overrides(self) -> list[dict[str, float | int | str]]:
+        """Each trial's hyperparameters over the job's, in Tune's grid order, num_samples times."""
+        keys = list(self.param_space)
+        grid = [
+            dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.param_space.values())
+        ]
+        return grid * self.num_samples
 
 
 class JobSpec(_Strict):

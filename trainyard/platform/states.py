@@ -10,6 +10,7 @@
 
     queued | running ──pause──> paused ──resume──> queued      paused ──> cancelled
       (a running job pauses once its worker has checkpointed and handed it back)
+    failed ──resume──> queued   (only a job stopped for its budget, once the budget allows)
 
 Every transition writes a `status` event in the same transaction (`events.add`). The database
 refuses any status or outcome not spelled here (CHECK constraints, migration 0003).
@@ -84,7 +85,8 @@ ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     PAUSED: frozenset({QUEUED, CANCELLED}),
     CANCELLING: frozenset({CANCELLED, SUCCEEDED, FAILED}),
     SUCCEEDED: frozenset(),
-    FAILED: frozenset(),
+    # Only a job stopped for its budget, resumed once the budget allows (`jobs.resume_job`).
+    FAILED: frozenset({QUEUED}),
     CANCELLED: frozenset(),
 }
 

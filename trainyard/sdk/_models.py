@@ -272,6 +272,7 @@ class Checkpoint(TrainyardModel):
     object: str = "job.checkpoint"
     job_id: str | None = None
     attempt_id: str | None = None
+    trial: str | None = None  # a sweep's trial
     step: int = 0
     metrics: dict[str, Any] = Field(default_factory=dict)
     uri: str | None = None
@@ -323,6 +324,9 @@ class Plan(TrainyardModel):
     estimated_seconds: float | None = None
     estimated_cost_usd: float | None = None
     usd_per_million_tokens: float | None = None
+    # A sweep: its trials, and how many run at once (an instance each, all billed).
+    trials: int | None = None
+    concurrent_trials: int | None = None
     strategy: str | None = None
     gradient_checkpointing: bool | None = None
     # Per worker; their product is the job's batch_size x gradient_accumulation_steps.
@@ -362,6 +366,8 @@ class EstimateOption(TrainyardModel):
     usd_per_hour: float | None = None
     usd_per_million_tokens: float | None = None
     tokens_per_second: float | None = None
+    trials: int | None = None
+    concurrent_trials: int | None = None
     meets_deadline: bool | None = None
     within_budget: bool | None = None
     memory_gb: float | None = None

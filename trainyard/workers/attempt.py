@@ -121,6 +121,7 @@ class AttemptRunner:
             spec = JobSpec.model_validate(job.spec)
             self.mailbox.job_id = job.id
             self.mailbox.keep = spec.checkpoint.keep if spec.sweep is None else None
+            self.mailbox.sweep_trials = spec.sweep.trials if spec.sweep is not None else None
             self._budget = spec.policy.max_cost_usd
             self.number = attempt.number
             self._spot = bool(attempt.spot)
@@ -287,7 +288,10 @@ class AttemptRunner:
             self.heartbeat.request_stop(self.stop_reason)
         with self.sessions() as s:
             latest = attempts.latest_checkpoint(s, job.id)
-        if latest is not None:
+        if spec.sweep is not None:
+            # Each trial resumes from its own latest checkpoint; the attempt from all of them.
+            self._fenced(lambda s: attempts.set_sweep_start(s, self.attempt_id))
+        elif latest is not None:
             step = latest.step
             self._fenced(lambda s: attempts.set_start_step(s, self.attempt_id, step))
         log.info(

@@ -28,7 +28,9 @@ class Mailbox:
         self.store = store
         self.control: Any = None  # the RunControl actor handle, once the run has one
         self.keep: int | None = None  # the job's checkpoint keep (None: a sweep prunes at its end)
+        self.sweep_trials: int | None = None  # a sweep's number of trials (None: not a sweep)
         self.progress: dict[str, Any] = {}  # the latest progress report, for the heartbeat
+        self._trials: dict[str, dict[str, Any]] = {}  # a sweep's latest report per trial
         self._acked = 0  # the last report written to the database
         self._lock = threading.Lock()  # the heartbeat and a forced end both drain
 
@@ -65,7 +67,7 @@ class Mailbox:
 
         kind = event.get("type")
         if kind == PROGRESS:
-            self.progress = {
+            report = {
                 "step": int(event.get("step") or 0),
                 "total_steps": event.get("total_steps"),
                 "tokens": int(event.get("tokens_seen") or 0),
@@ -73,6 +75,12 @@ class Mailbox:
                 "tokens_per_second": event.get("tokens_per_second"),
                 "epoch": event.get("epoch"),
             }
+            trial = event.get("trial")
+            if trial:
+                self._trials[str(trial)] = report
+                self.progress = sweep_progress(self._trials, self.sweep_trials)
+            else:
+                self.progress = report
         elif kind == CHECKPOINT:
             gone: list[str] = self._fenced(
                 lambda s: attempts.record_checkpoint(
@@ -82,6 +90,7 @@ class Mailbox:
                     uri=str(event["uri"]),
                     metrics=event.get("metrics") or {},
                     keep=self.keep,
+                    trial=event.get("trial"),
                 )
             )
             self._delete(gone)
@@ -111,3 +120,24 @@ class Mailbox:
                 self.store.delete_prefix(uri.removeprefix(root))
             except Exception as exc:  # a blip leaves an unlisted directory behind, nothing worse
                 log.warning("attempt %s: could not delete checkpoint %s: %s", self.attempt_id, uri, exc)
+
+
+def sweep_progress(trials: dict[str, dict[str, Any]], count: int | None) -> dict[str, Any]:
+    """A sweep's progress, its trials' together: their steps and tokens summed (so the budget's
+    pace is the sweep's, all trials at once), and its total steps those of every trial, the ones
+    not heard from yet taken to be as long as the average of those heard from."""
+    reports = list(trials.values())
+    totals = [r["total_steps"] for r in reports if isinstance(r.get("total_steps"), int | float)]
+    waiting = max(0, (count or len(reports)) - len(reports))
+    total = sum(totals) + waiting * (sum(totals) / len(totals)) if totals else None
+    losses = [r["loss"] for r in reports if isinstance(r.get("loss"), int | float)]
+    rates = [r["tokens_per_second"] for r in reports if isinstance(r.get("tokens_per_second"), int | float)]
+    return {
+        "step": sum(r["step"] for r in reports),
+        "total_steps": round(total) if total is not None else None,
+        "tokens": sum(r["tokens"] for r in reports),
+        "loss": min(losses) if losses else None,  # the best trial's
+        "tokens_per_second": sum(rates) if rates else None,
+        "epoch": None,
+        "trials": {name: r["step"] for name, r in sorted(trials.items())},
+    }

@@ -5,6 +5,10 @@ instance type; ASHA may stop the weak ones early. The best trial gives the job's
     jobs/{job_id}/sweep/{run_name}/          the Tune experiment (restored by a later attempt)
     jobs/{job_id}/sweep/{trial}/final/       each finished trial's model
     jobs/{job_id}/checkpoints/{run_name}-{trial}/   each trial's Train checkpoints
+
+At most ``sweep.max_concurrent_trials`` trials run at once: the job's plan holds an instance for
+each, and the attempt is billed for them. Every event a trial reports carries its trial id, so
+its checkpoints are recorded as its own and its progress adds to the sweep's.
 """
 
 from __future__ import annotations
@@ -186,6 +190,8 @@ def run_sweep(
                 mode=sweep.mode,
                 num_samples=sweep.num_samples,
                 scheduler=_asha(spec) if sweep.asha else None,
+                # As many at once as the sweep was planned, budgeted and is billed for.
+                max_concurrent_trials=sweep.concurrency,
             ),
             # verbose=0: the platform reports progress itself; Tune's tables would only fill logs.
             run_config=ray.tune.RunConfig(

@@ -216,7 +216,7 @@
     const budgetOf = Object.fromEntries(budgets.data.map((b) => [b.team, b]));
     table(
       "teams-table",
-      ["Team", "Spend", "Previous", "GPU h", "Jobs", "$/M tokens", "Waste", "Spot savings", "Est. error", "Budget left"],
+      ["Team", "Spend", "Previous", "GPU h", "Jobs started", "$/M tokens", "Waste", "Spot savings", "Est. error", "Budget left"],
       result.data.map((r) => {
         const team = r.key.team;
         const b = budgetOf[team];
@@ -270,7 +270,7 @@
     });
     table(
       tableId,
-      [dim === "instance_type" ? "Instance type" : "Accelerator", "Spend", "Hours", "GPU h", "Jobs", "Spot savings"],
+      [dim === "instance_type" ? "Instance type" : "Accelerator", "Spend", "Hours", "GPU h", "Jobs started", "Spot savings"],
       rows.map((r) => [
         link(drillHref(dim, r.key[dim]), label(r.key[dim])),
         link(drillHref(dim, r.key[dim]), money(r.cost_usd)),

@@ -6,7 +6,9 @@ queries      the allocation statement, built by functions; every value a bound p
 figures      the figures each row of an answer carries
 allocation   `query_costs`: the answer of /v1/costs
 export       the same answer as CSV
-budgets      monthly team budgets and the check that gates new work
+budgets      monthly team budgets, the check that gates new work, warnings at a threshold
+rollup       the rollup the database keeps per hour and day, and what reads it
+segments     which parts of a window the rollup answers and which the attempts
 ledger       what each attempt is billed on and did: the one source of every figure
 metering     what a running attempt has cost, the job's totals, the budget projection
 reports      the cost report written at the end of a run
@@ -14,7 +16,7 @@ reports      the cost report written at the end of a run
 
 from __future__ import annotations
 
-from trainyard.platform.costs import ledger
+from trainyard.platform.costs import budgets, ledger, rollup
 from trainyard.platform.costs.allocation import DEFAULT_LIMIT, MAX_LIMIT, query_costs
 from trainyard.platform.costs.budgets import (
     BudgetExhausted,
@@ -36,6 +38,7 @@ __all__ = [
     "BudgetExhausted",
     "PaceRule",
     "budget_status",
+    "budgets",
     "check_budget",
     "cost_report",
     "job_goodput",
@@ -45,6 +48,7 @@ __all__ = [
     "month_start",
     "projected_cost",
     "query_costs",
+    "rollup",
     "set_team_budget",
     "to_csv",
     "total_job_cost",

@@ -11,13 +11,13 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from trainyard.money import format_usd
-from trainyard.platform import states
+from trainyard.platform import events, states
 from trainyard.platform.auth import Principal, get_team_by_name, require_admin
-from trainyard.platform.costs import queries
+from trainyard.platform.costs import queries, rollup
 from trainyard.platform.costs.figures import rounded
-from trainyard.platform.costs.windows import db_now, epoch, month_start, next_month_start, ts
+from trainyard.platform.costs.windows import db_now, month_start, next_month_start, ts
 from trainyard.platform.errors import Conflict, InvalidRequest, NotFound
-from trainyard.platform.models import Team
+from trainyard.platform.models import Job, Team
 from trainyard.platform.states import sql_list
 
 _ONE_TEAM = "j.team_id = :team_id"
@@ -29,24 +29,11 @@ class BudgetExhausted(Conflict):
     code = "budget_exhausted"
 
 
-def _spend_sql(conditions: list[str], *, checked: bool) -> str:
-    """Each team's spend in [w0, w1), attempts pro-rated by the time of theirs inside it."""
-    attempts = queries.attempts_sql(["j.team_id"], conditions, checked=checked)
-    return f"""
-    WITH base AS ({attempts})
-    SELECT d0 AS team_id,
-           sum(CASE WHEN e > s THEN usd * (least(e, :w1e) - greatest(s, :w0e)) / (e - s) ELSE usd END) AS usd
-    FROM base
-    WHERE s < :w1e AND (e > :w0e OR s >= :w0e)
-    GROUP BY d0
-    """
-
-
 def _committed_sql(conditions: list[str]) -> str:
     """What queued and running jobs are still expected to spend: their estimate less what they
     have spent so far. Counted against the budget so that many jobs queued at once cannot each
     fit in the same remaining dollars."""
-    estimate = queries.plan_number("estimated_cost_usd", checked=True)
+    estimate = queries.plan_number("estimated_cost_usd")
     return f"""
     SELECT j.team_id, sum(greatest({estimate} - j.cost_usd, 0)) AS usd
     FROM jobs j
@@ -58,21 +45,11 @@ def _committed_sql(conditions: list[str]) -> str:
 def _month_spend(
     session: Session, now: datetime, team_id: str | None = None
 ) -> tuple[dict[str, float], dict[str, float]]:
-    start = month_start(now)
+    """Each team's spend this month (from the rollup) and what its pending jobs still expect."""
     conditions = [_ONE_TEAM] if team_id else []
-    params: dict[str, Any] = {
-        "w1": now,
-        "p0": start,
-        "w0e": epoch(start),
-        "w1e": epoch(now),
-        "team_id": team_id,
-    }
-    spent = queries.run(session, lambda checked: _spend_sql(conditions, checked=checked), params)
+    spent = rollup.spend(session, month_start(now), now, team_id)
     committed = session.execute(text(_committed_sql(conditions)), {"team_id": team_id}).all()
-    return (
-        {r["team_id"]: float(r["usd"] or 0.0) for r in spent},
-        {t: float(v or 0.0) for t, v in committed},
-    )
+    return spent, {t: float(v or 0.0) for t, v in committed}
 
 
 def _status(team: Team, spent: float, committed: float, now: datetime) -> dict[str, Any]:
@@ -92,6 +69,10 @@ def _status(team: Team, spent: float, committed: float, now: datetime) -> dict[s
         "remaining": None if budget is None else rounded(budget - spent),
         "available": None if budget is None else rounded(budget - spent - committed),
         "used_fraction": round(spent / budget, 6) if budget else None,
+        "warn_fraction": team.budget_warn_fraction,
+        # Spent past the warning threshold, and all of it: new jobs are refused then.
+        "warning": budget is not None and spent >= team.budget_warn_fraction * budget,
+        "exhausted": budget is not None and spent >= budget,
         "projected_month_usd": rounded(projected) if projected is not None else None,
         "month_start": ts(start),
         "month_end": ts(end),
@@ -123,10 +104,17 @@ def list_budgets(session: Session, principal: Principal, now: datetime | None = 
 
 
 def set_team_budget(
-    session: Session, principal: Principal, team_name: str, monthly_budget_usd: float | None
+    session: Session,
+    principal: Principal,
+    team_name: str,
+    monthly_budget_usd: float | None,
+    warn_fraction: float | None = None,
 ) -> dict[str, Any]:
-    """Set (or clear, with None) a team's monthly budget; admin keys only."""
+    """Set (or clear, with None) a team's monthly budget, and (when given) the share of a cap at
+    which its running jobs are warned; admin keys only."""
     require_admin(principal)
+    if warn_fraction is not None and (not math.isfinite(warn_fraction) or not 0 < warn_fraction <= 1):
+        raise InvalidRequest("warn_fraction must be more than 0 and at most 1", param="warn_fraction")
     if monthly_budget_usd is not None and (
         not math.isfinite(monthly_budget_usd) or not 0 <= monthly_budget_usd <= 1e12
     ):
@@ -136,6 +124,8 @@ def set_team_budget(
         )
     team = get_team_by_name(session, team_name)
     team.monthly_budget_usd = monthly_budget_usd
+    if warn_fraction is not None:
+        team.budget_warn_fraction = warn_fraction
     session.flush()
     return budget_status(session, team.id)
 
@@ -188,3 +178,62 @@ def check_budget(
             param="estimated_cost_usd",
         )
     return status
+
+
+def warn(session: Session, job: Job, now: datetime) -> None:
+    """Warn the running job, once each, when its spend passes its team's warning share of its
+    own cap (`policy.max_cost_usd`) and of its team's monthly budget (this month). The caller
+    holds the job's row; the team's spend is read from the rollup, a few rows."""
+    team = session.get(Team, job.team_id)
+    if team is None:
+        return
+    given = dict(job.budget_warnings or {})
+    share = team.budget_warn_fraction
+    cap = (job.spec.get("policy") or {}).get("max_cost_usd")
+    if "job" not in given and isinstance(cap, int | float) and cap > 0 and job.cost_usd >= share * cap:
+        given["job"] = ts(now)
+        _warning(
+            session,
+            job,
+            f"the job has spent {format_usd(job.cost_usd)}, {job.cost_usd / cap:.0%} of its "
+            f"{format_usd(cap)} cap (max_cost_usd); it stops when its spend or pace passes the cap",
+            {
+                "budget_warning": "job",
+                "spent_usd": rounded(job.cost_usd),
+                "cap_usd": cap,
+                "warn_fraction": share,
+            },
+        )
+    month = f"team:{month_start(now).strftime('%Y-%m')}"
+    budget = team.monthly_budget_usd
+    if month not in given and budget is not None and budget > 0:
+        spent = rollup.spend(session, month_start(now), now, team.id).get(team.id, 0.0)
+        if spent >= share * budget:
+            given[month] = ts(now)
+            _warning(
+                session,
+                job,
+                f"team {team.name!r} has spent {format_usd(spent)}, {spent / budget:.0%} of its "
+                f"{format_usd(budget)} monthly budget; new jobs are refused once it is used up",
+                {
+                    "budget_warning": "team",
+                    "team": team.name,
+                    "spent_usd": rounded(spent),
+                    "budget_usd": budget,
+                    "warn_fraction": share,
+                },
+            )
+    if given != (job.budget_warnings or {}):
+        job.budget_warnings = given
+
+
+def _warning(session: Session, job: Job, message: str, data: dict[str, Any]) -> None:
+    events.add(
+        session,
+        job.id,
+        events.MESSAGE,
+        message,
+        attempt_id=job.current_attempt_id,
+        level="warning",
+        data=data,
+    )

@@ -25,6 +25,19 @@ DIMENSIONS: dict[str, str] = {
     "spot": "CASE WHEN a.spot THEN 'spot' ELSE 'on_demand' END",
     "job": "j.id",
 }
+# The same dimensions over the rollup (`rollup`): cost_rollup_keys rk, teams t, api_keys k. A
+# dimension missing here (a job's status, the job, a label) is read from the attempts.
+ROLLUP_DIMENSIONS: dict[str, str] = {
+    "team": "t.name",
+    "user": DIMENSIONS["user"],
+    "instance_type": "nullif(rk.instance_type, '')",
+    "accelerator": "coalesce(nullif(rk.accelerator, ''), 'none')",
+    "model": "nullif(rk.model, '')",
+    "spot": "CASE WHEN rk.spot THEN 'spot' ELSE 'on_demand' END",
+}
+# What an attempt ran on, rather than what its job is: the bit of each in an attempt's `firsts`
+# (see `jobs_bits`).
+ATTEMPT_DIMENSIONS: dict[str, int] = {"instance_type": 1, "accelerator": 2, "spot": 4}
 LABEL_PREFIX = "label:"
 MAX_DIMENSIONS = 4
 
@@ -58,33 +71,54 @@ def parse_aggregate(value: str | list[str]) -> list[str]:
     return dims
 
 
+def in_rollup(dims: list[str], filters: dict[str, str] | None) -> bool:
+    """Whether every grouped and filtered dimension is one the rollup keeps."""
+    names = [*dims, *(f.strip() for f in (filters or {}))]
+    return all(name in ROLLUP_DIMENSIONS for name in names)
+
+
+def jobs_bits(dims: list[str], filters: dict[str, str] | None) -> tuple[int, int]:
+    """Which count of jobs started answers a row and which the totals: the set (as bits) of
+    attempt dimensions grouped or filtered by, and of those filtered by only. A job is counted
+    where its first attempt with the same values of those dimensions started: by instance type,
+    a job that moved to another type counts for each; in the totals, once."""
+    filtered = sum(ATTEMPT_DIMENSIONS.get(f.strip(), 0) for f in set(filters or {}))
+    grouped = sum(ATTEMPT_DIMENSIONS.get(d, 0) for d in dims)
+    return grouped | filtered, filtered
+
+
 @dataclass
 class Selection:
     """What an allocation query groups by and keeps: one SQL expression per grouped dimension
-    (in `aggregate` order), the conditions every attempt must meet, and the values they bind."""
+    (in `aggregate` order), the conditions every attempt must meet, and the values they bind.
+    `table` is the SQL of each dimension (`DIMENSIONS` over attempts, `ROLLUP_DIMENSIONS`)."""
 
     columns: list[str] = field(default_factory=list)
     conditions: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    table: dict[str, str] = field(default_factory=lambda: DIMENSIONS)
 
     def expression(self, dim: str, slot: int) -> str:
         """The SQL for a parsed dimension; a label's key is bound as `label_<slot>`."""
         if dim.startswith(LABEL_PREFIX):
             self.params[f"label_{slot}"] = dim[len(LABEL_PREFIX) :]
             return f"(j.metadata ->> CAST(:label_{slot} AS text))"
-        return f"({DIMENSIONS[dim]})"
+        return f"({self.table[dim]})"
 
 
 # Label keys of filters are bound from this slot on, clear of the grouped dimensions' slots.
 _FILTER_SLOTS = 100
 
 
-def select_dimensions(dims: list[str], *, team_id: str | None, filters: dict[str, str] | None) -> Selection:
+def select_dimensions(
+    dims: list[str], *, team_id: str | None, filters: dict[str, str] | None, rollup: bool = False
+) -> Selection:
     """The selection for parsed `dims`, held to `team_id` when set, with each `filter[dim]=value`
-    (dimension names parsed here) as an equality on that dimension."""
-    sel = Selection()
+    (dimension names parsed here) as an equality on that dimension; over the rollup's keys when
+    `rollup` (see `in_rollup`), else over attempts."""
+    sel = Selection(table=ROLLUP_DIMENSIONS if rollup else DIMENSIONS)
     if team_id is not None:
-        sel.conditions.append("j.team_id = :team_id")
+        sel.conditions.append(f"{'rk' if rollup else 'j'}.team_id = :team_id")
         sel.params["team_id"] = team_id
     sel.columns = [sel.expression(d, i) for i, d in enumerate(dims)]
     for i, (name, value) in enumerate(sorted((filters or {}).items())):

@@ -54,7 +54,8 @@ _EMPTY: dict[str, float] = {
 
 
 def rounded(value: float | None, places: int = 6) -> float:
-    return round(float(value or 0.0), places)
+    # + 0.0 turns a -0.0 (a sum of differences that came to -1e-13) into 0.0.
+    return round(float(value or 0.0), places) + 0.0
 
 
 def metrics(row: Mapping[Any, Any] | None) -> dict[str, Any]:

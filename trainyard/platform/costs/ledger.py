@@ -153,7 +153,9 @@ def furthest_sql(job_id: str) -> str:
 def checkpoint_tokens(session: Session, attempt: Line, step: int) -> int:
     """The cumulative tokens at the job's checkpoint of `step` (see `start_tokens`)."""
     metrics = session.scalar(
-        select(Checkpoint.metrics).where(Checkpoint.job_id == attempt.job_id, Checkpoint.step == step)
+        select(Checkpoint.metrics).where(
+            Checkpoint.job_id == attempt.job_id, Checkpoint.trial == "", Checkpoint.step == step
+        )
     )
     return start_tokens(attempt, step, (metrics or {}).get("tokens_seen"))
 
@@ -212,6 +214,11 @@ def settle(attempt: Line) -> None:
     attempt.tokens_trained = max(0, end_tokens - start_tokens)
     attempt.steps_recomputed = max(0, min(end_step, attempt.prior_step or 0) - start_step)
     attempt.tokens_recomputed = max(0, min(end_tokens, attempt.prior_tokens or 0) - start_tokens)
+
+
+def count(value: Any) -> int | None:
+    """A finite, non-negative whole count from a reported value, or None."""
+    return _count(value)
 
 
 def _count(value: Any) -> int | None:

@@ -241,6 +241,8 @@ def heartbeat(
         projected = costs.projected_cost(job, attempt, now, pace or costs.PaceRule.from_settings())
         if job.cost_usd > cap or (projected is not None and projected > cap):
             stop = "budget_exceeded"
+    if stop is None:
+        costs.budgets.warn(session, job, now)
     result = Heartbeat(attempt.lease_expires_at, job.cancel_requested, stop)
     session.commit()
     return result

@@ -71,6 +71,10 @@ class Estimate:
     deadline_seconds: float | None
     meets_deadline: bool | None
     within_budget: bool | None
+    # A sweep: how many trials it runs, and how many at once (one instance each); its tokens,
+    # steps and cost are all its trials', its rate that of the instances it holds.
+    trials: int = 1
+    concurrent_trials: int = 1
 
     @property
     def option(self) -> str:
@@ -96,6 +100,8 @@ class Estimate:
             f"{self.tokens / 1e6:,.1f}M tokens at {self.tokens_per_second:,.0f} tok/s "
             f"({self.throughput_source}) -> {format_duration(self.seconds)}, {format_usd(self.cost_usd)}"
         )
+        if self.trials > 1:
+            text += f" for {self.trials} trials, {self.concurrent_trials} at a time"
         if self.spot:
             text += f" with {self.expected_preemptions:.2f} expected interruptions"
         return text
@@ -263,8 +269,11 @@ def estimate_all(
     now: datetime | None = None,
 ) -> list[Estimate]:
     """Every option: each catalog type on demand and, where priced, on spot. Order is catalog
-    order, on-demand before spot; policies break ties by it and narrow it to the pools that exist."""
+    order, on-demand before spot; policies break ties by it and narrow it to the pools that exist.
+    A sweep's options are its trials' (`sweeps`)."""
     now = now or datetime.now(UTC)
+    if spec.sweep is not None:
+        return _sweep_options(spec, catalog, model, dataset_tokens, learned, now)
     out: list[Estimate] = []
     for itype in catalog.types:
         prof = profile(spec, itype, catalog, model, learned=learned)
@@ -272,6 +281,36 @@ def estimate_all(
         out.append(on_demand)
         if itype.spot_usd_per_hour is not None:
             out.append(_on_spot(on_demand, itype, prof, spec))
+    return out
+
+
+def _sweep_options(
+    spec: JobSpec,
+    catalog: Catalog,
+    model: ModelInfo,
+    dataset_tokens: int,
+    learned: LearnedThroughput | None,
+    now: datetime,
+) -> list[Estimate]:
+    # Imported here: `sweeps` builds on this module's Estimate.
+    from trainyard.platform.scheduling import sweeps
+
+    shapes = sweeps.trial_shapes(spec)
+    min_billed = catalog.constants.min_billed_seconds
+    out: list[Estimate] = []
+    for itype in catalog.types:
+        od_trials, spot_trials = [], []
+        for trial, n in shapes:
+            prof = profile(trial, itype, catalog, model, learned=learned)
+            on_demand = _on_demand(trial, itype, catalog, model, dataset_tokens, prof, now)
+            od_trials.append((on_demand, n))
+            if itype.spot_usd_per_hour is not None:
+                spot_trials.append((_on_spot(on_demand, itype, prof, trial), n))
+        od, spot = sweeps.pair(
+            sweeps.combine(spec, od_trials, min_billed),
+            sweeps.combine(spec, spot_trials, min_billed) if spot_trials else None,
+        )
+        out.extend([od] if spot is None else [od, spot])
     return out
 
 

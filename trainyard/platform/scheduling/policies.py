@@ -178,6 +178,8 @@ def _reason(
 ) -> str:
     policy = spec.policy
     head = f"{chosen.option}: {format_usd(chosen.cost_usd)}, {format_duration(chosen.seconds)}"
+    if chosen.trials > 1:
+        head += f" for {chosen.trials} trials, {chosen.concurrent_trials} at a time"
     if chosen.spot:
         head += f" (spot, {chosen.expected_preemptions:.1f} expected interruptions)"
     deadline_s = chosen.deadline_seconds

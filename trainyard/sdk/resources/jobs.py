@@ -111,9 +111,10 @@ class Jobs:
         pauses (`pause_requested` until then). Pausing twice is not an error."""
         return self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/pause")
 
-    def resume(self, job_id: str) -> Job:
-        """Queue a paused job again, to continue from its latest checkpoint."""
-        return self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/resume")
+    def resume(self, job_id: str, *, max_cost_usd: float | None = None) -> Job:
+        """Queue a paused job again, or one stopped for its budget (optionally with a higher cap)."""
+        body = {"max_cost_usd": max_cost_usd} if max_cost_usd is not None else None
+        return self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/resume", body=body)
 
     def cost_report(self, job_id: str) -> JobCostReport:
         """The job's cost report: the one published when it ended, else the figures so far."""
@@ -274,8 +275,9 @@ class AsyncJobs:
     async def pause(self, job_id: str) -> Job:
         return await self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/pause")
 
-    async def resume(self, job_id: str) -> Job:
-        return await self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/resume")
+    async def resume(self, job_id: str, *, max_cost_usd: float | None = None) -> Job:
+        body = {"max_cost_usd": max_cost_usd} if max_cost_usd is not None else None
+        return await self._client.post_model(Job, f"/v1/jobs/{path_id(job_id)}/resume", body=body)
 
     async def cost_report(self, job_id: str) -> JobCostReport:
         return await self._client.get_model(JobCostReport, f"/v1/jobs/{path_id(job_id)}/cost-report")

@@ -1,7 +1,7 @@
 """model sizes read from a hub, kept so a model is sized once
 
-Revision ID: 0007
-Revises: 0005
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-17 10:00:00.000000
 """
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0007"
-down_revision = "0005"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
