@@ -4,9 +4,13 @@ fields a server may leave out default to None."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from trainyard.sdk._catalog_models import InstanceType, Model
+from trainyard.sdk._cost_models import CostBucket, CostMetrics, CostReport, CostRow, CostWindow
+from trainyard.sdk._model_base import T, TimeOrText, TrainyardModel
 
 __all__ = [
     "SETTLED_STATUSES",
@@ -37,27 +41,12 @@ __all__ = [
     "QueuePool",
     "QueueSummary",
     "SweepTrial",
+    "TrainyardModel",
 ]
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 # A paused job is not finished, but it will not move until someone resumes it.
 SETTLED_STATUSES = TERMINAL_STATUSES | {"paused"}
-
-
-class TrainyardModel(BaseModel):
-    # protected_namespaces=(): job specs carry fields such as `model_parameters`.
-    model_config = ConfigDict(extra="allow", populate_by_name=True, protected_namespaces=())
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready dict, extra fields included."""
-        return self.model_dump(mode="json")
-
-
-T = TypeVar("T", bound=TrainyardModel)
-
-# A timestamp when it parses, the raw text otherwise, so a report never fails to load over one
-# odd value. Left to right: pydantic's default "smart" union would keep every string a string.
-TimeOrText = Annotated[datetime | str | None, Field(union_mode="left_to_right")]
 
 
 class Page(TrainyardModel, Generic[T]):
@@ -403,106 +392,3 @@ class Estimate(TrainyardModel):
             and option.instance_type == self.chosen.instance_type
             and option.spot == self.chosen.spot
         )
-
-
-class CostMetrics(TrainyardModel):
-    cost_usd: float = 0.0
-    billable_hours: float | None = None
-    gpu_hours: float | None = None
-    jobs: int = 0
-    tokens_trained: float | None = None
-    usd_per_million_tokens: float | None = None
-    spot_savings_usd: float | None = None
-    waste_usd: float | None = None
-    # Goodput: the dollars split by what they bought, and the productive share.
-    productive_usd: float | None = None
-    startup_usd: float | None = None
-    recomputed_usd: float | None = None
-    lost_usd: float | None = None
-    goodput: float | None = None
-    estimated_usd: float | None = None
-    estimate_actual_usd: float | None = None
-    estimate_error: float | None = None
-
-
-class CostRow(CostMetrics):
-    """Spend of one group; `key` maps each aggregated dimension to this group's value."""
-
-    key: dict[str, Any] = Field(default_factory=dict)
-    previous_cost_usd: float | None = None
-
-
-class CostWindow(TrainyardModel):
-    start: TimeOrText = None
-    end: TimeOrText = None
-    step: int | None = None  # seconds per bucket, when the report has buckets
-
-
-class CostBucket(TrainyardModel):
-    start: TimeOrText = None
-    end: TimeOrText = None
-    totals: CostMetrics = Field(default_factory=CostMetrics)
-    data: list[CostRow] = Field(default_factory=list)
-
-
-class CostReport(TrainyardModel):
-    """Spend over a window grouped by `aggregate`, with totals, the previous window for
-    comparison and, with a step, a series of buckets."""
-
-    object: str = "cost_allocation"
-    currency: str = "usd"
-    window: CostWindow = Field(default_factory=CostWindow)
-    aggregate: list[str] = Field(default_factory=list)
-    data: list[CostRow] = Field(default_factory=list)
-    totals: CostMetrics = Field(default_factory=CostMetrics)
-    previous: dict[str, Any] | None = None
-    change: dict[str, Any] | None = None
-    truncated: bool = False
-    series: list[CostBucket] | None = None
-
-
-class InstanceType(TrainyardModel):
-    name: str
-    object: str = "instance_type"
-    kind: str | None = None
-    accelerator: str | None = None
-    accelerator_count: int = 0
-    accelerator_memory_gb: float | None = None
-    vcpus: int | None = None
-    ram_gb: float | None = None
-    on_demand_usd_per_hour: float | None = None
-    spot_usd_per_hour: float | None = None
-    nodes: int | None = None
-    workers: int | None = None
-    interconnect: str | None = None
-    provider: str | None = None
-    region: str | None = None
-    # Whether this deployment has a pool that can run it, and how many at once.
-    available: bool | None = None
-    max_concurrent: int | None = None
-    # Whether the platform has a tested way to run jobs on it (TPUs: not yet), and if not, why.
-    runnable: bool | None = None
-    runnable_reason: str | None = None
-
-
-class Model(TrainyardModel):
-    """A model a job may start from: a base model the platform knows (`source` "registry" or
-    "cache") or one of the team's fine-tuned models ("fine_tuned"), as `/v1/models` lists them."""
-
-    id: str
-    object: str = "model"
-    created: int | None = None
-    owned_by: str | None = None
-    source: str | None = None
-    parameters: int | None = None
-    layers: int | None = None
-    hidden_size: int | None = None
-    vocab_size: int | None = None
-    context_length: int | None = None
-    model_type: str | None = None
-    license: str | None = None
-    # Fine-tuned models: what they were trained from, by which job, and where the model lies.
-    base_model: str | None = None
-    job_id: str | None = None
-    uri: str | None = None
-    method: str | None = None
