@@ -15,6 +15,9 @@ class Settings(BaseSettings):
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/trainyard"
     storage_uri: str = "file://./.trainyard/store"
     catalog_path: str | None = None
+    # The estimator's assumptions (start-up, spot interruption rates, restart cost); None means the
+    # packaged estimator_constants.yaml. Operators replace it with what they observe.
+    estimator_constants_path: str | None = None
     # JSON list of pools: [{"instance_type": "g5.xlarge", "max_concurrent": 4, "ray_resource": {...}}]
     pools: str | None = None
     data_dir: str = ".trainyard"

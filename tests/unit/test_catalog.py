@@ -225,6 +225,19 @@ def test_constants_validation(tmp_path: Path) -> None:
         load_constants(path)
 
 
+def test_an_operators_constants_file_replaces_the_packaged_assumptions(tmp_path: Path) -> None:
+    from trainyard.platform.deployment import load_deployment
+    from trainyard.settings import get_settings
+
+    doc = yaml.safe_load(DEFAULT_CONSTANTS_PATH.read_text())
+    doc["spot"]["preemptions_per_hour"]["cpu"] = 12.0
+    path = tmp_path / "observed.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    observed = load_deployment(get_settings(estimator_constants_path=str(path))).catalog.constants
+    assert observed.spot_preemptions_per_hour["cpu"] == 12.0
+    assert load_deployment(get_settings()).catalog.constants.spot_preemptions_per_hour["cpu"] == 0.02
+
+
 # --- pools --------------------------------------------------------------------------------
 
 
@@ -253,6 +266,33 @@ def test_pools_from_json(catalog: Catalog) -> None:
     assert parse_pools([{"instance_type": "g6.xlarge"}], catalog)[0].instance_type == "g6.xlarge"
 
 
+def test_a_pool_with_spot_and_on_demand_nodes_places_each_capacity_on_its_own(catalog: Catalog) -> None:
+    from trainyard.workers.scaling import scaling_for
+
+    [pool] = parse_pools(
+        [
+            {
+                "instance_type": "c7i.2xlarge",
+                "ray_resource": {"pool-cpu": 1},
+                "capacity_resources": {"spot": "spot-node", "on_demand": {"on-demand-node": 1}},
+            }
+        ],
+        catalog,
+    )
+    itype = catalog["c7i.2xlarge"]
+    spot = scaling_for(itype, pool, spot=True).resources_per_worker
+    on_demand = scaling_for(itype, pool, spot=False).resources_per_worker
+    assert spot == {"CPU": 1.0, "pool-cpu": 1.0, "spot-node": 1.0}
+    assert on_demand == {"CPU": 1.0, "pool-cpu": 1.0, "on-demand-node": 1.0}
+    assert pool.to_dict()["capacity_resources"] == {
+        "spot": {"spot-node": 1.0},
+        "on_demand": {"on-demand-node": 1.0},
+    }
+    # Without capacity markers both capacities run wherever the pool's nodes are.
+    [plain] = parse_pools([{"instance_type": "c7i.2xlarge", "ray_resource": "pool-cpu"}], catalog)
+    assert plain.resources_for(spot=True) == plain.resources_for(spot=False) == {"pool-cpu": 1.0}
+
+
 @pytest.mark.parametrize(
     ("value", "message"),
     [
@@ -264,6 +304,9 @@ def test_pools_from_json(catalog: Catalog) -> None:
         ('[{"instance_type": "g5.xlarge", "ray_resource": {"x": -1}}]', "positive amount"),
         ('[{"instance_type": "g5.xlarge", "size": 3}]', "unknown field"),
         ('["g5.xlarge"]', "must be an object"),
+        ('[{"instance_type": "g5.xlarge", "capacity_resources": {"preemptible": "x"}}]', "unknown capacity"),
+        ('[{"instance_type": "g5.xlarge", "capacity_resources": {"spot": {"x": 0}}}]', "positive amount"),
+        ('[{"instance_type": "g5.xlarge", "capacity_resources": []}]', "capacity"),
     ],
 )
 def test_bad_pools_are_rejected(catalog: Catalog, value: str, message: str) -> None:

@@ -134,7 +134,7 @@ class Deployment:
 def load_deployment(settings: Settings) -> Deployment:
     """The deployment the settings describe; a bad catalog or pool list is refused here, at start."""
     try:
-        catalog = load_catalog(settings.catalog_path)
+        catalog = load_catalog(settings.catalog_path, constants_path=settings.estimator_constants_path)
         pools = parse_pools(settings.pools, catalog)
     except (CatalogError, PoolConfigError) as exc:
         raise DeploymentConfigError(f"scheduling configuration is invalid: {exc}") from exc

@@ -105,6 +105,10 @@ class NodeCluster:
 
     address: str
     nodes: dict[str, RayNode] = field(default_factory=dict)
+    # Name -> node id of every worker node that joined, alive or not now.
+    known: dict[str, str] = field(default_factory=dict)
+    # The names of the nodes drained or killed.
+    gone: set[str] = field(default_factory=set)
 
     def node_ids(self) -> dict[str, str]:
         """Node name -> Ray node id, for the worker nodes alive now."""
@@ -125,6 +129,7 @@ class NodeCluster:
 
     def drain(self, node_id: str, *, deadline_s: int) -> None:
         """Announce a preemption of the node, as a cloud's spot reclaim reaches Ray's autoscaler."""
+        self.gone.update(name for name, known in self.known.items() if known == node_id)
         subprocess.run(
             [
                 _ray_bin(),
@@ -142,6 +147,7 @@ class NodeCluster:
 
     def kill(self, name: str) -> None:
         """The node vanishes without notice: its `ray start` process group is SIGKILLed."""
+        self.gone.add(name)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.nodes[name].process.pid, signal.SIGKILL)
 
@@ -198,6 +204,7 @@ def node_cluster(
             # One at a time: raylets starting together on a busy machine miss Ray's fixed 30 s
             # start-up wait.
             _wait_for_nodes(cluster, len(cluster.nodes), procs[0])
+        cluster.known.update(cluster.node_ids())
         yield cluster
     finally:
         for proc in reversed(procs):

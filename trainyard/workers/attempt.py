@@ -313,6 +313,7 @@ class AttemptRunner:
             # A sweep's trials resume through Tune's own record of its experiment.
             resume_from=latest.uri if latest is not None and spec.sweep is None else None,
             plan=job.plan,
+            spot=self._spot,
         )
 
 

@@ -56,6 +56,7 @@ _ATTEMPT_SETTINGS = (
     # The attempt places its run by the daemon's pools and prices it by the daemon's catalog.
     "pools",
     "catalog_path",
+    "estimator_constants_path",
 )
 
 

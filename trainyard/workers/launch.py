@@ -55,8 +55,10 @@ def run_training(
     progress_interval_s: float = DEFAULT_PROGRESS_INTERVAL_S,
     stop_poll_interval_s: float = DEFAULT_STOP_POLL_INTERVAL_S,
     plan: dict[str, Any] | None = None,
+    spot: bool = False,
 ) -> TrainingOutcome:
-    """Run attempt number ``attempt`` of ``spec`` on ``itype`` in ``pool`` and wait for it,
+    """Run attempt number ``attempt`` of ``spec`` on ``itype`` in ``pool`` (on its spot nodes when
+    ``spot``, where the pool tells them apart) and wait for it,
     starting from the recorded checkpoint ``resume_from`` if there is one, batched as the job's
     ``plan`` says (micro-batch, accumulation, gradient checkpointing).
 
@@ -65,7 +67,7 @@ def run_training(
     """
     import ray
 
-    scaling = scaling_for(itype, pool)
+    scaling = scaling_for(itype, pool, spot=spot)
     # A worker group the cluster cannot place would wait forever: fail now, saying why.
     check_fits(scaling, ray.nodes(), itype.name)
     if spec.sweep is not None:

@@ -36,22 +36,22 @@ def ray_accelerator_type(name: str | None) -> str | None:
     return next((c for c in candidates if c in known), None)
 
 
-def pool_resources(pool: Pool | None) -> dict[str, float]:
-    """The custom Ray resources each worker of a job in ``pool`` asks for (none without a pool)."""
-    if pool is None or pool.ray_resource is None:
-        return {}
-    return {str(k): float(v) for k, v in pool.ray_resource.items()}
+def pool_resources(pool: Pool | None, *, spot: bool = False) -> dict[str, float]:
+    """The custom Ray resources each worker of a job in ``pool`` asks for, on spot capacity or
+    not (none without a pool)."""
+    return {} if pool is None else pool.resources_for(spot=spot)
 
 
-def scaling_for(itype: InstanceType, pool: Pool | None = None) -> ScalingConfig:
-    """A ScalingConfig for one run of ``itype`` in ``pool``.
+def scaling_for(itype: InstanceType, pool: Pool | None = None, *, spot: bool = False) -> ScalingConfig:
+    """A ScalingConfig for one run of ``itype`` in ``pool``, on spot capacity when ``spot``.
 
     The pool's ``ray_resource`` (such as ``{"pool-a100": 1}``) is requested by every worker: the
     node group of that pool advertises the resource, so the request pins every worker there and
     tells the autoscaler which group to grow. Node groups should advertise it generously (one unit
-    per worker slot, or more) so it never becomes the binding limit.
+    per worker slot, or more) so it never becomes the binding limit. A pool's capacity resources
+    add the marker of spot or on-demand nodes, so an attempt runs on the capacity it is billed as.
     """
-    resources = pool_resources(pool)
+    resources = pool_resources(pool, spot=spot)
     kind = itype.kind
     nodes = max(1, itype.nodes)
 

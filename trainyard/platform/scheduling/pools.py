@@ -4,6 +4,10 @@ A pool is one instance type with a concurrency limit and the Ray resource that p
 workers on that pool's nodes (a KubeRay worker group advertises e.g. ``{"pool-a10g": 1}``). The
 scheduler only chooses among types that have a pool. Configured with ``TRAINYARD_POOLS`` as JSON:
 ``[{"instance_type": "g5.xlarge", "max_concurrent": 4, "ray_resource": {"pool-a10g": 1}}]``.
+
+Where a pool's node group mixes spot and on-demand nodes, ``capacity_resources`` names the resource
+that marks each kind (``{"spot": {"spot-node": 1}, "on_demand": {"on-demand-node": 1}}``): an
+attempt on spot capacity then runs only on spot nodes, and one moved to on-demand only on the others.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from typing import Any
 from trainyard.platform.scheduling.catalog import Catalog
 
 DEFAULT_POOL_TYPE = "local-cpu"
-_POOL_FIELDS = {"instance_type", "max_concurrent", "ray_resource", "node_labels"}
+_POOL_FIELDS = {"instance_type", "max_concurrent", "ray_resource", "node_labels", "capacity_resources"}
+CAPACITIES = ("spot", "on_demand")
 
 
 class PoolConfigError(ValueError):
@@ -41,6 +46,14 @@ class Pool:
     ray_resource: Mapping[str, float] | None = None
     # Node labels to select, for clusters that place by label rather than by custom resource.
     node_labels: Mapping[str, str] | None = None
+    # Capacity ("spot" / "on_demand") -> the extra resources a worker on that capacity asks for.
+    capacity_resources: Mapping[str, Mapping[str, float]] | None = None
+
+    def resources_for(self, *, spot: bool) -> dict[str, float]:
+        """What each worker of an attempt on this pool asks Ray for, beyond CPUs and devices."""
+        out = {str(k): float(v) for k, v in (self.ray_resource or {}).items()}
+        extra = (self.capacity_resources or {}).get("spot" if spot else "on_demand") or {}
+        return {**out, **{str(k): float(v) for k, v in extra.items()}}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +61,11 @@ class Pool:
             "max_concurrent": self.max_concurrent,
             "ray_resource": dict(self.ray_resource) if self.ray_resource is not None else None,
             "node_labels": dict(self.node_labels) if self.node_labels is not None else None,
+            "capacity_resources": (
+                {k: dict(v) for k, v in self.capacity_resources.items()}
+                if self.capacity_resources is not None
+                else None
+            ),
         }
 
 
@@ -105,6 +123,7 @@ def parse_pools(value: str | list | None, catalog: Catalog) -> list[Pool]:
                 limit,
                 _resources(entry.get("ray_resource"), f"{where}.ray_resource"),
                 _labels(entry.get("node_labels"), f"{where}.node_labels"),
+                _capacities(entry.get("capacity_resources"), f"{where}.capacity_resources"),
             )
         )
     return pools
@@ -130,6 +149,28 @@ def _resources(value: Any, where: str) -> Mapping[str, float] | None:
         ):
             raise PoolConfigError(f"{where}: {key!r} needs a positive amount, got {amount!r}", param=where)
         out[key] = float(amount)
+    return MappingProxyType(out)
+
+
+def _capacities(value: Any, where: str) -> Mapping[str, Mapping[str, float]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise PoolConfigError(
+            f"{where} must be an object of capacity ({', '.join(CAPACITIES)}) -> resources", param=where
+        )
+    unknown = sorted(str(k) for k in value if k not in CAPACITIES)
+    if unknown:
+        raise PoolConfigError(
+            f"{where}: unknown capacity {unknown[0]!r}; known: {', '.join(CAPACITIES)}",
+            param=f"{where}.{unknown[0]}",
+        )
+    out: dict[str, Mapping[str, float]] = {}
+    for capacity, resources in value.items():
+        parsed = _resources(resources, f"{where}.{capacity}")
+        if parsed is None:
+            raise PoolConfigError(f"{where}.{capacity} must name a resource", param=f"{where}.{capacity}")
+        out[capacity] = parsed
     return MappingProxyType(out)
 
 
