@@ -269,6 +269,17 @@ class Browser:
                 out.append(f"log ({entry.get('source')}): {entry.get('text')} {entry.get('url', '')}")
         return out
 
+    def painted(self, canvas_id: str) -> dict[str, int]:
+        """A canvas's drawing buffer and CSS box, its container's width, and how many of its
+        pixels are painted (0: a blank chart)."""
+        return self.evaluate(
+            f"(() => {{ const c = document.getElementById({json.dumps(canvas_id)});"
+            " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
+            " let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++;"
+            " return {width: c.width, height: c.height, box: c.clientWidth,"
+            " container: c.parentElement.clientWidth, painted: n}; })()"
+        )
+
     def screenshot(self, path: Path) -> None:
         height = int(self.evaluate("Math.ceil(document.documentElement.scrollHeight)") or 1000)
         self.resize(self.width, min(height, 8000))

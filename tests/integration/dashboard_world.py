@@ -133,6 +133,7 @@ def seed(sessions: sessionmaker[Session]) -> World:
             ledger.record_progress(att, step=steps[0] + 1, tokens=steps[0] * 10_000, now=start + pace)
             ledger.record_progress(att, step=steps[1], tokens=steps[1] * 10_000)
             s.add(att)
+            j.attempt_count, j.billable_seconds = n, (j.billable_seconds or 0.0) + seconds
             s.flush()
             return att
 

@@ -151,7 +151,7 @@ def test_dashboard_in_a_real_browser(
     assert teams == ["vision", "research"]
     # Every chart drew on its canvas.
     drawn = browser.evaluate(
-        "[...document.querySelectorAll('canvas')].map(c => [c.id, Boolean(Chart.getChart(c))])"
+        "[...document.querySelectorAll('#overview canvas')].map(c => [c.id, Boolean(Chart.getChart(c))])"
     )
     assert all(ok for _, ok in drawn) and len(drawn) == 8, drawn
     spend = browser.evaluate(
