@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from browser import Browser, binary_or_skip, open_browser
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -269,3 +270,19 @@ def s3_bucket(s3_client: Any) -> str:
     name = f"trainyard-test-{uuid.uuid4().hex[:12]}"
     s3_client.create_bucket(Bucket=name)
     return f"s3://{name}/store"
+
+
+# --- a browser --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser_binary() -> str:
+    """Chromium's path (installed with apt-get where missing, as root); skips without one."""
+    return binary_or_skip()
+
+
+@pytest.fixture
+def browser(browser_binary: str) -> Iterator[Browser]:
+    """A headless Chromium with one page, driven over the DevTools pipe (tests/browser.py)."""
+    with open_browser(browser_binary) as b:
+        yield b

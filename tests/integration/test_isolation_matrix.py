@@ -112,6 +112,7 @@ ROUTES: dict[str, Route] = {
     "POST /v1/jobs/{job_id}/pause": Route("owned"),
     "POST /v1/jobs/{job_id}/resume": Route("owned"),
     "GET /v1/jobs/{job_id}/cost-report": Route("owned"),
+    "GET /v1/jobs/{job_id}/loss-curve": Route("owned"),
     "GET /v1/jobs/{job_id}/model": Route("owned", with_model=True),
     "GET /v1/jobs/{job_id}/model/{path:path}": Route("owned", with_model=True),
     "POST /v1/estimates": Route("owned", body=_job_with_a_file),

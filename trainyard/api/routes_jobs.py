@@ -22,7 +22,7 @@ from trainyard.api.deps import (
 from trainyard.api.openapi import errors
 from trainyard.api.queue_answers import pace, queue_out
 from trainyard.api.schemas import checkpoint_out, event_out, job_out, page
-from trainyard.platform import costs, jobs, states, submission
+from trainyard.platform import costs, jobs, loss_curve, states, submission
 from trainyard.platform.auth import Principal
 from trainyard.platform.queue import answers
 from trainyard.platform.registry import fine_tuned
@@ -142,3 +142,15 @@ def list_checkpoints(
 ) -> dict[str, Any]:
     rows, more = jobs.list_checkpoints(session, principal, job_id, after=after, limit=limit)
     return page(rows, more, checkpoint_out)
+
+
+@router.get("/{job_id}/loss-curve", responses=errors(404))
+def get_loss_curve(
+    job_id: str,
+    session: SessionDep,
+    principal: PrincipalDep,
+    points: Annotated[int, Query(ge=2, le=loss_curve.MAX_POINTS)] = loss_curve.DEFAULT_POINTS,
+) -> dict[str, Any]:
+    """The training loss by step, each point with its attempt, thinned to at most `points`
+    (each attempt's first and last kept); `eval` holds the checkpoints' evaluation losses."""
+    return loss_curve.loss_curve(session, principal, job_id, points=points)
