@@ -89,10 +89,27 @@ def steps(job: Job) -> str:
     return f"{job.progress.step}/{total}" if total else str(job.progress.step or "-")
 
 
+def phase(job: Job) -> str:
+    """What a running job's run is doing, as words (`loading model`); empty when the server does
+    not say, or the job is not running (a finished job's last phase is history)."""
+    value = job.progress.phase
+    if not value or value == job.status or job.status not in ("running", "cancelling"):
+        return ""
+    return escape(value.replace("_", " "))
+
+
+def trial(job: Job) -> str:
+    """`trial 2/4` for a sweep that has started its second of four trials; empty otherwise."""
+    p = job.progress
+    if not p.trials:
+        return ""
+    return f"trial {p.trial or 0}/{p.trials}"
+
+
 def stage(job: Job) -> str:
     """The job's state, with what its run is doing when the server says (`running: training`)."""
-    phase = job.progress.phase
-    return status(job.status) + (f": {escape(phase)}" if phase and phase != job.status else "")
+    doing = phase(job)
+    return status(job.status) + (f": {doing}" if doing else "")
 
 
 def against_estimate(actual: float | None, estimated: float | None, *, final: bool = True) -> str:

@@ -88,6 +88,7 @@ def create_job(
         "priority": spec.priority,
         "max_attempts": spec.max_attempts,
         "plan": plan,
+        "progress": {"phase": str(states.JobPhase.QUEUED)},
         "instance_type": (plan or {}).get("instance_type") or spec.instance_type,
         "pool": pool,
         "idempotency_key": idempotency_key,
@@ -113,7 +114,7 @@ def create_job(
 
 # The insert, its `status` event and the notification that wakes the pool's workers, in one
 # statement that returns the new row (none when the Idempotency-Key is taken).
-_INSERTED_JSON = ("spec", "job_metadata", "plan")
+_INSERTED_JSON = ("spec", "job_metadata", "plan", "progress")
 _INSERTED = (
     "id",
     "team_id",

@@ -63,8 +63,12 @@ class JobProgress(TrainyardModel):
     tokens: int = 0
     loss: float | None = None
     tokens_per_second: float | None = None
-    # What the run is doing (loading the model, training, saving, ...) when the server says.
+    # What the run is doing when the server says: queued, starting_workers, loading_model,
+    # training, checkpointing, saving.
     phase: str | None = None
+    # A sweep: how many of its trials have started, of how many it runs.
+    trial: int | None = None
+    trials: int | None = None
 
     @property
     def fraction(self) -> float | None:
