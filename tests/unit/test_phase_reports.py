@@ -103,3 +103,8 @@ def test_rank_0_says_training_then_checkpointing_on_a_step_that_saves() -> None:
         ("training", True, "t1"),  # the step's figures, then the save it is about to make
         ("checkpointing", False, "t1"),
     ]
+    # The attempt's own pace, over all of its training, goes into its outcome for later plans.
+    state.global_step, state.num_input_tokens_seen = 20, 5120
+    callback.on_train_end(None, state, None)
+    assert callback.average_tokens_per_second is not None and callback.average_tokens_per_second > 0
+    assert control.events[-1]["step"] == 20

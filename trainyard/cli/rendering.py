@@ -17,7 +17,7 @@ from rich.table import Table
 
 from trainyard.durations import format_duration
 from trainyard.money import format_usd
-from trainyard.sdk import Job, JobEvent, JobGoodput
+from trainyard.sdk import Job, JobEvent, JobGoodput, Plan
 
 # Keyed by the API's status strings (the CLI reads the API, not the server's enums); a test
 # checks that every job status has a colour.
@@ -112,6 +112,19 @@ def stage(job: Job) -> str:
     return status(job.status) + (f": {doing}" if doing else "")
 
 
+def throughput(plan: Plan) -> str:
+    """`1,323 tok/s (learned from 1 run)` or `6,960 tok/s (model)`: the speed a plan's time
+    comes from; empty for a plan that does not say."""
+    if not plan.tokens_per_second:
+        return ""
+    if plan.throughput_source == "learned":
+        runs = plan.throughput_runs or 0
+        source = f"learned from {runs} run{'' if runs == 1 else 's'}"
+    else:
+        source = escape(plan.throughput_source or "model")
+    return f"{rate(plan.tokens_per_second)} tok/s ({source})"
+
+
 def against_estimate(actual: float | None, estimated: float | None, *, final: bool = True) -> str:
     """`$0.0012 of $0.0050 estimated (76% under)`; the share only once the spend is `final`."""
     if not estimated:
@@ -163,8 +176,13 @@ def job_detail(job: Job) -> Table:
         ("tokens/s", rate(p.tokens_per_second)),
     ]
     if job.plan is not None and job.plan.estimated_seconds is not None:
+        speed = throughput(job.plan)
         rows.append(
-            ("estimate", f"{duration(job.plan.estimated_seconds)}, {usd(job.plan.estimated_cost_usd)}")
+            (
+                "estimate",
+                f"{duration(job.plan.estimated_seconds)}, {usd(job.plan.estimated_cost_usd)}"
+                + (f" at {speed}" if speed else ""),
+            )
         )
     rows += [
         ("cost", against_estimate(job.cost.usd, job.cost.estimated_usd, final=job.is_terminal)),

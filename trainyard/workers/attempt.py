@@ -243,6 +243,9 @@ class AttemptRunner:
                 self._fenced.retrying("reading the run's reports", self.mailbox.drain)
             if trained is not None and trained.tokens_trained:
                 self.mailbox.progress["tokens"] = trained.tokens_trained
+            if trained is not None and trained.tokens_per_second:
+                # The run's average, not its last interval's: the figure later plans learn from.
+                self.mailbox.progress["tokens_per_second"] = trained.tokens_per_second
             if outcome == AttemptOutcome.SUCCEEDED:
                 # The cost report and the job's final records are written from here on.
                 self.mailbox.set_phase(JobPhase.SAVING)

@@ -167,6 +167,8 @@ class PlatformCallback(TrainerCallback):
         self.stopped = False
         self.latest: dict[str, float] = {}
         self.phase = JobPhase.LOADING_MODEL
+        self._began: float | None = None
+        self.average_tokens_per_second: float | None = None  # set at the end of training
 
     # -- progress -------------------------------------------------------------------------------
 
@@ -208,7 +210,7 @@ class PlatformCallback(TrainerCallback):
         # attempt continues from.
         self.start_step = state.global_step
         self.start_tokens = self._last_tokens = int(state.num_input_tokens_seen or 0)
-        self._last_time = time.monotonic()
+        self._last_time = self._began = time.monotonic()
         self._stop.check_now()
         self.set_phase(JobPhase.TRAINING)
         if self._rank == 0 and state.global_step > 0:
@@ -240,6 +242,11 @@ class PlatformCallback(TrainerCallback):
             self.set_phase(JobPhase.CHECKPOINTING)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # The attempt's own pace, over all its training (checkpoint saves included, as a plan's
+        # run includes them): the last report's rate covers only the last interval.
+        trained = int(state.num_input_tokens_seen or 0) - self.start_tokens
+        if self._began is not None and trained > 0:
+            self.average_tokens_per_second = trained / max(time.monotonic() - self._began, 1e-9)
         self._progress(state)
 
     # -- checkpoints ----------------------------------------------------------------------------

@@ -251,6 +251,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             tokens_this_attempt=tokens - callback.start_tokens,
             stopped_early=callback.stopped,
             stop_reason=stop.reason,
+            tokens_per_second=callback.average_tokens_per_second,
         )
         # Ray Train 2.60 hands rank 0's return value to fit()'s Result.return_value; Result.metrics
         # only holds the metrics of the latest checkpoint, so the outcome travels this way, as a
