@@ -27,7 +27,12 @@ MAX_IDEMPOTENCY_KEY = 200  # the column's width
 
 
 def request_hash(spec: JobSpec) -> str:
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """The request as the caller sent it: a relative deadline (`in 2h`) by its spelling, not the
+    time it resolved to, so a retry with the same key and body is the same request."""
+    body = spec.model_dump(mode="json")
+    if spec.policy.deadline_as_asked is not None:
+        body["policy"]["deadline"] = spec.policy.deadline_as_asked
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
