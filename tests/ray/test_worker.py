@@ -47,6 +47,7 @@ def test_job_runs_to_checkpoints_final_model_and_cost_report(
     job = wait_for(client, key, job["id"], lambda j: j["status"] in TERMINAL)
     assert job["status"] == "succeeded", job
     assert job["progress"]["step"] == 24 and job["progress"]["tokens"] > 0
+    assert job["progress"]["phase"] == "saving", "the attempt's last phase: the model and the report"
     assert job["cost"]["usd"] > 0 and job["cost"]["billable_seconds"] > 0
 
     ckpts = client.get(f"/v1/jobs/{job['id']}/checkpoints", headers=headers(key)).json()["data"]
@@ -91,7 +92,8 @@ def test_pause_resume_cancel_budget_stop_and_missing_dataset(
 
     long = {"max_steps": 400, "batch_size": 4, "seq_len": 32}
     job = client.post("/v1/jobs", json=job_body(assets, hyperparameters=long), headers=headers(key)).json()
-    wait_for(client, key, job["id"], lambda j: j["progress"]["step"] >= 8)
+    running = wait_for(client, key, job["id"], lambda j: j["progress"]["step"] >= 8)
+    assert running["progress"]["phase"] in ("training", "checkpointing"), running["progress"]
     # Pause: the worker checkpoints and hands the job back; resume continues from there.
     client.post(f"/v1/fine_tuning/jobs/{job['id']}/pause", headers=headers(key))
     paused = wait_for(client, key, job["id"], lambda j: j["status"] in TERMINAL | {JobStatus.PAUSED})

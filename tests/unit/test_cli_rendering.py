@@ -177,8 +177,29 @@ def test_the_live_display_fits_and_says_dash_until_known(width: int) -> None:
     assert lines[0].startswith("queued") and "0/20 steps" in lines[0] and "waiting" in lines[0]
     assert "loss -" in lines[1] and "- tok/s" in lines[1] and "None" not in "".join(lines)
 
-    phased = JobView(job(progress={"step": 0, "total_steps": 20, "phase": "loading model"}))
-    assert render(phased, width)[0].startswith("running: loading model")
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_before_the_first_step_the_display_says_the_phase_and_the_trial(width: int) -> None:
+    # Where the steps will be, what the run is doing: not a blank, not "0/20 steps".
+    starting = JobView(job(progress={"step": 0, "total_steps": 20, "phase": "loading_model"}))
+    [head, _] = render(starting, width)
+    assert head.startswith("running ") and "loading model" in head and "steps" not in head
+    assert "loading_model" not in head and ": loading" not in head, "the phase is said once"
+    # A sweep says which trial it has got to, before its first step and after.
+    sweep = {"step": 0, "total_steps": 20, "phase": "starting_workers", "trial": 1, "trials": 4}
+    [head, _] = render(JobView(job(progress=sweep)), width)
+    assert "trial 1/4" in head and "starting workers" in head
+    [head, _] = render(JobView(job(progress={**sweep, "step": 7, "phase": "training", "trial": 3})), width)
+    assert head.startswith("running: training") and "trial 3/4" in head and "7/20 steps" in head
+    # Once a step is done the phase goes with the state; a finished job's last phase is history.
+    [head, _] = render(
+        JobView(job(progress={"step": 10, "total_steps": 20, "phase": "checkpointing"})), width
+    )
+    assert head.startswith("running: checkpointing") and "10/20 steps" in head
+    done = job(
+        status="succeeded", finished_at=NOW, progress={"step": 20, "total_steps": 20, "phase": "saving"}
+    )
+    assert rendering.stage(done) == "[green]succeeded[/green]"
 
 
 def test_the_summary_says_cost_model_and_checkpoints() -> None:

@@ -153,6 +153,8 @@ def test_a_job_file_deadline_may_be_relative_so_a_committed_example_never_expire
     now = datetime(2030, 1, 1, tzinfo=UTC)
     spec = {"policy": {"objective": "deadline", "deadline": "+90m"}}
     assert resolve_relative_deadline(spec, tmp_path, now)["policy"]["deadline"] == "2030-01-01T01:30:00Z"
+    spec = {"policy": {"objective": "deadline", "deadline": "in 2H"}}
+    assert resolve_relative_deadline(spec, tmp_path, now)["policy"]["deadline"] == "2030-01-01T02:00:00Z"
     fixed = {"policy": {"deadline": "2031-01-01T00:00:00Z"}}
     assert resolve_relative_deadline(fixed, tmp_path, now) == fixed
     bad = tmp_path / "bad.yaml"
@@ -200,3 +202,16 @@ def test_up_that_cannot_start_says_why_in_one_line_and_exits_3(tmp_path: Path) -
     assert ran.stdout == "" and len(ran.stderr.strip().splitlines()) == 1, ran.stderr
     assert ran.stderr.startswith("error: the embedded stack did not start: ") and "--verbose" in ran.stderr
     assert not (tmp_path / "stack.json").exists()
+
+
+def test_the_cli_and_the_api_read_a_relative_deadline_alike() -> None:
+    from datetime import UTC, datetime
+
+    from trainyard.cli.jobfile import RELATIVE
+    from trainyard.platform.spec import RELATIVE_DEADLINE, relative_deadline
+
+    # The user commands do not import the platform, so the rule is written twice: held the same.
+    assert RELATIVE.pattern == RELATIVE_DEADLINE.pattern and RELATIVE.flags == RELATIVE_DEADLINE.flags
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    assert relative_deadline("IN 1.5D", now) == datetime(2030, 1, 2, 12, tzinfo=UTC)
+    assert relative_deadline("+ 2 w", now) == datetime(2030, 1, 15, tzinfo=UTC)

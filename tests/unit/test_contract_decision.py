@@ -62,7 +62,7 @@ def test_spot_that_cannot_survive_an_interruption_moves_to_on_demand() -> None:
     # At 0.9 confidence spot plans for two interruptions: 2,400 s, 2,300 s past the deadline.
     assert verdict.current.seconds_at_confidence == 6 * HOUR + 600 + 2 * 1200
     assert verdict.reason == (
-        f"spot would finish 38 min after the deadline with p={p_late:.2f}; "
+        f"spot would finish 38m20s after the deadline with p={p_late:.2f}; "
         f"moving to on-demand p5.48xlarge: +${extra:,.2f}"
     )
     # The same case with less confidence asked for stays on spot.

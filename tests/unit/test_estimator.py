@@ -402,12 +402,14 @@ def test_measured_throughput_at_half_speed_doubles_the_run(catalog: Catalog) -> 
     ]
     learned = LearnedThroughput.from_observations(observations)
     measured = estimate(spec, itype, catalog, m, 200_000_000, now=NOW, learned=learned)
-    assert measured.throughput_source == "learned"
+    assert measured.throughput_source == "learned" and measured.throughput_runs == 2
+    assert "tok/s (learned from 2 runs)" in measured.reason
     assert measured.tokens_per_second == pytest.approx(assumed.tokens_per_second / 2, rel=0.01)
     assert measured.seconds == pytest.approx(2 * assumed.seconds, rel=0.10)
     # Types with no comparable observation keep the model's prediction.
     other = estimate(spec, catalog["gpu_1x_a100_sxm4"], catalog, m, 200_000_000, now=NOW, learned=learned)
-    assert other.throughput_source == "model"
+    assert other.throughput_source == "model" and other.throughput_runs == 0
+    assert "tok/s (model)" in other.reason
 
 
 def test_learned_throughput_uses_the_median_and_scales_device_count() -> None:
@@ -422,6 +424,8 @@ def test_learned_throughput_uses_the_median_and_scales_device_count() -> None:
         model_parameters=1_000_000_000, method="full", accelerator="H100", accelerator_count=8
     )
     assert tps == 100_000.0
+    found = learned.lookup(model_parameters=10**9, method="full", accelerator="H100", accelerator_count=8)
+    assert found is not None and found.runs == 3
     half_size = learned.tokens_per_second(
         model_parameters=2_000_000_000, method="full", accelerator="H100", accelerator_count=8
     )

@@ -118,4 +118,4 @@ def test_a_sweeps_progress_is_its_trials_together() -> None:
     # Two trials not heard from yet are taken to be as long as the others.
     assert got["step"] == 40 and got["tokens"] == 4000 and got["total_steps"] == 400
     assert got["loss"] == 2.0 and got["tokens_per_second"] == 150.0
-    assert got["trials"] == {"t1": 30, "t2": 10}
+    assert got["trial_steps"] == {"t1": 30, "t2": 10}

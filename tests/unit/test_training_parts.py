@@ -160,6 +160,7 @@ def test_outcome_of_adds_the_checkpoints_ray_kept(tmp_path: Path) -> None:
         "stop_reason",
         "best_trial",
         "trials",
+        "tokens_per_second",
     }
     assert TrainingOutcome.from_dict(json.loads(json.dumps(out.to_dict()))) == out
     with pytest.raises(RuntimeError, match="no outcome"):

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from trainyard.platform.models import Checkpoint, Job, JobEvent
+from trainyard.platform.states import QUEUED, JobPhase
 
 T = TypeVar("T")
 
@@ -47,7 +48,12 @@ def job_out(
         "progress": {
             "step": progress.get("step", 0),
             "total_steps": progress.get("total_steps") or planned_steps(job),
-            "phase": progress.get("phase"),
+            # What the run is doing (`states.JobPhase`); a job queued before phases were
+            # recorded is still waiting.
+            "phase": progress.get("phase") or (str(JobPhase.QUEUED) if job.status == QUEUED else None),
+            # A sweep's trials: how many have started (`trial`) of how many it runs (`trials`).
+            "trial": progress.get("trial"),
+            "trials": progress.get("trials"),
             "tokens": progress.get("tokens", job.tokens_trained or 0),
             "loss": progress.get("loss"),
             "tokens_per_second": progress.get("tokens_per_second"),

@@ -16,9 +16,11 @@ from trainyard.cli.client import fail
 FILE_ARG = typer.Argument(..., help="A job file, YAML or JSON, in the shape of the API body.")
 
 LOCAL_PATH_FIELDS = ("base_model", "training_file", "validation_file")
-# `policy.deadline: +48h` in a job file: that long after the file is read (so a committed example
-# never expires). The API itself takes RFC 3339 times only.
-_RELATIVE = re.compile(r"^\+\s*(\d+(?:\.\d+)?)\s*(m|h|d|w)$")
+# `policy.deadline: +48h` (or `in 48h`) in a job file: that long after the file is read (so a
+# committed example never expires). The API takes the same spelling, resolved when it reads the
+# request; this is its rule (`platform.spec.RELATIVE_DEADLINE`, which the user commands do not
+# import), and a unit test holds the two the same.
+RELATIVE = re.compile(r"^(?:\+|in\s+)\s*(\d+(?:\.\d+)?)\s*(m|h|d|w)$", re.IGNORECASE)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -55,17 +57,21 @@ def load_job_file(path: Path) -> dict[str, Any]:
 def resolve_relative_deadline(
     data: dict[str, Any], path: Path, now: datetime | None = None
 ) -> dict[str, Any]:
-    """`policy.deadline: +48h` (m, h, d or w) becomes the RFC 3339 time that long from `now`."""
+    """`policy.deadline: +48h` or `in 48h` (m, h, d or w) becomes the RFC 3339 time that long
+    from `now`."""
     policy = data.get("policy")
     deadline = policy.get("deadline") if isinstance(policy, dict) else None
-    if not isinstance(policy, dict) or not isinstance(deadline, str) or not deadline.startswith("+"):
+    if not isinstance(policy, dict) or not isinstance(deadline, str):
         return data
-    match = _RELATIVE.match(deadline.strip())
+    if not deadline.strip().lower().startswith(("+", "in ")):
+        return data
+    match = RELATIVE.match(deadline.strip())
     if not match:
         raise fail(
-            f"{path}: policy.deadline {deadline!r}: write +<number><m|h|d|w> (+48h) or an RFC 3339 time"
+            f"{path}: policy.deadline {deadline!r}: write +<number><m|h|d|w> or in <number><m|h|d|w> "
+            "(+48h, in 2h) or an RFC 3339 time"
         )
-    delta = timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    delta = timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))})
     at = (now or datetime.now(UTC)) + delta
     return {
         **data,

@@ -8,21 +8,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from trainyard.cli.rendering import status, when
+from trainyard.durations import format_duration
 from trainyard.money import format_usd
 from trainyard.sdk import Job, QueueAnswer, QueueSummary
 
 
 def starts(seconds: float | None) -> str:
-    """`now`, `in 5 min`, `in 1.5 h`; `unknown` without an estimate."""
+    """`now`, `in 5m00s`, `in 1h30m` (the one duration rule); `unknown` without an estimate."""
     if seconds is None:
         return "unknown"
     if seconds < 60:
         return "now"
-    if seconds < 3600:
-        return f"in {seconds / 60:.0f} min"
-    if seconds < 48 * 3600:
-        return f"in {seconds / 3600:.1f} h"
-    return f"in {seconds / 86400:.1f} d"
+    return f"in {format_duration(seconds)}"
 
 
 def where(answer: QueueAnswer) -> str:
@@ -60,7 +57,7 @@ def summary_table(summary: QueueSummary) -> Table:
             str(pool.waiting),
             str(pool.running),
             f"{pool.gpus_in_use:g}",
-            "-" if oldest is None else starts(oldest).removeprefix("in ").replace("now", "<1 min"),
+            format_duration(oldest),
         )
     return table
 

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from trainyard.durations import format_duration
 from trainyard.money import format_usd
-from trainyard.sdk import Job, JobEvent, JobGoodput
+from trainyard.sdk import Job, JobEvent, JobGoodput, Plan
 
 # Keyed by the API's status strings (the CLI reads the API, not the server's enums); a test
 # checks that every job status has a colour.
@@ -89,10 +89,40 @@ def steps(job: Job) -> str:
     return f"{job.progress.step}/{total}" if total else str(job.progress.step or "-")
 
 
+def phase(job: Job) -> str:
+    """What a running job's run is doing, as words (`loading model`); empty when the server does
+    not say, or the job is not running (a finished job's last phase is history)."""
+    value = job.progress.phase
+    if not value or value == job.status or job.status not in ("running", "cancelling"):
+        return ""
+    return escape(value.replace("_", " "))
+
+
+def trial(job: Job) -> str:
+    """`trial 2/4` for a sweep that has started its second of four trials; empty otherwise."""
+    p = job.progress
+    if not p.trials:
+        return ""
+    return f"trial {p.trial or 0}/{p.trials}"
+
+
 def stage(job: Job) -> str:
     """The job's state, with what its run is doing when the server says (`running: training`)."""
-    phase = job.progress.phase
-    return status(job.status) + (f": {escape(phase)}" if phase and phase != job.status else "")
+    doing = phase(job)
+    return status(job.status) + (f": {doing}" if doing else "")
+
+
+def throughput(plan: Plan) -> str:
+    """`1,323 tok/s (learned from 1 run)` or `6,960 tok/s (model)`: the speed a plan's time
+    comes from; empty for a plan that does not say."""
+    if not plan.tokens_per_second:
+        return ""
+    if plan.throughput_source == "learned":
+        runs = plan.throughput_runs or 0
+        source = f"learned from {runs} run{'' if runs == 1 else 's'}"
+    else:
+        source = escape(plan.throughput_source or "model")
+    return f"{rate(plan.tokens_per_second)} tok/s ({source})"
 
 
 def against_estimate(actual: float | None, estimated: float | None, *, final: bool = True) -> str:
@@ -146,8 +176,13 @@ def job_detail(job: Job) -> Table:
         ("tokens/s", rate(p.tokens_per_second)),
     ]
     if job.plan is not None and job.plan.estimated_seconds is not None:
+        speed = throughput(job.plan)
         rows.append(
-            ("estimate", f"{duration(job.plan.estimated_seconds)}, {usd(job.plan.estimated_cost_usd)}")
+            (
+                "estimate",
+                f"{duration(job.plan.estimated_seconds)}, {usd(job.plan.estimated_cost_usd)}"
+                + (f" at {speed}" if speed else ""),
+            )
         )
     rows += [
         ("cost", against_estimate(job.cost.usd, job.cost.estimated_usd, final=job.is_terminal)),

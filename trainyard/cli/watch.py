@@ -2,7 +2,8 @@
 summary they end with.
 
 The display is two lines on stderr: the job's state (and its phase, when the server reports one),
-a bar and the steps; then the loss, tokens/s and dollars against the estimate. Events print above
+a bar and the steps (before the first one, the phase in their place; a sweep's trial n of m
+beside them); then the loss, tokens/s and dollars against the estimate. Events print above
 it, through the display's own console, so they never land on top of the bar. When stdout is not
 the terminal the display is on (a pipe, a file), events go to stdout plainly and the display
 stays on stderr.
@@ -62,8 +63,10 @@ class JobView:
             pulse=not total and job.status == "running",
         )
         step_text = f"{p.step}/{total} steps" if total else (f"step {p.step}" if p.step else "")
-        tail = "  ".join(x for x in (step_text, _elapsed(job, now)) if x)
-        head.add_row(show.stage(job), bar, tail)
+        # Before the first step, what the run is doing stands where the steps will be.
+        doing = "" if p.step else show.phase(job)
+        tail = "  ".join(x for x in (show.trial(job), doing or step_text, _elapsed(job, now)) if x)
+        head.add_row(show.status(job.status) if doing else show.stage(job), bar, tail)
         figures = [
             f"loss {show.loss(p.loss)}",
             f"{show.rate(p.tokens_per_second)} tok/s",

@@ -8,11 +8,11 @@ is enforced the same way by `trainyard worker`, the embedded stack and the API.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from trainyard.platform.models import Job, JobAttempt
@@ -33,7 +33,10 @@ from trainyard.settings import Settings
 
 # Learning reads the newest finished attempts; older ones add little once this many agree.
 LEARNED_MAX_OBSERVATIONS = 5000
-LEARNED_TTL_SECONDS = 60.0
+
+_MEASURED = (JobAttempt.outcome == AttemptOutcome.SUCCEEDED, JobAttempt.tokens_per_second > 0)
+# When the newest measured run finished: one walk down the ended_at index, on every estimate.
+_NEWEST_MEASURED = select(func.max(JobAttempt.ended_at)).where(*_MEASURED)
 
 
 class DeploymentConfigError(ValueError):
@@ -41,24 +44,25 @@ class DeploymentConfigError(ValueError):
 
 
 class Throughput:
-    """Throughput that finished attempts measured, read from the database at most once per
-    `ttl_seconds`: estimates run on every submit, and a minute-old figure is as good."""
+    """Throughput that finished attempts measured. Each estimate asks when the newest measured
+    run finished (an index lookup) and reads the runs again only when that changed, so the first
+    comparable run to finish replaces the model in the very next plan."""
 
-    def __init__(self, catalog: Catalog, *, ttl_seconds: float = LEARNED_TTL_SECONDS) -> None:
+    def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self.ttl_seconds = ttl_seconds
         self._learned: LearnedThroughput | None = None
-        self._read_at = 0.0
+        self._newest: datetime | None = None
 
     def learned(self, session: Session) -> LearnedThroughput:
-        # Two threads may both read when it goes stale; either result is as good as the other.
-        if self._learned is not None and time.monotonic() - self._read_at < self.ttl_seconds:
+        # Two threads may both read when it changes; either result is as good as the other.
+        newest = session.scalar(_NEWEST_MEASURED)
+        if self._learned is not None and newest == self._newest:
             return self._learned
         learned = LearnedThroughput.from_observations(
             self._observations(session),
             max_parameter_ratio=self.catalog.constants.learning_max_parameter_ratio,
         )
-        self._learned, self._read_at = learned, time.monotonic()
+        self._learned, self._newest = learned, newest
         return learned
 
     def forget(self) -> None:
@@ -69,20 +73,25 @@ class Throughput:
         rows = session.execute(
             select(JobAttempt.instance_type, JobAttempt.tokens_per_second, Job.plan)
             .join(Job, Job.id == JobAttempt.job_id)
-            .where(JobAttempt.outcome == AttemptOutcome.SUCCEEDED, JobAttempt.tokens_per_second > 0)
+            .where(*_MEASURED)
             .order_by(JobAttempt.ended_at.desc())
             .limit(LEARNED_MAX_OBSERVATIONS)
         ).all()
         for instance_type, tps, plan in rows:
             itype = self.catalog.get(instance_type or "")
-            params = (plan or {}).get("model_parameters")
+            plan = plan or {}
+            params = plan.get("model_parameters")
             if itype is None or not params:
                 continue
+            # A sweep's rate is that of all the instances its trials ran on at once; the
+            # observation is of one instance, as the next job's estimate is.
+            held = plan.get("concurrent_trials")
+            per_instance = max(1, int(held)) if isinstance(held, int | float) else 1
             yield ThroughputObservation.for_instance(
                 itype,
                 model_parameters=int(params),
-                method=str((plan or {}).get("method", "full")),
-                tokens_per_second=float(tps),
+                method=str(plan.get("method", "full")),
+                tokens_per_second=float(tps) / per_instance,
             )
 
 

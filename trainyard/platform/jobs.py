@@ -27,7 +27,12 @@ MAX_IDEMPOTENCY_KEY = 200  # the column's width
 
 
 def request_hash(spec: JobSpec) -> str:
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """The request as the caller sent it: a relative deadline (`in 2h`) by its spelling, not the
+    time it resolved to, so a retry with the same key and body is the same request."""
+    body = spec.model_dump(mode="json")
+    if spec.policy.deadline_as_asked is not None:
+        body["policy"]["deadline"] = spec.policy.deadline_as_asked
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -88,6 +93,7 @@ def create_job(
         "priority": spec.priority,
         "max_attempts": spec.max_attempts,
         "plan": plan,
+        "progress": {"phase": str(states.JobPhase.QUEUED)},
         "instance_type": (plan or {}).get("instance_type") or spec.instance_type,
         "pool": pool,
         "idempotency_key": idempotency_key,
@@ -113,7 +119,7 @@ def create_job(
 
 # The insert, its `status` event and the notification that wakes the pool's workers, in one
 # statement that returns the new row (none when the Idempotency-Key is taken).
-_INSERTED_JSON = ("spec", "job_metadata", "plan")
+_INSERTED_JSON = ("spec", "job_metadata", "plan", "progress")
 _INSERTED = (
     "id",
     "team_id",

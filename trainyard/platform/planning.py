@@ -185,7 +185,11 @@ class Planner:
             # Known before training starts, so progress has a total from the first poll.
             "total_steps": chosen.steps,
             "dataset_tokens_source": planned.tokens_source,
+            # Which speed the estimate used: "learned" (from `throughput_runs` finished runs of
+            # a comparable shape) or "model" (FLOPs over the devices' speed), and the figure.
             "throughput_source": chosen.throughput_source,
+            "throughput_runs": chosen.throughput_runs,
+            "tokens_per_second": round(chosen.tokens_per_second, 1),
             "objective": planned.decision.objective,
             "meets_deadline": chosen.meets_deadline,
             "within_budget": chosen.within_budget,
@@ -256,6 +260,8 @@ class Planner:
             "trials": est.trials,
             "concurrent_trials": est.concurrent_trials,
             "tokens_per_second": round(est.tokens_per_second, 1),
+            "throughput_source": est.throughput_source,
+            "throughput_runs": est.throughput_runs,
             "meets_deadline": est.meets_deadline,
             "within_budget": est.within_budget,
             "available": est.instance_type in self.available,

@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import itertools
 import math
-from datetime import datetime
-from typing import Annotated, Literal
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import JsonDict
 
 Task = Literal["causal_lm", "sequence_classification"]
@@ -76,14 +87,77 @@ class Hyperparameters(_Strict):
         return self
 
 
+# `policy.deadline` may also say how long from now: `+48h` or `in 2h` (m, h, d or w), resolved to
+# the time that long after the spec is read (the CLI resolves a job file's the same way).
+RELATIVE_DEADLINE = re.compile(r"^(?:\+|in\s+)\s*(\d+(?:\.\d+)?)\s*(m|h|d|w)$", re.IGNORECASE)
+_DEADLINE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_RELATIVE_HELP = "write +<number><m|h|d|w> or in <number><m|h|d|w> (+48h, in 2h), or an RFC 3339 time"
+
+
+def _looks_relative(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().lower().startswith(("+", "in "))
+
+
+def relative_deadline(text: str, now: datetime | None = None) -> datetime:
+    """The time `text` (`+48h`, `in 2h`) names from `now`, to the second; ValueError when it is
+    not spelled so, or is not in the future."""
+    match = RELATIVE_DEADLINE.match(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a deadline: {_RELATIVE_HELP}")
+    try:
+        span = timedelta(**{_DEADLINE_UNITS[match.group(2).lower()]: float(match.group(1))})
+        at = ((now or datetime.now(UTC)) + span).replace(microsecond=0)
+    except OverflowError:
+        raise ValueError(f"{text!r} is further off than a calendar goes") from None
+    if span <= timedelta(0):
+        raise ValueError(f"{text!r} is not in the future: {_RELATIVE_HELP}")
+    return at
+
+
+# What the schema says `deadline` takes: an RFC 3339 time, or how long from now.
+_DEADLINE_SCHEMA = WithJsonSchema(
+    {
+        "anyOf": [
+            {"type": "string", "format": "date-time"},
+            {"type": "string", "pattern": "^(\\+|in\\s+)\\s*\\d+(\\.\\d+)?\\s*[mhdwMHDW]$"},
+            {"type": "null"},
+        ],
+        "description": "an RFC 3339 time with a timezone, or how long from now: +48h, in 2h (m, h, d, w)",
+    }
+)
+
+
 class Policy(_Strict):
     objective: Objective = "cheapest"
-    deadline: datetime | None = None
+    deadline: Annotated[datetime | None, _DEADLINE_SCHEMA] = None
     max_cost_usd: MaxCostUsd | None = None
     spot: SpotChoice = "auto"
     allowed_accelerators: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
         default=None, max_length=64
     )
+
+    # The relative spelling it was given (`in 2h`), so that a retry of the same request hashes
+    # the same (`jobs.request_hash`) although it resolves to a later time.
+    _deadline_text: str | None = PrivateAttr(default=None)
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _resolve_relative(cls, value: Any) -> Any:
+        return relative_deadline(value) if _looks_relative(value) else value
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_relative(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Policy:
+        policy: Policy = handler(data)
+        raw = data.get("deadline") if isinstance(data, dict) else None
+        if _looks_relative(raw):
+            policy._deadline_text = " ".join(str(raw).lower().split())
+        return policy
+
+    @property
+    def deadline_as_asked(self) -> str | None:
+        """The relative deadline as the request spelled it (`in 2h`); None for an absolute one."""
+        return self._deadline_text
 
     @model_validator(mode="after")
     def _objective_needs(self) -> Policy:

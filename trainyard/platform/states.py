@@ -18,6 +18,7 @@ refuses any status or outcome not spelled here (CHECK constraints, migration 000
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,22 @@ class AttemptOutcome(StrEnum):
     HANDED_BACK = "handed_back"  # pause or graceful shutdown, after a checkpoint
 
 
+class JobPhase(StrEnum):
+    """What a job's run is doing, as `progress.phase` says: waiting, then the attempt's own steps.
+
+    `queued` until a worker claims the job (and again whenever it goes back to the queue);
+    `starting_workers` from the claim until the run's workers begin loading the model; then the
+    training loop's rank 0 reports `loading_model`, `training`, `checkpointing` around each save
+    and `saving` for the final model, through the run's progress reports."""
+
+    QUEUED = "queued"
+    STARTING_WORKERS = "starting_workers"
+    LOADING_MODEL = "loading_model"
+    TRAINING = "training"
+    CHECKPOINTING = "checkpointing"
+    SAVING = "saving"
+
+
 QUEUED = JobStatus.QUEUED
 RUNNING = JobStatus.RUNNING
 CANCELLING = JobStatus.CANCELLING
@@ -62,6 +79,7 @@ PAUSED = JobStatus.PAUSED
 
 STATUSES: tuple[JobStatus, ...] = tuple(JobStatus)
 OUTCOMES: tuple[AttemptOutcome, ...] = tuple(AttemptOutcome)
+PHASES: tuple[JobPhase, ...] = tuple(JobPhase)
 TERMINAL: frozenset[JobStatus] = frozenset({SUCCEEDED, FAILED, CANCELLED})
 # A job holding an instance: counts against pool capacity and team quotas.
 ACTIVE: frozenset[JobStatus] = frozenset({RUNNING, CANCELLING})
@@ -100,6 +118,27 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def checked_progress(progress: Mapping[str, Any]) -> dict[str, Any]:
+    """`progress` as it may be written to a job: a `phase` spelled here, and a sweep's `trial`
+    (how many of its trials have started) and `trials` (how many it runs) as 1 <= trial <= trials.
+    Raises ValueError otherwise: a worker that reports another word has a bug worth hearing of."""
+    out = dict(progress)
+    if out.get("phase") is not None:
+        try:
+            out["phase"] = str(JobPhase(out["phase"]))
+        except ValueError:
+            raise ValueError(
+                f"unknown progress phase {out['phase']!r}; one of {[str(p) for p in PHASES]}"
+            ) from None
+    trial, trials = out.get("trial"), out.get("trials")
+    for name, value in (("trial", trial), ("trials", trials)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"progress {name} must be a positive whole number, not {value!r}")
+    if isinstance(trial, int) and isinstance(trials, int) and trial > trials:
+        raise ValueError(f"progress trial {trial} is past the sweep's {trials} trials")
+    return out
+
+
 def can_transition(src: str, dst: str) -> bool:
     try:
         return JobStatus(dst) in ALLOWED.get(JobStatus(src), frozenset())
@@ -135,6 +174,9 @@ def transition(
         job.started_at = now
     if dst in TERMINAL:
         job.finished_at = now
+    if dst == QUEUED:
+        # Back in line: whatever its last attempt was doing, it waits now.
+        job.progress = {**(job.progress or {}), "phase": str(JobPhase.QUEUED)}
     events.add(
         session,
         job.id,

@@ -37,7 +37,7 @@ from trainyard.platform.deployment import load_deployment
 from trainyard.platform.errors import LeaseLost
 from trainyard.platform.models import Job, JobAttempt
 from trainyard.platform.spec import JobSpec
-from trainyard.platform.states import AttemptOutcome
+from trainyard.platform.states import AttemptOutcome, JobPhase
 from trainyard.settings import Settings, get_settings
 from trainyard.workers.cluster import InsufficientResources, alive_nodes, lost_nodes
 from trainyard.workers.heartbeat import EXIT_LEASE_LOST as EXIT_LEASE_LOST  # the exit code callers check
@@ -144,6 +144,8 @@ class AttemptRunner:
     def _run(self) -> int:
         job, _attempt, spec = self._load()
         signal.signal(signal.SIGTERM, lambda *_: self.heartbeat.request_stop("shutdown"))
+        # Until the run's workers say they are loading the model (the first beat carries it).
+        self.mailbox.set_phase(JobPhase.STARTING_WORKERS)
         self.heartbeat.start()
         outcome = AttemptOutcome.CRASHED
         code: str | None = "internal_error"
@@ -241,6 +243,12 @@ class AttemptRunner:
                 self._fenced.retrying("reading the run's reports", self.mailbox.drain)
             if trained is not None and trained.tokens_trained:
                 self.mailbox.progress["tokens"] = trained.tokens_trained
+            if trained is not None and trained.tokens_per_second:
+                # The run's average, not its last interval's: the figure later plans learn from.
+                self.mailbox.progress["tokens_per_second"] = trained.tokens_per_second
+            if outcome == AttemptOutcome.SUCCEEDED:
+                # The cost report and the job's final records are written from here on.
+                self.mailbox.set_phase(JobPhase.SAVING)
             self._fenced.retrying("lease renewal", self.heartbeat.renew)
             if trained is not None and trained.trials and trained.checkpoint_uris:
                 kept = list(trained.checkpoint_uris)

@@ -15,7 +15,9 @@ every method is cheap, so one single-threaded actor serves a whole run.
 Report shapes, by kind (each gets ``seq`` and ``time`` stamped on arrival). These are messages
 between Ray processes, not job events: the attempt process turns some of them into job events.
 
-- ``{"type": "progress", "step", "total_steps", "tokens_seen", "loss", "tokens_per_second", "epoch"}``
+- ``{"type": "progress", "step", "total_steps", "tokens_seen", "loss", "tokens_per_second", "epoch",
+  "phase"}`` -- or ``{"type": "progress", "phase"}`` alone when only the phase moved
+  (``states.JobPhase``: loading_model, training, checkpointing, saving)
 - ``{"type": "checkpoint", "step", "metrics", "uri"}`` -- ``uri`` is where Ray Train persisted it
 - ``{"type": "message", "level", "message"}``
 """
@@ -61,7 +63,8 @@ class RunControlState:
         self._seq += 1
         stamped = {**event, "seq": self._seq, "time": time.time()}
         if kind == PROGRESS:
-            self._latest_progress = stamped
+            if "step" in event:  # the latest figures; a phase alone leaves them as they were
+                self._latest_progress = stamped
             if self._progress_backlog >= MAX_PROGRESS_BACKLOG:
                 self._drop_oldest_progress()
             self._progress_backlog += 1

@@ -116,7 +116,8 @@ class Heartbeat:
             self.request_stop(hb.stop_reason)
         self.mailbox.drain()
         now = time.monotonic()
-        if self.mailbox.progress and now - self._last_metrics_event >= 10.0:
+        # The run's figures, once it has some (a phase alone is no metrics worth an event).
+        if "step" in self.mailbox.progress and now - self._last_metrics_event >= 10.0:
             p = dict(self.mailbox.progress)
             self._fenced(
                 lambda s: attempts.record_event(

@@ -4,6 +4,11 @@ A report leaves the mailbox only once it is written (`ack` after the write), so 
 retried on the next drain and nothing is dropped. Every write goes through the attempt's fence.
 Recording a checkpoint may retire older ones (the job's `keep`); their files are deleted from the
 store only after the commit that stopped listing them.
+
+Progress is the run's latest figures (step, tokens, loss; a sweep's summed over its trials), the
+phase last reported (by the run, or by the attempt itself: `set_phase`) and, for a sweep, how many
+of its trials have started of how many it runs. A report with a phase and no step moves the phase
+only: the figures stay as they were.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any
 
 from trainyard.platform import attempts, events
 from trainyard.platform.errors import LeaseLost
+from trainyard.platform.states import JobPhase
 from trainyard.platform.storage import ObjectStore, job_prefix
 from trainyard.workers.lease import Fence
 
@@ -30,9 +36,36 @@ class Mailbox:
         self.keep: int | None = None  # the job's checkpoint keep (None: a sweep prunes at its end)
         self.sweep_trials: int | None = None  # a sweep's number of trials (None: not a sweep)
         self.progress: dict[str, Any] = {}  # the latest progress report, for the heartbeat
+        self._figures: dict[str, Any] = {}  # the latest step, tokens, loss (a sweep's: summed)
+        self._phase: str | None = None
         self._trials: dict[str, dict[str, Any]] = {}  # a sweep's latest report per trial
+        self._started: set[str] = set()  # a sweep's trials heard from in this attempt
         self._acked = 0  # the last report written to the database
         self._lock = threading.Lock()  # the heartbeat and a forced end both drain
+
+    def set_phase(self, phase: JobPhase) -> None:
+        """What the attempt itself is doing (starting the workers, saving what the run left):
+        it goes out with the next heartbeat, until the run reports a phase of its own."""
+        self._phase = str(phase)
+        self.progress = {**self.progress, "phase": self._phase}
+
+    def _combine(self) -> dict[str, Any]:
+        out = dict(self._figures)
+        if self._phase is not None:
+            out["phase"] = self._phase
+        if self.sweep_trials:
+            out["trials"] = self.sweep_trials
+            if self._started:
+                out["trial"] = min(len(self._started), self.sweep_trials)
+        return out
+
+    def _report_phase(self, value: Any) -> None:
+        if value is None:
+            return
+        try:
+            self._phase = str(JobPhase(value))
+        except ValueError:  # a run of another version: its figures still count
+            log.warning("attempt %s: the run reported an unknown phase %r", self.attempt_id, value)
 
     def drain(self) -> None:
         """Write everything reported and not yet written; raises what a write raised."""
@@ -67,20 +100,25 @@ class Mailbox:
 
         kind = event.get("type")
         if kind == PROGRESS:
-            report = {
-                "step": int(event.get("step") or 0),
-                "total_steps": event.get("total_steps"),
-                "tokens": int(event.get("tokens_seen") or 0),
-                "loss": event.get("loss"),
-                "tokens_per_second": event.get("tokens_per_second"),
-                "epoch": event.get("epoch"),
-            }
             trial = event.get("trial")
             if trial:
-                self._trials[str(trial)] = report
-                self.progress = sweep_progress(self._trials, self.sweep_trials)
-            else:
-                self.progress = report
+                self._started.add(str(trial))
+            self._report_phase(event.get("phase"))
+            if "step" in event:
+                report = {
+                    "step": int(event.get("step") or 0),
+                    "total_steps": event.get("total_steps"),
+                    "tokens": int(event.get("tokens_seen") or 0),
+                    "loss": event.get("loss"),
+                    "tokens_per_second": event.get("tokens_per_second"),
+                    "epoch": event.get("epoch"),
+                }
+                if trial:
+                    self._trials[str(trial)] = report
+                    self._figures = sweep_progress(self._trials, self.sweep_trials)
+                else:
+                    self._figures = report
+            self.progress = self._combine()
         elif kind == CHECKPOINT:
             gone: list[str] = self._fenced(
                 lambda s: attempts.record_checkpoint(
@@ -139,5 +177,5 @@ def sweep_progress(trials: dict[str, dict[str, Any]], count: int | None) -> dict
         "loss": min(losses) if losses else None,  # the best trial's
         "tokens_per_second": sum(rates) if rates else None,
         "epoch": None,
-        "trials": {name: r["step"] for name, r in sorted(trials.items())},
+        "trial_steps": {name: r["step"] for name, r in sorted(trials.items())},
     }

@@ -28,6 +28,9 @@ class TrainingOutcome:
     latest_checkpoint_uri: str | None = None
     checkpoint_uris: list[str] = field(default_factory=list)  # what Ray Train still keeps, oldest first
     best_trial: str | None = None  # sweeps: the trial whose model became the final model
+    # This attempt's tokens over its training time (train begin to end, saves included): what
+    # the next estimate of a comparable job learns from. None for a sweep (its trials overlap).
+    tokens_per_second: float | None = None
     trials: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

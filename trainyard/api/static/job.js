@@ -10,7 +10,8 @@ const EVENTS_SHOWN = 100;
 function queueFields(q) {
   if (!q) return [];
   const place = q.position ? `#${q.position} in ${q.pool}` : q.pool || "–";
-  const eta = q.eta_seconds === null || q.eta_seconds === undefined ? "unknown" : q.eta_seconds < 60 ? "now" : `in ${Math.round(q.eta_seconds / 60)} min`;
+  // The one duration rule (duration.js), as the CLI says it.
+  const eta = q.eta_seconds === null || q.eta_seconds === undefined ? "unknown" : q.eta_seconds < 60 ? "now" : `in ${duration(q.eta_seconds)}`;
   const sooner = (q.alternatives || []).map((a) => `${a.summary} (${a.command})`);
   return [
     ["Queue", `${place}, ${q.reason}: ${q.message}`],

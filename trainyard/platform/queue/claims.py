@@ -106,7 +106,9 @@ def _claim_sql(n: int, in_pools: bool, guarded: bool) -> TextClause:
         UPDATE jobs AS j
         SET status = '{states.RUNNING}', attempt_count = j.attempt_count + 1,
             started_at = COALESCE(j.started_at, now()), updated_at = now(),
-            current_attempt_id = numbered.attempt_id
+            current_attempt_id = numbered.attempt_id,
+            progress = COALESCE(j.progress, CAST('{{}}' AS jsonb))
+                       || jsonb_build_object('phase', '{states.JobPhase.STARTING_WORKERS}')
         FROM numbered WHERE j.id = numbered.id
         RETURNING j.id, j.attempt_count, j.spec, j.plan, j.instance_type, j.pool, j.current_attempt_id
     ), attempt AS (

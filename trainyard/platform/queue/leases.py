@@ -214,8 +214,11 @@ def heartbeat(
     """Renew the lease, record progress and spend so far, and tell the worker whether to stop.
 
     `progress` carries the run's cumulative `tokens` (restored ones included) and `step`; the
-    ledger turns them into what this attempt trained. `pace` says when a budget projection may
-    go by the attempt's training pace (default: from the settings)."""
+    ledger turns them into what this attempt trained. Its `phase` (and a sweep's `trial` of
+    `trials`) must be spelled as `states.checked_progress` says: ValueError otherwise. `pace`
+    says when a budget projection may go by the attempt's training pace (default: from the
+    settings)."""
+    progress = states.checked_progress(progress) if progress else None
     job, attempt = fence(session, attempt_id)
     now = session.scalar(select(func.now()))
     assert now is not None

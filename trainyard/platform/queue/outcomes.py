@@ -166,6 +166,11 @@ def _end_sql(level: str) -> TextClause:
                 error_message = :error_message, pause_requested = :pause_requested,
                 run_after = :run_after, result = COALESCE(CAST(:result AS jsonb), j.result),
                 updated_at = :now,
+                -- Back in line: whatever its last attempt was doing, it waits now.
+                progress = CASE WHEN CAST(:requeued AS boolean)
+                    THEN COALESCE(j.progress, CAST('{{}}' AS jsonb))
+                         || jsonb_build_object('phase', '{states.JobPhase.QUEUED}')
+                    ELSE j.progress END,
                 finished_at = CASE WHEN CAST(:terminal AS boolean) THEN :now ELSE j.finished_at END,
                 cost_usd = t.cost_usd, billable_seconds = t.seconds
             FROM ended e, LATERAL (
@@ -209,6 +214,7 @@ def _write_end(
         result=json.dumps(result) if result is not None else None,
         now=locked.now,
         terminal=job.status in states.TERMINAL,
+        requeued=job.status == states.QUEUED,
         message=message,
         data=json.dumps(data),
         notify=notify,

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from trainyard.durations import format_duration
 from trainyard.money import format_usd
 
 OBJECTIVES = ("deadline", "budget")
@@ -222,14 +223,8 @@ def _in_time(o: Outlook, confidence: float) -> bool:
 
 
 def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "never"
-    seconds = abs(seconds)
-    if seconds < 3600:
-        return f"{max(seconds / 60, 1):.0f} min"
-    if seconds < 48 * 3600:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+    # The one duration rule (trainyard/durations.py); the words around it say which way.
+    return format_duration(abs(seconds)) if math.isfinite(seconds) else "never"
 
 
 def _signed_usd(usd: float) -> str:

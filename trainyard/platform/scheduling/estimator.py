@@ -53,6 +53,8 @@ class Estimate:
     tokens_per_second: float
     # "model" (FLOPs over peak x utilisation) or "learned" (measured on comparable runs).
     throughput_source: str
+    # How many finished runs a learned figure came from; 0 for the model's.
+    throughput_runs: int
     startup_seconds: float
     # After a spot interruption: reprovisioning and the model reload.
     restart_seconds: float
@@ -98,13 +100,20 @@ class Estimate:
             f"{self.option}: {_device_text(self)}, {plan}, "
             f"{self.memory.total_gb:.1f}/{self.memory.capacity_gb:.1f} GB; "
             f"{self.tokens / 1e6:,.1f}M tokens at {self.tokens_per_second:,.0f} tok/s "
-            f"({self.throughput_source}) -> {format_duration(self.seconds)}, {format_usd(self.cost_usd)}"
+            f"({self.throughput_text}) -> {format_duration(self.seconds)}, {format_usd(self.cost_usd)}"
         )
         if self.trials > 1:
             text += f" for {self.trials} trials, {self.concurrent_trials} at a time"
         if self.spot:
             text += f" with {self.expected_preemptions:.2f} expected interruptions"
         return text
+
+    @property
+    def throughput_text(self) -> str:
+        """Where the tokens per second came from: `model`, or `learned from 3 runs`."""
+        if self.throughput_source != "learned":
+            return self.throughput_source
+        return f"learned from {self.throughput_runs} run{'' if self.throughput_runs == 1 else 's'}"
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "memory"}
@@ -241,6 +250,7 @@ def _on_demand(
         flops=prof.flops_per_token * tokens,
         tokens_per_second=prof.tokens_per_second,
         throughput_source=prof.throughput_source,
+        throughput_runs=prof.throughput_runs,
         startup_seconds=prof.startup_seconds,
         restart_seconds=prof.restart_seconds,
         compute_seconds=compute,

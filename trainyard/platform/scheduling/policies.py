@@ -178,6 +178,8 @@ def _reason(
 ) -> str:
     policy = spec.policy
     head = f"{chosen.option}: {format_usd(chosen.cost_usd)}, {format_duration(chosen.seconds)}"
+    # Which speed that time came from: comparable runs once one has finished, else the model.
+    head += f" at {chosen.tokens_per_second:,.0f} tok/s ({chosen.throughput_text})"
     if chosen.trials > 1:
         head += f" for {chosen.trials} trials, {chosen.concurrent_trials} at a time"
     if chosen.spot:

@@ -57,6 +57,8 @@ class Profile:
     flops_per_token: float
     tokens_per_second: float
     throughput_source: str
+    # How many finished runs the learned figure came from (0: the FLOP model's).
+    throughput_runs: int
     startup_seconds: float
     restart_seconds: float
     tokens_per_step: int
@@ -205,14 +207,15 @@ def _compute_profile(
         * (c.fsdp_efficiency if strategy == "fsdp" else 1.0)
     )
     tps = effective / flops_per_token
-    source = "model"
+    source, runs = "model", 0
     if learned is not None:
         accelerator, count = throughput_key(itype)
-        measured = learned.tokens_per_second(
+        measured = learned.lookup(
             model_parameters=params, method=spec.method, accelerator=accelerator, accelerator_count=count
         )
         if measured is not None:
-            tps, source = measured, "learned"
+            # What comparable runs did replaces what the FLOP model says, from the first one on.
+            tps, source, runs = measured.tokens_per_second, "learned", measured.runs
 
     load_seconds = params * 2 / (c.model_load_gb_per_s * GB)
     startup = (
@@ -229,6 +232,7 @@ def _compute_profile(
         flops_per_token=flops_per_token,
         tokens_per_second=tps,
         throughput_source=source,
+        throughput_runs=runs,
         startup_seconds=startup,
         restart_seconds=c.spot_restart_overhead_seconds + load_seconds,
         # The plan keeps micro-batch x accumulation at what the job asked for, so a step is the same.

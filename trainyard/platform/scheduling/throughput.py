@@ -6,8 +6,17 @@ import hashlib
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from trainyard.platform.scheduling.instance_types import InstanceType
+
+
+class Measured(NamedTuple):
+    """What comparable runs measured, scaled to a job: its tokens per second and how many
+    finished runs that figure came from."""
+
+    tokens_per_second: float
+    runs: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +51,12 @@ def throughput_key(itype: InstanceType) -> tuple[str, int]:
 class LearnedThroughput:
     """Measured throughput that replaces the FLOP-based prediction for comparable jobs.
 
-    Comparable means the same method and accelerator and a model within ``max_parameter_ratio``
-    of the job's size. Each match is scaled to the job by the parameter ratio (throughput falls
-    roughly as 1/parameters at fixed FLOP/s) and by the device count; the median of the matches
-    is used so one odd run does not swing the estimate.
+    Comparable means the same method and accelerator (for CPU types, ``"cpu"``) and a model
+    within ``max_parameter_ratio`` of the job's size; runs on the same number of devices (vCPUs
+    for CPU types) are preferred, and where there are none, runs on other counts of the same
+    device. Each match is scaled to the job by the parameter ratio (throughput falls roughly as
+    1/parameters at fixed FLOP/s) and by the device count; the median of the matches is used so
+    one odd run does not swing the estimate. One comparable run is enough to replace the model.
 
     ``version`` names what it was learned from (the observations used, in any order, and the
     ratio): two built from the same runs have the same version, so estimates cached under one
@@ -84,6 +95,19 @@ class LearnedThroughput:
     def tokens_per_second(
         self, *, model_parameters: int, method: str, accelerator: str, accelerator_count: int
     ) -> float | None:
+        found = self.lookup(
+            model_parameters=model_parameters,
+            method=method,
+            accelerator=accelerator,
+            accelerator_count=accelerator_count,
+        )
+        return found.tokens_per_second if found is not None else None
+
+    def lookup(
+        self, *, model_parameters: int, method: str, accelerator: str, accelerator_count: int
+    ) -> Measured | None:
+        """The measured figure for a job of this shape, with the runs it came from; None when
+        no comparable run finished."""
         candidates = self._by_key.get((method, accelerator), ())
         ratio = self.max_parameter_ratio
         matches = [o for o in candidates if 1 / ratio <= o.model_parameters / model_parameters <= ratio]
@@ -98,4 +122,4 @@ class LearnedThroughput:
             * (accelerator_count / o.accelerator_count)
             for o in pool
         ]
-        return statistics.median(scaled)
+        return Measured(statistics.median(scaled), len(pool))

@@ -2,7 +2,8 @@
 signal every rank agrees on, and each Trainer checkpoint handed to Ray Train.
 
 - rank 0 streams progress to the ``RunControl`` actor at most every ``progress_interval_s``
-  without any per-step ``ray.train.report`` barrier;
+  without any per-step ``ray.train.report`` barrier, and says at once when the run's phase
+  changes (training, checkpointing around each save): a report with a ``phase`` and no step;
 - rank 0 polls ``RunControl.stop_requested()`` without blocking and broadcasts the decision to
   every rank each optimizer step, so all ranks save one last checkpoint and stop on the same step;
   when the reason is a lost lease, all ranks stop on that step without saving anything;
@@ -28,6 +29,7 @@ import torch
 import torch.distributed as dist
 from transformers import TrainerCallback
 
+from trainyard.platform.states import JobPhase
 from trainyard.workers.control import MESSAGE, PROGRESS, RunControlHandle
 from trainyard.workers.lease import LEASE_LOST
 
@@ -50,6 +52,18 @@ def preemption_notice() -> bool:
         return get_train_context().preemption_context.preemption_info is not None
     except Exception:  # not in a Ray Train worker, or an API that moved: no notice
         return False
+
+
+def report_phase(
+    control: RunControlHandle | None, rank: int, phase: JobPhase, tags: dict[str, Any] | None = None
+) -> None:
+    """Rank 0 tells RunControl what the run is doing now; never waits, never fails training."""
+    if rank != 0 or control is None:
+        return
+    try:
+        control.report.remote({"type": PROGRESS, "phase": str(phase), **(tags or {})})
+    except Exception:
+        logger.warning("could not reach RunControl", exc_info=True)
 
 
 CHECKPOINT_DIR_PREFIX = "checkpoint_"
@@ -152,6 +166,9 @@ class PlatformCallback(TrainerCallback):
         self.start_tokens = 0
         self.stopped = False
         self.latest: dict[str, float] = {}
+        self.phase = JobPhase.LOADING_MODEL
+        self._began: float | None = None
+        self.average_tokens_per_second: float | None = None  # set at the end of training
 
     # -- progress -------------------------------------------------------------------------------
 
@@ -163,6 +180,12 @@ class PlatformCallback(TrainerCallback):
             self._control.report.remote({**event, **self._tags})  # fire and forget: never wait on the mailbox
         except Exception:
             logger.warning("could not reach RunControl", exc_info=True)
+
+    def set_phase(self, phase: JobPhase) -> None:
+        """Say at once when the phase changes; progress reports carry it too."""
+        if phase != self.phase:
+            self.phase = phase
+            report_phase(self._control, self._rank, phase, self._tags)
 
     def _progress(self, state: Any) -> None:
         now = time.monotonic()
@@ -177,6 +200,7 @@ class PlatformCallback(TrainerCallback):
                 "loss": self.latest.get("loss"),
                 "tokens_per_second": (tokens - self._last_tokens) / elapsed,
                 "epoch": state.epoch,
+                "phase": str(self.phase),
             }
         )
         self._last_send, self._last_tokens, self._last_time = now, tokens, now
@@ -186,8 +210,9 @@ class PlatformCallback(TrainerCallback):
         # attempt continues from.
         self.start_step = state.global_step
         self.start_tokens = self._last_tokens = int(state.num_input_tokens_seen or 0)
-        self._last_time = time.monotonic()
+        self._last_time = self._began = time.monotonic()
         self._stop.check_now()
+        self.set_phase(JobPhase.TRAINING)
         if self._rank == 0 and state.global_step > 0:
             self.send({"type": MESSAGE, "level": "info", "message": f"resumed at step {state.global_step}"})
 
@@ -212,8 +237,16 @@ class PlatformCallback(TrainerCallback):
             self.stopped = True
             control.should_save = not self._stop.lease_lost
             control.should_training_stop = True
+        if control.should_save:
+            # The Trainer saves right after this step's callbacks; `on_save` says when it is done.
+            self.set_phase(JobPhase.CHECKPOINTING)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # The attempt's own pace, over all its training (checkpoint saves included, as a plan's
+        # run includes them): the last report's rate covers only the last interval.
+        trained = int(state.num_input_tokens_seen or 0) - self.start_tokens
+        if self._began is not None and trained > 0:
+            self.average_tokens_per_second = trained / max(time.monotonic() - self._began, 1e-9)
         self._progress(state)
 
     # -- checkpoints ----------------------------------------------------------------------------
@@ -245,3 +278,4 @@ class PlatformCallback(TrainerCallback):
             # Uploaded is enough: keeping local copies would fill the worker's disk.
             delete_local_checkpoint_after_upload=True,
         )
+        self.set_phase(JobPhase.TRAINING)

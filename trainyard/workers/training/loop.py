@@ -25,10 +25,11 @@ import ray.train
 import torch
 
 from trainyard.platform.spec import JobSpec
+from trainyard.platform.states import JobPhase
 from trainyard.platform.storage import download_uri_dir
 from trainyard.workers.control import MESSAGE, RunControlHandle
 from trainyard.workers.outcome import TrainingOutcome
-from trainyard.workers.training.callbacks import PlatformCallback, StopSignal
+from trainyard.workers.training.callbacks import PlatformCallback, StopSignal, report_phase
 from trainyard.workers.training.data import label_mapping, read_jsonl, tokenize_records
 from trainyard.workers.training.model import (
     bf16_ok,
@@ -154,6 +155,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     work = Path(tempfile.mkdtemp(prefix=f"trainyard-rank{rank}-"))
+    # The workers are up: from here to the first step, the model (and the data) load.
+    report_phase(control, rank, JobPhase.LOADING_MODEL, config.get("tags"))
     try:
         source = resolve_model_source(spec.base_model, work / "base")
         tokenizer = load_tokenizer(source)
@@ -232,6 +235,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
         final_prefix = config.get("final_prefix")
         # A stopped run leaves its checkpoint, not a model; one that lost its lease leaves nothing.
         if rank == 0 and not callback.stopped and final_prefix:
+            callback.set_phase(JobPhase.SAVING)
             final_uri = save_final_model(
                 trainer.model, tokenizer, work / "final", config["store_uri"], final_prefix
             )
@@ -247,6 +251,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             tokens_this_attempt=tokens - callback.start_tokens,
             stopped_early=callback.stopped,
             stop_reason=stop.reason,
+            tokens_per_second=callback.average_tokens_per_second,
         )
         # Ray Train 2.60 hands rank 0's return value to fit()'s Result.return_value; Result.metrics
         # only holds the metrics of the latest checkpoint, so the outcome travels this way, as a
