@@ -225,10 +225,12 @@ def test_a_spot_node_killed_without_notice_is_a_preemption_and_the_deadline_move
         assert (job["plan"]["instance_type"], job["plan"]["spot"]) == ("local-cpu", True), job["plan"]
         deadline = time.monotonic() + 300
         while True:
-            [first] = _attempts(sessions, job["id"])
-            if _checkpoint_steps(sessions, first.id):
+            started = _attempts(sessions, job["id"])
+            if started and _checkpoint_steps(sessions, started[0].id):
+                [first] = started
                 break
-            assert time.monotonic() < deadline and first.outcome is None, "no checkpoint recorded"
+            assert time.monotonic() < deadline, "no checkpoint recorded"
+            assert not started or started[0].outcome is None, started[0].error_message
             time.sleep(0.2)
         used = _rank_nodes(sessions, first.id, cluster)
         assert len(used) == 1 and used <= SPOT_NODES - cluster.gone, used
@@ -241,10 +243,18 @@ def test_a_spot_node_killed_without_notice_is_a_preemption_and_the_deadline_move
         ended = wait_for(api, key, job["id"], lambda j: j["status"] == "succeeded", timeout=300)
 
     first, second = _attempts(sessions, job["id"])
-    assert (first.outcome, first.error_code, first.spot) == ("preempted", "node_lost", True)
+    log = api.get(f"/v1/jobs/{job['id']}/logs", params={"attempt": 1, "tail": 60}, headers=headers(key))
+    assert (first.outcome, first.error_code, first.spot) == ("preempted", "node_lost", True), log.text
     assert victim in (first.error_message or "") or cluster.known[victim] in (first.error_message or "")
-    # Resumed from the last checkpoint the lost attempt recorded, on the on-demand node.
-    last = max(_checkpoint_steps(sessions, first.id))
+    # Resumed from the last checkpoint the lost attempt recorded, on the on-demand node (the rows
+    # of its checkpoints are gone by now, pruned as the next attempt saved its own: the events stay).
+    with sessions() as s:
+        recorded = s.scalars(
+            select(JobEvent.data["step"].as_integer()).where(
+                JobEvent.attempt_id == first.id, JobEvent.type == "checkpoint"
+            )
+        ).all()
+    last = max(recorded)
     assert second.start_step == last and (second.outcome, second.spot) == ("succeeded", False)
     assert _rank_nodes(sessions, second.id, cluster) == {"c"}
     assert ended["progress"]["step"] == total

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -165,6 +166,11 @@ def test_every_readme_shell_example_runs_against_the_embedded_stack(stack: dict[
         ["bash", str(script)], cwd=work, env=stack["env"], capture_output=True, text=True, timeout=540
     )
     assert ran.returncode == 0, f"{ran.stderr[-4000:]}\n--- stdout ---\n{ran.stdout[-3000:]}"
+
+    # `trainyard logs $JOB_ID -f`, run as the job was queued, followed its training as it went:
+    # the rank-0 step lines, and the attempt's end, after which it returned by itself.
+    assert re.search(r"\bstep \d+/\d+ ", ran.stdout), ran.stdout[-3000:]
+    assert "ended: succeeded" in ran.stdout, ran.stdout[-3000:]
 
     saved = json.loads((work / ".trainyard" / "credentials.json").read_text())
     client = Trainyard(saved["base_url"], saved["api_key"], max_retries=0)
