@@ -53,11 +53,14 @@ async def unit_of_work(
     """Authenticate, run `work` in a session and commit it, in one trip to the thread pool: what
     `PrincipalDep`, `SessionDep` and `UnitOfWorkRoute` do, for a hot route with its body already
     read, which would otherwise cross to the pool once for each. The key is checked in the
-    work's own session (there is no upload to wait for while it is open); the commit comes
-    before the answer, and one that fails answers 503, as there."""
+    work's own session (there is no upload to wait for while it is open), in autocommit: the
+    work's first transaction is reads, and the work says when it writes (`db.release`, then its
+    own transaction or `db.autocommit`). The commit comes before the answer, and one that fails
+    answers 503, as there."""
 
     def run() -> T:
         with request.app.state.sessionmaker() as session:
+            db.autocommit(session)
             out = work(session, auth.authenticate(session, authorization))
             db.commit(session)
             return out

@@ -23,6 +23,11 @@ class Principal:
     team_id: str
     team_name: str
     role: str
+    # The team's limits as the key was checked (the same row, read with it): a create of a team
+    # without a budget needs no other read of it. A budget or quota set meanwhile applies from
+    # the next request.
+    team_budgeted: bool = False
+    team_max_concurrent_gpus: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -77,7 +82,15 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
     )
     if key is None:
         raise Unauthenticated("invalid API key", code="invalid_api_key")
-    return Principal(key_id=key.id, team_id=key.team_id, team_name=key.team.name, role=key.role)
+    team = key.team
+    return Principal(
+        key_id=key.id,
+        team_id=key.team_id,
+        team_name=team.name,
+        role=key.role,
+        team_budgeted=team.monthly_budget_usd is not None,
+        team_max_concurrent_gpus=team.max_concurrent_gpus,
+    )
 
 
 def require_admin(principal: Principal) -> None:

@@ -87,6 +87,14 @@ def commit(session: Session) -> None:
         raise DatabaseUnavailable("the database did not confirm the write; retry the request") from error
 
 
+def autocommit(session: Session) -> None:
+    """Run `session`'s statements until its next commit each as its own transaction: no BEGIN
+    and COMMIT round trips, for reads that need no snapshot in common or a write that is one
+    statement. Call it before the transaction's first statement; the pool gives the connection
+    back to the next user in its usual mode."""
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 def release(session: Session) -> None:
     """Commit what `session` holds and give its connection back to the pool, before network I/O
     (the object store, the model hub, a client's upload): no transaction, lock or pooled

@@ -88,7 +88,7 @@ def move_job(
     new_plan = planner.plan_dict(planned)
     team = session.get(Team, job.team_id)
     assert team is not None
-    check_gpu_quota(team, new_plan)
+    check_gpu_quota(team.max_concurrent_gpus, new_plan)
     extra = float(new_plan.get("estimated_cost_usd") or 0.0) - float(
         (job.plan or {}).get("estimated_cost_usd") or 0.0
     )

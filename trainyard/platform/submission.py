@@ -14,8 +14,12 @@ the insert. The steps, in this order:
    the dataset from the store or the hub hold no database connection: steps 1-3 are released),
    refused (`quota_exceeded`) when it needs more accelerators at once than the team's GPU quota;
 5. the team's budget, which locks the team row until commit so racing creates cannot both
-   spend its last dollars;
-6. the insert, its `status` event, and the notification that wakes the pool's workers.
+   spend its last dollars (a team without one, as the key was checked, has nothing to lock);
+6. the insert, its `status` event, and the notification that wakes the pool's workers: one
+   statement, committed on its own when there was no budget to lock.
+
+Steps 1-3 read in autocommit (no snapshot is needed across them), as does planning when there
+is no budget: a create of such a team is five statements and no BEGIN or COMMIT.
 """
 
 from __future__ import annotations
@@ -27,8 +31,7 @@ from sqlalchemy.orm import Session
 
 from trainyard.platform import costs, db, files, jobs
 from trainyard.platform.auth import Principal
-from trainyard.platform.errors import NotFound
-from trainyard.platform.models import Job, Team
+from trainyard.platform.models import Job
 from trainyard.platform.planning import Planner
 from trainyard.platform.queue.quotas import check_gpu_quota
 from trainyard.platform.scheduling import NoFeasibleOption
@@ -68,15 +71,15 @@ def submit(
         return replay, False
     spec = _resolve(session, principal, spec, planner=planner, sources=sources)
     db.release(session)  # planning reads the store and the hub; the write transaction comes after
+    if not principal.team_budgeted:
+        # Nothing to lock: the insert, its event and its notification are one statement.
+        db.autocommit(session)
     plan, pool = planner.plan(session, spec)
-    # Read once: the budget check below finds it in the session while `team` holds it.
-    team = session.get(Team, principal.team_id)
-    if team is None:
-        raise NotFound(f"no team {principal.team_id!r}", param="team")
-    check_gpu_quota(team, plan)
-    replay = _check_budget(session, principal, plan.get("estimated_cost_usd"), idempotency_key, digest)
-    if replay is not None:
-        return replay, False
+    check_gpu_quota(principal.team_max_concurrent_gpus, plan)
+    if principal.team_budgeted:
+        replay = _check_budget(session, principal, plan.get("estimated_cost_usd"), idempotency_key, digest)
+        if replay is not None:
+            return replay, False
     return jobs.create_job(
         session, principal, spec, idempotency_key=idempotency_key, plan=plan, pool=pool, digest=digest
     )

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from trainyard.platform import states
 from trainyard.platform.errors import Conflict
-from trainyard.platform.models import Job, Team
+from trainyard.platform.models import Job
 
 __all__ = ["QUOTA_EXCEEDED", "QuotaExceeded", "check_gpu_quota", "lock_quota_teams"]
 
@@ -74,9 +74,9 @@ def _unfit_message(need: float, quota: int) -> str:
     )
 
 
-def check_gpu_quota(team: Team, plan: Mapping[str, Any]) -> None:
-    """Refuse (`QuotaExceeded`, 409) a plan that needs more accelerators than its team's quota."""
-    quota = team.max_concurrent_gpus
+def check_gpu_quota(quota: int | None, plan: Mapping[str, Any]) -> None:
+    """Refuse (`QuotaExceeded`, 409) a plan that needs more accelerators than its team's quota
+    (`Team.max_concurrent_gpus`; None: no quota)."""
     need = _accelerators(plan)
     if quota is not None and need > quota:
         raise QuotaExceeded(
