@@ -159,7 +159,9 @@ class Proxy:
     """A TCP proxy to `upstream`. With `delay`, it lets `chunk` bytes through every `delay`
     seconds each way, standing in for a slow network to the object store. `cut()` drops every
     open connection and refuses new ones (accepted, then closed at once, as a failing load
-    balancer does) until `restore()`."""
+    balancer does) until `restore()`. `stall()` holds every byte in either direction, on open and
+    new connections alike, as a hung store does, until `restore()`; `held` counts the chunks it
+    has held."""
 
     def __init__(self, upstream: tuple[str, int], *, chunk: int = 65536, delay: float = 0.0) -> None:
         self.upstream, self.chunk, self.delay = upstream, chunk, delay
@@ -168,6 +170,8 @@ class Proxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self.down = False
         self.refused = 0
+        self.stalled = False
+        self.held = 0
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
@@ -197,6 +201,10 @@ class Proxy:
             while data := src.recv(self.chunk):
                 if self.delay:
                     time.sleep(self.delay)
+                if self.stalled:
+                    self.held += 1
+                    while self.stalled:
+                        time.sleep(0.05)
                 dst.sendall(data)
         except OSError:
             pass
@@ -217,8 +225,12 @@ class Proxy:
             with contextlib.suppress(OSError):
                 sock.close()
 
+    def stall(self) -> None:
+        self.stalled = True
+
     def restore(self) -> None:
         self.down = False
+        self.stalled = False
 
     def close(self) -> None:
         self.cut()

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from trainyard.platform import events, queue, replanning, states, storage
+from trainyard.platform import db, events, queue, replanning, states, storage
 from trainyard.platform.deployment import Deployment
 from trainyard.platform.errors import InvalidRequest, TrainyardError, Unprocessable
 from trainyard.platform.models import Job
@@ -52,6 +52,11 @@ class Planned:
     tokens_source: str
     # The spec it was planned for: `plan_dict` chooses the best option of each pool by its policy.
     spec: JobSpec | None = None
+
+
+def _waiting_unpinned(pools: list[str]) -> Any:
+    """Queued in one of `pools`, and free to move: not pinned to an instance type."""
+    return and_(Job.status == states.QUEUED, Job.pool.in_(pools), Job.spec["instance_type"].astext.is_(None))
 
 
 def memory_plan(est: Estimate) -> dict[str, Any]:
@@ -283,7 +288,11 @@ class Planner:
         """Move jobs waiting behind a full pool to the best pool with room, when that option
         still meets the job's constraint (deadline, budget); otherwise they keep waiting.
 
-        Jobs pinned to an instance type stay where they are. Returns the ids of moved jobs.
+        Jobs pinned to an instance type stay where they are. Re-planning reads the store (the
+        model's config, the dataset's size), so the candidates are read without a lock and each
+        is locked only to be placed, once its estimate is in: a slow or hanging store never
+        holds a job's row, and its owner's cancel or move is answered at once. A job claimed,
+        cancelled, moved or pinned meanwhile is left as it is. Returns the ids of moved jobs.
         """
         active = dict(
             session.execute(
@@ -295,33 +304,39 @@ class Planner:
         room = {pool: cap - int(active.get(pool, 0)) for pool, cap in self.capacity.items()}
         full = [pool for pool, free in room.items() if free <= 0]
         if not full or all(free <= 0 for free in room.values()):
+            session.commit()
             return []
-        waiting = session.scalars(
-            select(Job)
-            .where(
-                Job.status == states.QUEUED,
-                Job.pool.in_(full),
-                Job.spec["instance_type"].astext.is_(None),
-                Job.created_at < func.now() - timedelta(seconds=waited_seconds),
-            )
+        candidates = session.execute(
+            select(Job.id, Job.pool, Job.spec)
+            .where(_waiting_unpinned(full), Job.created_at < func.now() - timedelta(seconds=waited_seconds))
             .order_by(Job.priority.desc(), Job.seq)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         ).all()
+        db.release(session)
         moved: list[str] = []
-        for job in waiting:
+        for job_id, pool, spec_json in candidates:
             open_pools = frozenset(pool for pool, free in room.items() if free > 0)
             if not open_pools:
                 break
-            spec = JobSpec.model_validate(job.spec)
+            spec = JobSpec.model_validate(spec_json)
             try:
                 planned = self.estimate(session, spec, available=open_pools)
             except TrainyardError:
+                db.release(session)
                 continue
             decision = planned.decision
-            if decision is None or (
-                spec.policy.objective == "deadline" and not decision.chosen.meets_deadline
+            job = None
+            if decision is not None and (
+                spec.policy.objective != "deadline" or decision.chosen.meets_deadline
             ):
+                job = session.scalars(
+                    select(Job)
+                    .where(Job.id == job_id, Job.pool == pool, _waiting_unpinned([pool]))
+                    .with_for_update(skip_locked=True)
+                    .execution_options(populate_existing=True)
+                ).one_or_none()
+            if job is None or job.spec != spec_json or decision is None:
+                db.release(session)
                 continue
             old_pool, plan = job.pool, self.place(job, planned)
             room[decision.chosen.instance_type] -= 1
@@ -333,6 +348,7 @@ class Planner:
                 data={"from_pool": old_pool, "to_pool": job.pool, "plan": plan},
             )
             queue.notify(session, job.pool)
+            # One transaction per move: no lock is held into the next job's store reads.
+            session.commit()
             moved.append(job.id)
-        session.commit()
         return moved
