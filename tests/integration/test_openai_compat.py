@@ -353,6 +353,24 @@ def test_another_teams_files_and_jobs_are_404(client: Any, sessions: sessionmake
     assert admin.files.retrieve(file_id).id == file_id
 
 
+def test_an_admins_job_on_another_teams_file_names_nothing_across_teams(
+    client: Any, sessions: sessionmaker[Session], key: str
+) -> None:
+    mine = make_openai(client, key)
+    file_id = upload(mine).id
+    # An admin of another team may train on any team's file; the job is the admin's team's.
+    ops_admin = make_openai(client, make_key(sessions, "ops", role="admin"))
+    job = create_job(ops_admin, file_id)
+    with pytest.raises(openai.ConflictError) as exc:
+        mine.files.delete(file_id)  # still needed, so kept; but the job is not research's to see
+    assert exc.value.code == "file_in_use" and job.id not in exc.value.message
+    ops_member = make_openai(client, make_key(sessions, "ops"))
+    [seen] = ops_member.fine_tuning.jobs.list()
+    assert seen.id == job.id and seen.training_file != file_id  # research's file id stays research's
+    assert ops_member.fine_tuning.jobs.retrieve(job.id).training_file != file_id
+    assert mine.files.retrieve(file_id).id == file_id
+
+
 def test_typed_errors_for_bad_requests(oai: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as nf:
         oai.files.retrieve("file-doesnotexist")

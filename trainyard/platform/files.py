@@ -200,8 +200,12 @@ def delete_file(session: Session, principal: Principal, store: storage.ObjectSto
     row = get_file(session, principal, file_id)
     user = _uri_in_use(session, row.uri)
     if user is not None:
+        # An admin of another team may have a job on it: that job is not the caller's to see.
+        shown = principal.is_admin or user.team_id == principal.team_id
         raise Conflict(
-            f"file {file_id} is used by job {user.id}, which is {user.status}; cancel it first",
+            f"file {file_id} is used by job {user.id}, which is {user.status}; cancel it first"
+            if shown
+            else f"file {file_id} is used by another team's unfinished job; delete it once that job ends",
             code="file_in_use",
             param="file_id",
         )
@@ -260,14 +264,17 @@ def resolve_spec_files(session: Session, principal: Principal, spec: S) -> S:
     return spec.model_copy(update=update) if update else spec
 
 
-def file_ids_for_uris(session: Session, uris: Iterable[str | None]) -> dict[str, str]:
-    """Map storage URIs back to the ids of the files stored there (deleted files included, so a
-    job keeps naming the file it trained on)."""
+def file_ids_for_uris(session: Session, uris: Iterable[str | None], *, team_id: str) -> dict[str, str]:
+    """Map storage URIs back to the ids of `team_id`'s files stored there (deleted files included,
+    so a job keeps naming the file it trained on). Another team's file (an admin's job may read
+    one) stays a URI: its id is that team's."""
     wanted = {u for u in uris if u}
     if not wanted:
         return {}
     rows = session.execute(
-        select(File.uri, File.id).where(File.uri.in_(wanted), File.purpose == PURPOSE_FINE_TUNE)
+        select(File.uri, File.id).where(
+            File.uri.in_(wanted), File.purpose == PURPOSE_FINE_TUNE, File.team_id == team_id
+        )
     )
     return {uri: file_id for uri, file_id in rows}
 

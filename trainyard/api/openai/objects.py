@@ -165,20 +165,21 @@ def job_object(
 
 def job_objects(session: Session, rows: Sequence[Job]) -> list[dict[str, Any]]:
     """Render a page of jobs with one look-up for their files and result files."""
-    uris = [u for job in rows for u in (job.spec.get("training_file"), job.spec.get("validation_file"))]
-    ids = files.file_ids_for_uris(session, uris)
     results = files.result_file_ids(session, rows)
     models = fine_tuned.model_ids(session, rows)
+    ids: dict[str, dict[str, str]] = {}
     bases: dict[str, str] = {}
     for team_id in {job.team_id for job in rows}:
         own = [job for job in rows if job.team_id == team_id]
+        uris = [u for job in own for u in (job.spec.get("training_file"), job.spec.get("validation_file"))]
+        ids[team_id] = files.file_ids_for_uris(session, uris, team_id=team_id)
         by_uri = fine_tuned.ids_for_uris(session, (j.spec.get("base_model") for j in own), team_id=team_id)
         bases.update({j.id: by_uri[j.spec["base_model"]] for j in own if j.spec.get("base_model") in by_uri})
     now = datetime.now(UTC)
     return [
         job_object(
             job,
-            file_ids=ids,
+            file_ids=ids[job.team_id],
             result_files=results.get(job.id, ()),
             model_id=models.get(job.id),
             base_model_id=bases.get(job.id),
