@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import json
+
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 from support import TWO_POOLS, job_body, make_key, principal_for
 
@@ -54,3 +56,29 @@ def test_nothing_moves_while_the_pool_has_room(sessions: sessionmaker[Session]) 
     _submit(sessions, planner)
     with sessions() as s:
         assert planner.redispatch(s, waited_seconds=0) == []
+
+
+def test_a_waiting_job_is_not_moved_past_its_teams_gpu_quota(sessions: sessionmaker[Session]) -> None:
+    pools = json.dumps(
+        [
+            {"instance_type": "local-cpu", "max_concurrent": 1},
+            {"instance_type": "p4d.24xlarge", "max_concurrent": 1},
+        ]
+    )
+    planner = Planner(load_deployment(get_settings(catalog_path=None, pools=pools)))
+    first = _submit(sessions, planner)
+    waiting = _submit(sessions, planner)
+    with sessions.begin() as s:
+        s.execute(text("UPDATE teams SET max_concurrent_gpus = 4"))  # p4d.24xlarge holds 8
+    with sessions() as s:
+        [claim] = queue.claim(s, worker_id="w", capacity=planner.capacity)
+        assert claim.job_id == first
+        # The one pool with room needs more GPUs than the team may hold: the job waits where it
+        # fits, rather than being moved there and failed by the next claim as one that can never run.
+        assert planner.redispatch(s, waited_seconds=0) == []
+    with sessions() as s:
+        job = s.get(Job, waiting)
+        assert job is not None and job.status == "queued" and job.pool == "local-cpu"
+        s.execute(text("UPDATE teams SET max_concurrent_gpus = NULL"))
+        s.commit()
+        assert planner.redispatch(s, waited_seconds=0) == [waiting]

@@ -14,10 +14,11 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from trainyard.platform import db, events, queue, replanning, states, storage
+from trainyard.platform import costs, db, events, queue, replanning, states, storage
 from trainyard.platform.deployment import Deployment
 from trainyard.platform.errors import InvalidRequest, TrainyardError, Unprocessable
-from trainyard.platform.models import Job
+from trainyard.platform.models import Job, Team
+from trainyard.platform.queue.quotas import QuotaExceeded, check_gpu_quota
 from trainyard.platform.scheduling import (
     Catalog,
     Decision,
@@ -57,6 +58,25 @@ class Planned:
 def _waiting_unpinned(pools: list[str]) -> Any:
     """Queued in one of `pools`, and free to move: not pinned to an instance type."""
     return and_(Job.status == states.QUEUED, Job.pool.in_(pools), Job.spec["instance_type"].astext.is_(None))
+
+
+def _fits_team(session: Session, job: Job, plan: dict[str, Any]) -> bool:
+    """Whether a move to `plan` keeps the job within its team's GPU quota and budget, as a move
+    its owner asks for must (`moves.move_job`): a job moved past its quota would be failed by
+    the next claim as one that can never run, though it fit where it was."""
+    team = session.get(Team, job.team_id)
+    if team is None:
+        return False
+    extra = float(plan.get("estimated_cost_usd") or 0.0) - float(
+        (job.plan or {}).get("estimated_cost_usd") or 0.0
+    )
+    try:
+        check_gpu_quota(team.max_concurrent_gpus, plan)
+        if extra > 0:
+            costs.check_budget(session, job.team_id, extra)
+    except (QuotaExceeded, costs.BudgetExhausted):
+        return False
+    return True
 
 
 def memory_plan(est: Estimate) -> dict[str, Any]:
@@ -338,7 +358,11 @@ class Planner:
             if job is None or job.spec != spec_json or decision is None:
                 db.release(session)
                 continue
-            old_pool, plan = job.pool, self.place(job, planned)
+            plan = self.plan_dict(planned)
+            if not _fits_team(session, job, plan):
+                db.release(session)
+                continue
+            old_pool, plan = job.pool, self.place(job, planned, plan)
             room[decision.chosen.instance_type] -= 1
             events.add(
                 session,

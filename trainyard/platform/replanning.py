@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from trainyard.platform import events
-from trainyard.platform.models import Checkpoint, Job, JobAttempt
+from trainyard.platform.models import Checkpoint, Job, JobAttempt, Team
 from trainyard.platform.scheduling.catalog import Catalog
 from trainyard.platform.scheduling.deadline_contract import Option, Verdict, decide
 from trainyard.platform.scheduling.estimator import Estimate
@@ -92,10 +92,12 @@ def _option_entry(e: Estimate, itype: InstanceType) -> dict[str, Any]:
         "spot": e.spot,
         "kind": itype.kind,
         "accelerator": e.accelerator,
-        "accelerator_count": itype.accelerator_count * itype.nodes,
+        # For all the instances a sweep holds at once, as `Planner.plan_dict` has them: the
+        # ledger bills and the quota counts a moved job by these.
+        "accelerator_count": itype.accelerator_count * itype.nodes * e.concurrent_trials,
         "workers": itype.workers,
         "usd_per_hour": e.usd_per_hour,
-        "on_demand_usd_per_hour": itype.on_demand_usd_per_hour,
+        "on_demand_usd_per_hour": itype.on_demand_usd_per_hour * e.concurrent_trials,
         "strategy": e.strategy,
         "gradient_checkpointing": e.gradient_checkpointing,
         "micro_batch_size": e.micro_batch_size,
@@ -156,6 +158,11 @@ def _replan(session: Session, job: Job, attempt: JobAttempt, now: datetime, *, r
     current = _entry(entries, plan.get("instance_type"), bool(plan.get("spot")))
     if current is None:
         return
+    # Never onto more accelerators than the team's quota allows: the next claim would fail the
+    # job as one that can never run.
+    quota = session.scalar(select(Team.max_concurrent_gpus).where(Team.id == job.team_id))
+    if quota is not None:
+        entries = [e for e in entries if e is current or float(e.get("accelerator_count") or 0) <= quota]
     left = _fraction_left(session, job, current)
     if left is None:
         return
