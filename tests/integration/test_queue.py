@@ -299,3 +299,22 @@ def test_queue_summary_counts_waiting_and_running_by_pool_for_the_callers_view(
     assert everyone["as_of"].endswith("Z")
     assert [p["pool"] for p in mine["pools"]] == ["tpu"] and mine["waiting"] == 0
     assert (only_research["waiting"], only_research["running"]) == (2, 1)
+
+
+def test_a_claim_over_several_pools_takes_the_highest_priority_of_them_all(
+    sessions: sessionmaker[Session],
+) -> None:
+    principal = principal_for(sessions, make_key(sessions))
+    with sessions.begin() as s:
+        for i in range(3):  # older, low priority, in the pool whose name sorts first
+            jobs.create_job(s, principal, JobSpec(**job_body(name=f"a{i}")), pool="a-pool")
+        urgent, _ = jobs.create_job(
+            s, principal, JobSpec(**job_body(name="urgent", priority=100)), pool="b-pool"
+        )
+    capacity = {"a-pool": 4, "b-pool": 4}
+    with sessions() as s:
+        [first] = queue.claim(s, worker_id="w", n=1, capacity=capacity)
+    assert first.job_id == urgent.id, "a pool's name decided, not the jobs' priority"
+    with sessions() as s:
+        rest = queue.claim(s, worker_id="w", n=5, capacity=capacity)
+    assert [c.pool for c in rest] == ["a-pool"] * 3

@@ -224,8 +224,20 @@ def claim(
         room = _pool_room(session, wanted)
         claiming = _Claiming(session, worker_id, lease_seconds, sorted(wanted))
         claims: list[Claim] = []
-        for pool, free in room.items():
-            claims += claiming.take(min(free, n - len(claims)), [pool])
+        while len(claims) < n:
+            open_pools = [pool for pool, free in room.items() if free > 0]
+            if not open_pools:
+                break
+            # Across pools, one at a time: the best job of all the pools with room comes first,
+            # as priority says, not the pool whose name sorts first.
+            want = min(room[open_pools[0]], n - len(claims)) if len(open_pools) == 1 else 1
+            got = claiming.take(want, open_pools)
+            if not got:
+                break
+            for c in got:
+                if c.pool in room:
+                    room[c.pool] -= 1
+            claims += got
     else:
         claims = _Claiming(session, worker_id, lease_seconds, pool_list).take(n, pool_list)
     session.commit()
