@@ -235,15 +235,43 @@ class WorkerDaemon:
                 capacity=self.deployment.capacity,
                 lease_seconds=self.settings.lease_seconds,
             )
-        for claim in claims:
-            shipper = LogShipper(
-                self.store, self.log_dir / f"{claim.attempt_id}.log", claim.job_id, claim.attempt_number
-            )
-            started = Running(claim, self._spawn(claim, shipper.path), shipper)
+        for i, claim in enumerate(claims):
+            try:
+                shipper = LogShipper(
+                    self.store, self.log_dir / f"{claim.attempt_id}.log", claim.job_id, claim.attempt_number
+                )
+                process = self._spawn(claim, shipper.path)
+            except Exception as exc:
+                self._hand_back_unstarted(claims[i:], exc)
+                raise  # the loop backs off before it claims again
+            started = Running(claim, process, shipper)
             with self._ship_lock:
                 self.running[claim.attempt_id] = started
             log.info("job %s attempt %d started", claim.job_id, claim.attempt_number)
         return len(claims)
+
+    def _hand_back_unstarted(self, claims: list[queue.Claim], error: Exception) -> None:
+        """Claims whose attempt could not be started (no process, no file descriptor, no log)
+        go back to the queue at once. Left alone, rescue would end them as lost after their
+        lease, each spending one of its job's attempts on a run that never began."""
+        for claim in claims:
+            log.warning(
+                "job %s attempt %d could not be started (%s: %s): handed back",
+                claim.job_id,
+                claim.attempt_number,
+                type(error).__name__,
+                error,
+            )
+            try:
+                with self.sessions() as s:
+                    queue.finish(
+                        s,
+                        claim.attempt_id,
+                        AttemptOutcome.HANDED_BACK,
+                        error_message=f"the worker could not start it: {type(error).__name__}: {error}"[:500],
+                    )
+            except Exception as exc:  # the lease runs out and rescue ends it instead
+                log.warning("job %s not handed back: %s", claim.job_id, type(exc).__name__)
 
     def _ship_logs(self) -> None:
         """What the attempts wrote since the last pass, into the store; a store outage only
