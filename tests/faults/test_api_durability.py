@@ -4,7 +4,8 @@ server behind a slow link. Each test prints its figures.
 
 - an acknowledged create is durable: visible to the next request, and a commit that fails is a
   503 `database_unavailable`, never a 2xx or a 500;
-- a pool of 2 connections serves health checks and reads while 10 slow uploads are in flight;
+- a pool of 2 connections serves health checks and reads while 10 slow uploads are in flight, and
+  while 4 creates wait on a hung store;
 - a SIGKILL of the API under 50 creates, then every create retried with its Idempotency-Key:
   exactly 50 jobs;
 - Postgres down for 20 s: 503s meanwhile (no 500, no hang), and the API answers again once it is up.
@@ -226,6 +227,72 @@ def test_a_pool_of_2_with_10_slow_uploads_still_answers_health_and_job_reads(
         assert len(rows) >= 5, f"too few probes of {path}"
         assert all(status == 200 for _, status, _ in rows), f"{path}: {rows}"
         assert max(t for _, _, t in rows) < 3.0, f"{path} waited: {rows}"
+
+
+def test_creates_waiting_on_a_hung_store_hold_no_connection_of_a_pool_of_2(
+    pg_url: str, tmp_path: Path, s3_server: str, s3_bucket: str
+) -> None:
+    key = team_key(pg_url, "hung-store")
+    moto = urlsplit(s3_server)
+    proxy = Proxy((moto.hostname or "127.0.0.1", moto.port or 80))
+    env = {
+        "TRAINYARD_DATABASE_URL": pg_url,
+        "TRAINYARD_DB_POOL_SIZE": "2",
+        "TRAINYARD_DB_MAX_OVERFLOW": "0",
+        "TRAINYARD_DB_POOL_TIMEOUT_SECONDS": "5",
+        "TRAINYARD_STORAGE_URI": s3_bucket,
+        "AWS_ENDPOINT_URL": proxy.url,
+        "AWS_ENDPOINT_URL_S3": proxy.url,
+    }
+    line = json.dumps(
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    )
+    # No dataset_tokens: each create sizes its training file in the store before it inserts.
+    body = {k: v for k, v in BODY.items() if k != "dataset_tokens"}
+    probes: list[tuple[str, int, float]] = []
+    try:
+        with (
+            live_api(tmp_path, env) as api,
+            httpx.Client(base_url=api.base_url, headers=headers(key), timeout=30.0) as client,
+        ):
+            uploaded = client.post(
+                "/v1/files",
+                files={"file": ("train.jsonl", (line + "\n").encode() * 20)},
+                data={"purpose": "fine-tune"},
+            )
+            assert uploaded.status_code == 200, uploaded.text
+            body["training_file"] = uploaded.json()["id"]
+            proxy.stall()
+            with ThreadPoolExecutor(4) as pool:
+                creates = [
+                    pool.submit(client.post, "/v1/jobs", json={**body, "name": f"hung-{i}"}) for i in range(4)
+                ]
+                deadline = time.monotonic() + 10
+                while proxy.held < 4 and time.monotonic() < deadline:  # every create is in its read
+                    time.sleep(0.05)
+                held = proxy.held
+                for _ in range(6):
+                    for path in ("/healthz", "/v1/jobs"):
+                        began = time.monotonic()
+                        try:
+                            status = client.get(path, timeout=PROBE_TIMEOUT).status_code
+                        except httpx.HTTPError:
+                            status = 0
+                        probes.append((path, status, time.monotonic() - began))
+                still_waiting = sum(not c.done() for c in creates)
+                proxy.restore()
+                statuses = [c.result().status_code for c in creates]
+    finally:
+        proxy.close()
+    slowest = max(t for _, _, t in probes)
+    print(
+        f"\npool 2, 4 creates held on a hung store ({held} chunks held, {still_waiting} still waiting): "
+        f"probes {Counter(s for _, s, _ in probes)}, slowest {slowest:.2f} s; creates {Counter(statuses)}"
+    )
+    assert held >= 4 and still_waiting == 4, "the creates were not all waiting on the store"
+    assert all(status == 200 for _, status, _ in probes), probes
+    assert slowest < 3.0, f"a probe waited for a connection: {probes}"
+    assert statuses == [201] * 4
 
 
 def _create_until_answered(api: LiveApi, key: str, idem: str, deadline: float) -> httpx.Response:

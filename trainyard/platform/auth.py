@@ -25,8 +25,8 @@ class Principal:
     role: str
     # The team's limits as the key was checked (the same row, read with it): a create of a team
     # without a budget needs no other read of it. A budget or quota set meanwhile applies from
-    # the next request.
-    team_budgeted: bool = False
+    # the next request. A principal made otherwise is taken to have a budget, which is checked.
+    team_budgeted: bool = True
     team_max_concurrent_gpus: int | None = None
 
     @property

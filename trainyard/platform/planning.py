@@ -149,7 +149,10 @@ class Planner:
         *,
         now: datetime | None = None,
         available: frozenset[str] | None = None,
+        autocommit: bool = False,
     ) -> Planned:
+        """`autocommit`: the session's first statement here, after the store and hub reads,
+        starts it in autocommit (`db.autocommit`), with no connection held across those reads."""
         now = now or datetime.now(UTC)
         if spec.instance_type and self.catalog.get(spec.instance_type) is None:
             raise InvalidRequest(
@@ -164,6 +167,8 @@ class Planner:
             tokens, tokens_source = self._tokens(spec)
         except EstimateInputError as exc:
             raise Unprocessable(str(exc), code="estimate_input_missing", param=exc.param) from exc
+        if autocommit:
+            db.autocommit(session)
         options = estimate_all(spec, self.catalog, model, tokens, learned=self.learned(session), now=now)
         try:
             decision: Decision | None = choose(
@@ -174,9 +179,12 @@ class Planner:
             decision, error = None, exc
         return Planned(decision, options, error, model, tokens, tokens_source, spec)
 
-    def plan(self, session: Session, spec: JobSpec) -> tuple[dict[str, Any], str]:
-        """The plan stored on a new job and the pool it waits in; 422 when nothing can run it."""
-        planned = self.estimate(session, spec)
+    def plan(
+        self, session: Session, spec: JobSpec, *, autocommit: bool = False
+    ) -> tuple[dict[str, Any], str]:
+        """The plan stored on a new job and the pool it waits in; 422 when nothing can run it.
+        `autocommit` as for `estimate`."""
+        planned = self.estimate(session, spec, autocommit=autocommit)
         if planned.decision is None:
             assert planned.error is not None
             raise Unprocessable(planned.error.message, code=planned.error.code, param=planned.error.param)

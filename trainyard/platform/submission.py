@@ -71,10 +71,9 @@ def submit(
         return replay, False
     spec = _resolve(session, principal, spec, planner=planner, sources=sources)
     db.release(session)  # planning reads the store and the hub; the write transaction comes after
-    if not principal.team_budgeted:
-        # Nothing to lock: the insert, its event and its notification are one statement.
-        db.autocommit(session)
-    plan, pool = planner.plan(session, spec)
+    # A team without a budget has nothing to lock: planning's reads, then the insert with its
+    # event and notification (one statement), each commit on their own.
+    plan, pool = planner.plan(session, spec, autocommit=not principal.team_budgeted)
     check_gpu_quota(principal.team_max_concurrent_gpus, plan)
     if principal.team_budgeted:
         replay = _check_budget(session, principal, plan.get("estimated_cost_usd"), idempotency_key, digest)

@@ -42,6 +42,9 @@ from trainyard.settings import Settings
 from trainyard.workers import warm
 from trainyard.workers.logship import LogShipper
 
+# A worker that fails to start attempts claims again after 1, 2, 4 ... seconds, at most this.
+START_FAILURE_MAX_PAUSE_SECONDS = 60.0
+
 log = logging.getLogger("trainyard.worker")
 
 _ATTEMPT_SETTINGS = (
@@ -113,6 +116,9 @@ class WorkerDaemon:
         self._ship_lock = threading.Lock()
         self._ship_outage = Outage(log, f"worker {self.worker_id}: shipping attempt logs")
         self._stopping = threading.Event()
+        # Attempts this worker failed to start in a row, and when it may claim again.
+        self._start_failures = 0
+        self._claims_resume_at = 0.0
         self._redispatch_outage = Outage(log, f"worker {self.worker_id}: redispatch")
         if settings.warm_attempts:
             warm.shared_runner()  # its imports overlap with whatever comes before the first claim
@@ -224,7 +230,7 @@ class WorkerDaemon:
 
     def _claim_and_start(self) -> int:
         free = self.settings.worker_concurrency - len(self.running)
-        if free <= 0:
+        if free <= 0 or time.monotonic() < self._claims_resume_at:
             return 0
         with self.sessions() as s:
             claims = queue.claim(
@@ -243,7 +249,14 @@ class WorkerDaemon:
                 process = self._spawn(claim, shipper.path)
             except Exception as exc:
                 self._hand_back_unstarted(claims[i:], exc)
-                raise  # the loop backs off before it claims again
+                # This worker cannot start processes now (no file descriptors, no disk for the
+                # log): it stops claiming for a while, longer each time, so its jobs go to other
+                # workers rather than round a claim-and-hand-back loop.
+                self._start_failures += 1
+                pause = min(START_FAILURE_MAX_PAUSE_SECONDS, 2.0 ** (self._start_failures - 1))
+                self._claims_resume_at = time.monotonic() + pause
+                return i
+            self._start_failures = 0
             started = Running(claim, process, shipper)
             with self._ship_lock:
                 self.running[claim.attempt_id] = started
