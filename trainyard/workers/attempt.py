@@ -240,7 +240,7 @@ class AttemptRunner:
             if forced:
                 self.mailbox.drain_or_log()
             else:
-                self._fenced.retrying("reading the run's reports", self.mailbox.drain)
+                self._fenced.retrying("reading the run's reports", self.mailbox.drain_unless_gone)
             if trained is not None and trained.tokens_trained:
                 self.mailbox.progress["tokens"] = trained.tokens_trained
             if trained is not None and trained.tokens_per_second:

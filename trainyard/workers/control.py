@@ -129,10 +129,20 @@ RunControlHandle: TypeAlias = Any
 
 
 def create_run_control(name: str | None = None, namespace: str | None = None) -> RunControlHandle:
-    """Start a RunControl actor, optionally named so another process can look it up."""
-    opts: dict[str, Any] = {}
+    """Start a RunControl actor, optionally named so another process can look it up.
+
+    It lives on the caller's node (the attempt's, on the worker's own machine) where it can:
+    placed on a training node, it would die with that node, a spot node taken back, and the
+    run's last reports with it, while the attempt waited on it to end."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    opts: dict[str, Any] = {
+        "scheduling_strategy": NodeAffinitySchedulingStrategy(
+            node_id=ray.get_runtime_context().get_node_id(), soft=True
+        )
+    }
     if name is not None:
         opts.update(name=name, get_if_exists=True)
     if namespace is not None:
         opts["namespace"] = namespace
-    return RunControl.options(**opts).remote() if opts else RunControl.remote()
+    return RunControl.options(**opts).remote()

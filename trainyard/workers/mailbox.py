@@ -86,6 +86,16 @@ class Mailbox:
                 if self._acked > written:
                     self.control.ack.remote(self._acked)
 
+    def drain_unless_gone(self) -> None:
+        """`drain`, except that a run whose control actor has died (its node went away) has
+        nothing more to hand over: that is logged once, not retried until the lease runs out."""
+        from ray.exceptions import RayActorError
+
+        try:
+            self.drain()
+        except RayActorError as exc:
+            log.warning("attempt %s: the run's last reports are lost with its node: %s", self.attempt_id, exc)
+
     def drain_or_log(self) -> None:
         """One drain, for a run being killed: what Ray cannot hand over now is logged as lost."""
         try:
