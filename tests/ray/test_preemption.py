@@ -226,10 +226,12 @@ def test_a_spot_node_killed_without_notice_is_a_preemption_and_the_deadline_move
         deadline = time.monotonic() + 300
         while True:
             started = _attempts(sessions, job["id"])
-            if started and _checkpoint_steps(sessions, started[0].id):
+            # A checkpoint to resume from, and the pace the attempt measured (set by its first
+            # heartbeat with a step, which may come a beat after the first checkpoint is drained).
+            if started and _checkpoint_steps(sessions, started[0].id) and started[0].pace_at is not None:
                 [first] = started
                 break
-            assert time.monotonic() < deadline, "no checkpoint recorded"
+            assert time.monotonic() < deadline, "no checkpoint and pace recorded"
             assert not started or started[0].outcome is None, started[0].error_message
             time.sleep(0.2)
         used = _rank_nodes(sessions, first.id, cluster)
