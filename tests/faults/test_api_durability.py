@@ -158,6 +158,19 @@ def _slow_upload(port: int, key: str, payload: bytes, *, chunk: int, delay: floa
         conn.close()
 
 
+def _pool_of_2(pg_url: str, s3_bucket: str, proxy: Proxy) -> dict[str, str]:
+    """An API with a pool of 2 connections (a 5 s wait for one), its store behind `proxy`."""
+    return {
+        "TRAINYARD_DATABASE_URL": pg_url,
+        "TRAINYARD_DB_POOL_SIZE": "2",
+        "TRAINYARD_DB_MAX_OVERFLOW": "0",
+        "TRAINYARD_DB_POOL_TIMEOUT_SECONDS": "5",
+        "TRAINYARD_STORAGE_URI": s3_bucket,
+        "AWS_ENDPOINT_URL": proxy.url,
+        "AWS_ENDPOINT_URL_S3": proxy.url,
+    }
+
+
 def test_a_pool_of_2_with_10_slow_uploads_still_answers_health_and_job_reads(
     pg_url: str, tmp_path: Path, s3_server: str, s3_bucket: str
 ) -> None:
@@ -165,16 +178,7 @@ def test_a_pool_of_2_with_10_slow_uploads_still_answers_health_and_job_reads(
     moto = urlsplit(s3_server)
     # The store is reached through a slow link: each upload spends seconds writing to it.
     proxy = Proxy((moto.hostname or "127.0.0.1", moto.port or 80), chunk=4096, delay=0.15)
-    endpoint = f"http://127.0.0.1:{proxy.port}"
-    env = {
-        "TRAINYARD_DATABASE_URL": pg_url,
-        "TRAINYARD_DB_POOL_SIZE": "2",
-        "TRAINYARD_DB_MAX_OVERFLOW": "0",
-        "TRAINYARD_DB_POOL_TIMEOUT_SECONDS": "5",
-        "TRAINYARD_STORAGE_URI": s3_bucket,
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ENDPOINT_URL_S3": endpoint,
-    }
+    env = _pool_of_2(pg_url, s3_bucket, proxy)
     line = json.dumps(
         {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x" * 200}]}
     )
@@ -235,15 +239,7 @@ def test_creates_waiting_on_a_hung_store_hold_no_connection_of_a_pool_of_2(
     key = team_key(pg_url, "hung-store")
     moto = urlsplit(s3_server)
     proxy = Proxy((moto.hostname or "127.0.0.1", moto.port or 80))
-    env = {
-        "TRAINYARD_DATABASE_URL": pg_url,
-        "TRAINYARD_DB_POOL_SIZE": "2",
-        "TRAINYARD_DB_MAX_OVERFLOW": "0",
-        "TRAINYARD_DB_POOL_TIMEOUT_SECONDS": "5",
-        "TRAINYARD_STORAGE_URI": s3_bucket,
-        "AWS_ENDPOINT_URL": proxy.url,
-        "AWS_ENDPOINT_URL_S3": proxy.url,
-    }
+    env = _pool_of_2(pg_url, s3_bucket, proxy)
     line = json.dumps(
         {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
     )

@@ -12,12 +12,11 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from trainyard.platform import costs, db, events, jobs, queue, states
+from trainyard.platform import db, events, jobs, queue, states
 from trainyard.platform.auth import Principal
 from trainyard.platform.errors import Conflict, InvalidRequest, Unprocessable
-from trainyard.platform.models import Job, Team
-from trainyard.platform.planning import Planner
-from trainyard.platform.queue.quotas import check_gpu_quota
+from trainyard.platform.models import Job
+from trainyard.platform.planning import Planner, check_team_limits
 from trainyard.platform.spec import JobSpec
 
 
@@ -86,15 +85,7 @@ def move_job(
     if _already_there(job, instance_type, spot):
         return job, False
     new_plan = planner.plan_dict(planned)
-    team = session.get(Team, job.team_id)
-    assert team is not None
-    check_gpu_quota(team.max_concurrent_gpus, new_plan)
-    extra = float(new_plan.get("estimated_cost_usd") or 0.0) - float(
-        (job.plan or {}).get("estimated_cost_usd") or 0.0
-    )
-    if extra > 0:
-        # The old estimate is already committed against the budget: only the difference is new.
-        costs.check_budget(session, job.team_id, extra)
+    check_team_limits(session, job, new_plan)
     old_pool = job.pool
     plan = planner.place(job, planned, new_plan)
     job.spec = moved_spec.model_dump(mode="json")

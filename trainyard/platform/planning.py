@@ -60,20 +60,24 @@ def _waiting_unpinned(pools: list[str]) -> Any:
     return and_(Job.status == states.QUEUED, Job.pool.in_(pools), Job.spec["instance_type"].astext.is_(None))
 
 
-def _fits_team(session: Session, job: Job, plan: dict[str, Any]) -> bool:
-    """Whether a move to `plan` keeps the job within its team's GPU quota and budget, as a move
-    its owner asks for must (`moves.move_job`): a job moved past its quota would be failed by
-    the next claim as one that can never run, though it fit where it was."""
+def check_team_limits(session: Session, job: Job, plan: dict[str, Any]) -> None:
+    """Refuse moving a queued job to `plan` past its team's GPU quota (`QuotaExceeded`) or
+    budget (`costs.BudgetExhausted`), as an owner's move (`moves.move_job`) and dispatch both
+    must: a job moved past its quota would be failed by the next claim as one that can never
+    run. The old estimate is already counted against the budget: only the difference is new."""
     team = session.get(Team, job.team_id)
-    if team is None:
-        return False
+    assert team is not None
+    check_gpu_quota(team.max_concurrent_gpus, plan)
     extra = float(plan.get("estimated_cost_usd") or 0.0) - float(
         (job.plan or {}).get("estimated_cost_usd") or 0.0
     )
+    if extra > 0:
+        costs.check_budget(session, job.team_id, extra)
+
+
+def _within_team_limits(session: Session, job: Job, plan: dict[str, Any]) -> bool:
     try:
-        check_gpu_quota(team.max_concurrent_gpus, plan)
-        if extra > 0:
-            costs.check_budget(session, job.team_id, extra)
+        check_team_limits(session, job, plan)
     except (QuotaExceeded, costs.BudgetExhausted):
         return False
     return True
@@ -353,22 +357,20 @@ class Planner:
                 db.release(session)
                 continue
             decision = planned.decision
-            job = None
-            if decision is not None and (
-                spec.policy.objective != "deadline" or decision.chosen.meets_deadline
+            if decision is None or (
+                spec.policy.objective == "deadline" and not decision.chosen.meets_deadline
             ):
-                job = session.scalars(
-                    select(Job)
-                    .where(Job.id == job_id, Job.pool == pool, _waiting_unpinned([pool]))
-                    .with_for_update(skip_locked=True)
-                    .execution_options(populate_existing=True)
-                ).one_or_none()
-            if job is None or job.spec != spec_json or decision is None:
                 db.release(session)
                 continue
+            job = session.scalars(
+                select(Job)
+                .where(Job.id == job_id, Job.pool == pool, _waiting_unpinned([pool]))
+                .with_for_update(skip_locked=True)
+                .execution_options(populate_existing=True)
+            ).one_or_none()
             plan = self.plan_dict(planned)
-            if not _fits_team(session, job, plan):
-                db.release(session)
+            if job is None or job.spec != spec_json or not _within_team_limits(session, job, plan):
+                db.release(session)  # claimed, cancelled, moved or pinned meanwhile, or over a limit
                 continue
             old_pool, plan = job.pool, self.place(job, planned, plan)
             room[decision.chosen.instance_type] -= 1
